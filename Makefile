@@ -1,0 +1,57 @@
+# The README's two commands: `make demo` and `make test`. Each sets up everything it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+FONT_PACKAGES := fonts-kouzan-mouhitsu fonts-aoyagi-kouzan-t fonts-ipaexfont-mincho fonts-hanazono
+BENCH_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: demo test bench lint fonts bench-packages env clean
+
+demo: env fonts
+	$(BIN)/kzjobs demo
+
+test: env fonts
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: env fonts bench-packages
+	$(BIN)/python -m bench.run
+
+lint: env
+	$(BIN)/ruff check .
+
+env: $(STAMP)
+
+# torch/torchvision are pinned to the wheels on local disk; the rest comes from PyPI.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[jobs,airflow,dev]'
+	touch $(STAMP)
+
+# Debian packages: installed when missing and we are root; otherwise say what to run.
+fonts:
+	@$(MAKE) --no-print-directory apt-packages PACKAGES="$(FONT_PACKAGES)"
+
+bench-packages:
+	@$(MAKE) --no-print-directory apt-packages PACKAGES="$(BENCH_PACKAGES)"
+
+apt-packages:
+	@missing=""; for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "error: missing Debian packages:$$missing" >&2; \
+	    echo "run:   sudo apt-get update && sudo apt-get install -y$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf var .pytest_cache

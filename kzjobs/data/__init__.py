@@ -1,0 +1,1 @@
+"""The competition's data format, books and folds, and dataset layouts."""

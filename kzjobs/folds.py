@@ -1,0 +1,28 @@
+"""The folds job: books to folds, written once per run so every stage agrees."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kzjobs.data.books import assign_folds
+from kzjobs.data.dataset import Dataset
+from kzjobs.job import Job
+
+
+class FoldsJob(Job):
+    dataset: str
+    out: str = ""
+
+    def run(self) -> dict[str, Any]:
+        ds = Dataset.open(self.dataset, self.store)
+        n = self.profile.data.n_folds
+        folds = assign_folds(ds.image_ids(), n)
+        result = {"n_folds": n, "books": folds}
+        if self.out:
+            self.store.write_json(self.out, result)
+        return result | {"out": self.out}
+
+
+def load_folds(store: Any, key: str) -> dict[str, int]:
+    """``{book: fold}`` from a folds JSON written by :class:`FoldsJob`."""
+    return {b: int(f) for b, f in store.read_json(key)["books"].items()}

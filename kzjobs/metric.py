@@ -1,0 +1,104 @@
+"""The competition F1, exactly as Kaggle's Kuzushiji Recognition scored it.
+
+Ground-truth boxes are visited in their listed order; each takes the first unused
+prediction with the same code point whose point lies strictly inside the box.
+Predictions left over are false positives. TP, FP and FN are summed over all pages
+before F1. ``ignore_code=True`` gives the detection-only F1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from kzjobs.data.books import book_id
+from kzjobs.data.format import Box, Point
+
+
+@dataclass
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        denom = 2 * self.tp + self.fp + self.fn
+        # No characters and no predictions anywhere: nothing was wrong.
+        return 2 * self.tp / denom if denom else 1.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"f1": self.f1, "precision": self.precision, "recall": self.recall, **asdict(self)}
+
+
+@dataclass
+class Score(Counts):
+    by_book: dict[str, Counts] = field(default_factory=dict)
+
+    def as_dict(self, *, by_book: bool = False) -> dict:
+        out: dict = {k: v for k, v in Counts.as_dict(self).items() if k != "by_book"}
+        if by_book:
+            out["by_book"] = {b: c.as_dict() for b, c in sorted(self.by_book.items())}
+        return out
+
+
+def score_page(
+    truth: Sequence[Box], preds: Sequence[Point], *, ignore_code: bool = False
+) -> Counts:
+    """TP/FP/FN of one page."""
+    if not truth:
+        return Counts(fp=len(preds))
+    if not preds:
+        return Counts(fn=len(truth))
+    px = np.fromiter((p.x for p in preds), float, len(preds))
+    py = np.fromiter((p.y for p in preds), float, len(preds))
+    codes = np.array([p.code for p in preds])
+    unused = np.ones(len(preds), dtype=bool)
+    tp = fn = 0
+    for box in truth:
+        x0, y0, x1, y1 = box.xyxy
+        match = unused & (px > x0) & (px < x1) & (py > y0) & (py < y1)
+        if not ignore_code:
+            match &= codes == box.code
+        if match.any():
+            tp += 1
+            unused[int(np.argmax(match))] = False
+        else:
+            fn += 1
+    return Counts(tp=tp, fp=int(unused.sum()), fn=fn)
+
+
+def score(
+    truth: Mapping[str, Sequence[Box]],
+    preds: Mapping[str, Sequence[Point]],
+    *,
+    ignore_code: bool = False,
+) -> Score:
+    """Summed counts over all pages, and per book.
+
+    A labelled page missing from ``preds`` counts all its boxes as misses; a predicted
+    page that has no labels counts all its points as false positives.
+    """
+    total = Score()
+    for image_id in list(truth) + [i for i in preds if i not in truth]:
+        counts = score_page(
+            truth.get(image_id, ()), preds.get(image_id, ()), ignore_code=ignore_code
+        )
+        total.add(counts)
+        total.by_book.setdefault(book_id(image_id), Counts()).add(counts)
+    return total

@@ -1,0 +1,22 @@
+"""CLI options shared by every ``kzjobs`` command, and the JSON summary printer."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", envvar="KZ_STORE", help="Store root: a folder or s3://bucket/prefix."),
+]
+ProfileOption = Annotated[
+    str,
+    typer.Option("--profile", "-p", envvar="KZ_PROFILE", help="tiny, demo, bench, full or a YAML."),
+]
+
+
+def emit(result: Any) -> None:
+    """Print a job's summary as JSON on stdout (logs and progress go to stderr)."""
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,40 @@
+"""Deployment settings, read from the environment (``KZ_*``) or a ``.env`` file.
+
+Profiles say *how big* a model is; settings say *where* things live.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KZ_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path("var"), description="Local state: store, MLflow DB, logs.")
+    store: str | None = Field(
+        default=None, description="Store root URI: a folder or s3://bucket/prefix."
+    )
+    mlflow_uri: str | None = Field(default=None, description="MLflow tracking URI.")
+    registry_model: str = "kz-recognizer"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    launcher: Literal["local", "docker", "kubernetes"] = "local"
+    job_image: str = "ghcr.io/kzjobs/kzjobs-job:0.1.0"
+
+    @property
+    def store_uri(self) -> str:
+        return self.store or str((self.home / "store").resolve())
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

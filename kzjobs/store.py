@@ -1,0 +1,322 @@
+"""One key-value interface over a local folder or an S3 prefix.
+
+Keys are ``/``-separated relative paths. Writes are atomic on both backends: a local
+write goes to a temporary file that is renamed into place, and an S3 PUT is atomic by
+the service's contract. Retries on S3 are botocore's (``retries={"mode": "standard"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+_SAFE_PART = re.compile(r"^[A-Za-z0-9._@=+\-]+$")
+
+
+class UnsafeKeyError(ValueError):
+    """A key that could escape the store's root, or is not a plain relative path."""
+
+
+class StoreError(RuntimeError):
+    """A store operation failed after its retries; the message names the key."""
+
+
+def validate_key(key: str, *, allow_empty: bool = False) -> str:
+    """Return ``key`` normalised, or raise :class:`UnsafeKeyError`.
+
+    Refuses absolute paths, ``..``, backslashes, empty parts and odd characters, so a
+    key read from user input can never leave its prefix.
+    """
+    if not isinstance(key, str):
+        raise UnsafeKeyError(f"key must be a string, got {type(key).__name__}")
+    stripped = key.strip("/") if allow_empty else key
+    if stripped == "":
+        if allow_empty:
+            return ""
+        raise UnsafeKeyError("empty key")
+    if stripped.startswith("/") or "\\" in stripped or "\x00" in stripped:
+        raise UnsafeKeyError(f"unsafe key {key!r}: absolute or with backslash/NUL")
+    parts = stripped.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise UnsafeKeyError(f"unsafe key {key!r}: empty, '.' or '..' part")
+        if not _SAFE_PART.match(part):
+            raise UnsafeKeyError(f"unsafe key {key!r}: part {part!r} has unsafe characters")
+    return "/".join(parts)
+
+
+def join(*parts: str) -> str:
+    """Join key parts with ``/`` and validate the result."""
+    return validate_key("/".join(p.strip("/") for p in parts if p and p.strip("/")))
+
+
+class Store(ABC):
+    """Bytes by key. Subclasses implement five primitives; helpers build on them."""
+
+    uri: str
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix`` (a folder-like prefix), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode("utf-8")
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode("utf-8"))
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, obj: Any) -> None:
+        self.write_bytes(key, json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8"))
+
+    def child(self, prefix: str) -> Store:
+        """A store rooted at ``prefix`` inside this one."""
+        return PrefixStore(self, validate_key(prefix))
+
+    def local_path(self, key: str) -> Path | None:
+        """The file behind ``key`` when the store is a local folder, else None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {key!r} from {self.uri}: {exc}") from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = validate_key(prefix, allow_empty=True)
+        base = self.root.joinpath(*prefix.split("/")) if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    continue  # an atomic write in progress
+                rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                keys.append(rel)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store(Store):
+    """``s3://bucket/prefix`` through boto3.
+
+    The endpoint, region and credentials come from the standard AWS settings
+    (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_PROFILE``...).
+    """
+
+    def __init__(self, uri: str, *, max_attempts: int = 5) -> None:
+        import boto3
+        from botocore.config import Config
+
+        match = re.match(r"^s3://([^/]+)/?(.*)$", uri)
+        if not match:
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        self.bucket = match.group(1)
+        self.prefix = validate_key(match.group(2), allow_empty=True)
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        config = Config(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self.client = boto3.client("s3", config=config)
+
+    def _key(self, key: str) -> str:
+        key = validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, op: str, key: str, exc: Exception) -> StoreError:
+        return StoreError(f"cannot {op} {key!r} at {self.uri}: {exc}")
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise KeyError(key) from None
+            raise self._fail("read", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("read", key, exc) from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("write", key, exc) from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("check", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("check", key, exc) from exc
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = validate_key(prefix, allow_empty=True)
+        full = "/".join(p for p in (self.prefix, prefix) if p)
+        full = f"{full}/" if full else ""
+        strip = len(f"{self.prefix}/") if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][strip:]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list", prefix or "/", exc) from exc
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(self._iter_keys(prefix))
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("delete", key, exc) from exc
+
+
+class PrefixStore(Store):
+    """A view of another store below a prefix."""
+
+    def __init__(self, parent: Store, prefix: str) -> None:
+        self.parent = parent
+        self.prefix = prefix
+        self.uri = f"{parent.uri.rstrip('/')}/{prefix}"
+
+    def _k(self, key: str) -> str:
+        return f"{self.prefix}/{validate_key(key)}"
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.parent.read_bytes(self._k(key))
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.parent.write_bytes(self._k(key), data)
+
+    def exists(self, key: str) -> bool:
+        return self.parent.exists(self._k(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = validate_key(prefix, allow_empty=True)
+        full = f"{self.prefix}/{prefix}" if prefix else self.prefix
+        cut = len(self.prefix) + 1
+        return [k[cut:] for k in self.parent.list(full)]
+
+    def delete(self, key: str) -> None:
+        self.parent.delete(self._k(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return self.parent.local_path(self._k(key))
+
+
+def open_store(uri: str | os.PathLike[str] | None = None) -> Store:
+    """A store for ``uri``: ``s3://bucket/prefix``, ``file://path`` or a folder path.
+
+    With no URI, the settings' default (a folder under ``var/``).
+    """
+    if uri is None:
+        from kzjobs.settings import get_settings
+
+        uri = get_settings().store_uri
+    uri = os.fspath(uri)
+    if uri.startswith("s3://"):
+        return S3Store(uri)
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return LocalStore(uri)
+
+
+def key_name(key: str) -> str:
+    """The last part of a key (its 'file name')."""
+    return PurePosixPath(key).name
+
+
+def split_uri(uri: str) -> tuple[Store, str]:
+    """A store and key for the object at ``uri`` (``s3://bucket/a/b.csv`` or a file path)."""
+    uri = os.fspath(uri)
+    if uri.startswith("s3://"):
+        head, _, name = uri.rpartition("/")
+        if head == "s3:/":  # s3://bucket with no key
+            raise ValueError(f"no object key in {uri!r}")
+        return S3Store(head), name
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
+    return LocalStore(path.parent), path.name
+
+
+def read_uri(uri: str) -> bytes:
+    """The bytes of one object named by a URI or a local path."""
+    store, key = split_uri(uri)
+    return store.read_bytes(key)

@@ -1,0 +1,1 @@
+"""Synthetic kuzushiji-like books in the competition's format."""

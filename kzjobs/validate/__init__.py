@@ -1,0 +1,1 @@
+"""Data validation with Great Expectations: annotations, incoming batches, predictions."""
