@@ -1,0 +1,1 @@
+"""Recognition: a bundle of models reads a collection and writes outputs to the store."""

@@ -1,0 +1,67 @@
+"""Recognition outputs: reading order, transcripts, JSON, review pages, merge."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from kzjobs.data.format import Box, read_submission
+from kzjobs.recognize.outputs import Char, PageResult, done_pages, merge, write_page
+from kzjobs.recognize.reading_order import reading_order
+from kzjobs.store import open_store
+
+A, II, U, E = "U+3042", "U+3044", "U+3046", "U+3048"  # あいうえ
+
+
+def test_columns_right_to_left_top_to_bottom():
+    # Two columns; the right one (x~200) is read first, each from the top.
+    boxes = [
+        Box(A, 100, 50, 40, 40),  # left column, top
+        Box(II, 205, 120, 40, 40),  # right column, second (drifted a little)
+        Box(U, 200, 40, 40, 40),  # right column, top
+        Box(E, 98, 130, 40, 40),  # left column, second
+    ]
+    assert reading_order(boxes) == [2, 1, 0, 3]
+    assert reading_order([]) == []
+
+
+def test_transcript_and_json_follow_reading_order():
+    page = PageResult(
+        "aa_1",
+        400,
+        300,
+        [
+            Char(A, 100, 50, 40, 40, 0.9),
+            Char(II, 205, 120, 40, 40, 0.8),
+            Char(U, 200, 40, 40, 40, 0.3),
+        ],
+    )
+    assert page.transcript() == "うい\nあ\n"
+    data = page.to_json()
+    assert [c["char"] for c in data["characters"]] == ["う", "い", "あ"]
+    assert [(c["column"], c["index"]) for c in data["characters"]] == [(0, 0), (0, 1), (1, 0)]
+    assert PageResult.from_json(data).transcript() == page.transcript()
+
+
+def test_page_outputs_resume_marker_and_merge(tmp_path):
+    store = open_store(tmp_path)
+    image = Image.new("RGB", (400, 300), "white")
+    pages = {
+        "bb_2": PageResult("bb_2", 400, 300, [Char(A, 10, 10, 20, 20, 0.9)]),
+        "aa_1": PageResult("aa_1", 400, 300, [Char(II, 50, 60, 20, 30, 0.2)]),
+    }
+    write_page(store, pages["bb_2"], image)
+    assert done_pages(store) == {"bb_2"}
+    write_page(store, pages["aa_1"], image)
+    assert done_pages(store) == {"aa_1", "bb_2"}
+
+    summary = merge(store, ["bb_2", "aa_1"])
+    assert summary == {"pages": 2, "characters": 2}
+    sub = read_submission(store.read_bytes("submission.csv"))
+    assert list(sub) == ["aa_1", "bb_2"]  # sorted: the same bytes whatever the shard order
+    assert (sub["aa_1"][0].x, sub["aa_1"][0].y) == (60, 75)
+
+    review = store.read_text("review/aa_1.html")
+    assert "data:image/jpeg;base64," in review
+    assert 'class="low"' in review and "い" in review
+    assert 'href="bb_2.html"' in store.read_text("review/index.html")
+    assert store.read_text("transcripts/bb_2.txt") == "あ\n"
