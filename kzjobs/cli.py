@@ -10,7 +10,13 @@ from typing import Annotated
 
 import typer
 
+from kzjobs.classify.cli import classify_app
+from kzjobs.detect.cli import detect_app
+from kzjobs.level2.cli import level2_app
 from kzjobs.options import ProfileOption, StoreOption, emit
+from kzjobs.pseudo import command as pseudo_command
+from kzjobs.registry_cli import add_commands as add_registry_commands
+from kzjobs.validate.cli import validate_app
 
 app = typer.Typer(
     name="kzjobs",
@@ -18,6 +24,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(validate_app, name="validate")
+app.add_typer(classify_app, name="classify")
+app.add_typer(detect_app, name="detect")
+app.add_typer(level2_app, name="level2")
+app.command("pseudo")(pseudo_command)
+add_registry_commands(app)
 
 
 @app.command()
@@ -50,6 +62,37 @@ def folds(
     from kzjobs.folds import FoldsJob
 
     emit(FoldsJob(store_uri=store, profile_name=profile, dataset=dataset, out=out).run())
+
+
+@app.command()
+def synth(
+    out: Annotated[str, typer.Argument(help="Output dataset: a store key, folder or s3:// URI.")],
+    books: Annotated[int, typer.Option(help="Number of books.")] = 4,
+    pages_per_book: Annotated[int, typer.Option(help="Pages per book.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
+    fonts: Annotated[
+        list[str] | None,
+        typer.Option("--fonts", help="Font ids, repeated or comma-separated (default: all)."),
+    ] = None,
+    unlabelled: Annotated[
+        bool, typer.Option("--unlabelled", help="Images only, as an incoming collection.")
+    ] = False,
+    book_prefix: Annotated[
+        str | None, typer.Option(help="Lower-case letters before book names (default: seed).")
+    ] = None,
+    start_book: Annotated[int, typer.Option(help="Index of the first book's name.")] = 0,
+    store: StoreOption = None,
+    profile: ProfileOption = "demo",
+) -> None:
+    """Write synthetic kuzushiji-like books in the competition's layout."""
+    from kzjobs.synth.job import SynthJob
+
+    font_ids = [f.strip() for item in fonts or [] for f in item.split(",") if f.strip()]
+    job = SynthJob(store_uri=store, profile_name=profile, out=out, books=books,
+                   pages_per_book=pages_per_book, seed=seed, fonts=font_ids or None,
+                   labelled=not unlabelled, book_prefix=book_prefix, start_book=start_book,
+                   progress=True)
+    emit(job.run())
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kzjobs.classify.config import ClassifyConfig
 from kzjobs.detect.config import DetectConfig
+from kzjobs.level2.config import Level2Config, PseudoConfig
+from kzjobs.validate.config import ValidateConfig
 
 
 class DataConfig(BaseModel):
@@ -31,6 +33,10 @@ class Profile(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    # YAML section `validate`; the attribute is `validation` (BaseModel.validate exists).
+    validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
+    level2: Level2Config = Field(default_factory=Level2Config)
 
 
 PROFILE_NAMES = ("tiny", "demo", "bench", "full")

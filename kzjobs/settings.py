@@ -21,6 +21,14 @@ class Settings(BaseSettings):
         default=None, description="Store root URI: a folder or s3://bucket/prefix."
     )
     mlflow_uri: str | None = Field(default=None, description="MLflow tracking URI.")
+    mlflow_artifacts: str | None = Field(
+        default=None,
+        description="Artifact root (e.g. s3://bucket/mlflow) when the tracking URI is a database.",
+    )
+    lock_uri: str | None = Field(
+        default=None,
+        description="PostgreSQL URI for the promotion lock when MLflow is behind a server.",
+    )
     registry_model: str = "kz-recognizer"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     launcher: Literal["local", "docker", "kubernetes"] = "local"

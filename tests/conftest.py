@@ -68,3 +68,91 @@ def store(request: pytest.FixtureRequest, tmp_path):
     if request.param == "local":
         return open_store(tmp_path / "store")
     return open_store(request.getfixturevalue("s3_env") + "/prefix/x")
+
+
+# ---- PostgreSQL and MLflow (registry, promotion) ------------------------------------
+
+PG_ADMIN_URI = os.environ.get("KZ_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def pg_uri() -> Iterator[str]:
+    """A fresh PostgreSQL database with a unique name, dropped after the test."""
+    import psycopg2
+
+    name = f"kz_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(PG_ADMIN_URI)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the jobs ship psycopg2.
+        base = PG_ADMIN_URI.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def mlflow_on_postgres(
+    pg_uri: str, s3_env: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The production shape of the registry: MLflow on PostgreSQL with S3 artifacts.
+
+    Returns the artifact bucket's URI.
+    """
+    from kzjobs.settings import get_settings
+
+    monkeypatch.setenv("KZ_MLFLOW_URI", pg_uri)
+    monkeypatch.setenv("KZ_MLFLOW_ARTIFACTS", f"{s3_env}/mlflow")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.delenv("KZ_LOCK_URI", raising=False)
+    get_settings.cache_clear()
+    return s3_env
+
+
+def write_test_bundle(store, prefix: str, *, tag: str = "a", folds: int = 2):
+    """A bundle's files (opaque bytes: the registry never reads weights) and its manifest."""
+    from kzjobs.bundle import Bundle, Level2Files
+
+    root = store.child(prefix)
+    files = {f"detect/fold{k}/model.pt": f"det-{tag}-{k}" for k in range(folds)}
+    files |= {f"classify/resnet18/fold{k}/model.pt": f"cls-{tag}-{k}" for k in range(folds)}
+    files |= {f"level2/fold{k}/lgb.txt": f"lgb-{tag}-{k}" for k in range(folds)}
+    files |= {f"level2/fold{k}/xgb.ubj": f"xgb-{tag}-{k}" for k in range(folds)}
+    files |= {"level2/meta.json": "{}", "level2/vocab.json": "[]",
+              "vocabulary.json": '{"U+3042": "あ"}'}
+    for key, text in files.items():
+        root.write_text(key, text)
+    bundle = Bundle(
+        profile="tiny",
+        detector=[f"detect/fold{k}/model.pt" for k in range(folds)],
+        classifiers={"resnet18": [f"classify/resnet18/fold{k}/model.pt" for k in range(folds)]},
+        level2=Level2Files(lightgbm=[f"level2/fold{k}/lgb.txt" for k in range(folds)],
+                           xgboost=[f"level2/fold{k}/xgb.ubj" for k in range(folds)]),
+        vocabulary="vocabulary.json",
+    )
+    bundle.save(root)
+    return bundle, files
+
+
+def write_test_heldout(store, key: str, books=("ha", "hb")) -> None:
+    """A labelled held-out dataset: train.csv and its image files."""
+    rows = ["image_id,labels"]
+    for book in books:
+        image_id = f"{book}_001"
+        rows.append(f"{image_id},U+3042 10 10 20 20 U+3044 40 10 20 20")
+        store.write_bytes(f"{key}/images/{image_id}.jpg", b"\xff\xd8 not decoded here")
+    store.write_text(f"{key}/train.csv", "\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def make_bundle():
+    return write_test_bundle
+
+
+@pytest.fixture
+def make_heldout():
+    return write_test_heldout

@@ -2,29 +2,72 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# torchvision ResNet trunks the classifier accepts by name (layer4 and fc are dropped).
+KINDS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+)
+TRUNK_PARTS = ("conv1", "bn1", "layer1", "layer2", "layer3")
 
 
 class ClassifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kinds: tuple[str, ...] = ("resnet18",)
-    weights: dict[str, str] = {}  # kind -> user-supplied trunk state_dict path
-    page_size: int = 1536
-    crop: tuple[int, int] = (512, 384)  # (height, width); varied by ±crop_jitter
-    crop_jitter: float = 0.3
-    min_visible: float = 0.99
-    max_boxes: int = 256
-    box_bucket: int = 32
+    # kind -> path of a user-supplied torchvision-style state_dict (e.g. WSL weights);
+    # nothing is ever downloaded.
+    weights: dict[str, str] = {}
+    page_size: int = 1536  # longest page side in px, for training crops and inference
+    crop: tuple[int, int] = (512, 384)  # (height, width) of a training crop
+    crop_jitter: float = Field(0.3, ge=0.0, lt=1.0)  # crop side varied by ±this, then resized
+    crops_per_page: int = Field(1, ge=1)  # random crops drawn from each page per epoch
+    min_visible: float = Field(0.99, gt=0.0, le=1.0)  # keep a box if this much is in the crop
+    max_boxes: int = Field(256, ge=2)  # boxes per batch are capped ...
+    box_bucket: int = Field(32, ge=1)  # ... and rounded down to a multiple of this
     roi_size: int = 3
     hidden: int = 1024
     dropout: float = 0.5
-    epochs: int = 10
-    batch_size: int = 4
+    frozen: tuple[str, ...] = ("conv1", "bn1", "layer1")  # no grad, BatchNorm in eval mode
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(4, ge=1)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    amp: bool = True  # mixed precision on CUDA only
+    seed: int = 0
+    eval_every: int = 0  # validate on full pages every N epochs (0: after the last only)
     tta_scales: tuple[float, ...] = (1.0,)
-    top_k: int = 10
+    top_k: int = Field(10, ge=1)  # classes kept per box in the predictions (>= 10 in profiles)
     workers: int = 0
-    amp: bool = True
+    augment: bool = True  # HSV, brightness/contrast, gamma
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown classifier kinds {unknown}; use some of {KINDS}")
+        return kinds
+
+    @field_validator("frozen")
+    @classmethod
+    def _known_parts(cls, frozen: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [p for p in frozen if p not in TRUNK_PARTS]
+        if unknown:
+            raise ValueError(f"cannot freeze {unknown}; parts are {TRUNK_PARTS}")
+        return frozen
+
+    @field_validator("tta_scales")
+    @classmethod
+    def _some_scales(cls, scales: tuple[float, ...]) -> tuple[float, ...]:
+        if not scales or any(s <= 0 for s in scales):
+            raise ValueError("tta_scales must be one or more positive factors")
+        return scales

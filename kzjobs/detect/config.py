@@ -2,28 +2,51 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Backbone = Literal[
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v3_large"
+]
 
 
 class DetectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backbone: str = "resnet18"
-    weights: str | None = None  # a user-supplied state_dict path; nothing is downloaded
-    page_size: int = 1024  # longest page side, in px, for training and inference
-    crop: tuple[int, int] = (384, 512)  # (height, width) of random training crops
-    empty_crop_fraction: float = 0.1
-    min_visible: float = 0.5
-    anchor_sizes: tuple[int, ...] = (12, 24, 48, 96, 192)
+    # The model: a Faster R-CNN with an FPN backbone, two classes (background, character).
+    backbone: Backbone = "resnet18"
+    weights: str | None = None  # a user-supplied detector state_dict path; nothing is downloaded
+    backbone_weights: str | None = None  # a user-supplied backbone (trunk) state_dict path
+    trainable_layers: int | None = None  # None: all (training from scratch)
+    returned_layers: tuple[int, ...] | None = None  # backbone stages fed to the FPN
+    fpn_channels: int = 256
+    box_head_size: int = 1024  # width of the two-layer box head
+    # One size per FPN level when the counts match, else every size on every level.
+    anchor_sizes: tuple[int, ...] = (12, 24, 32, 64, 96)
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    roi_batch_size: int = 512  # sampled proposals per training image
+    proposals_test: int = 2000  # RPN proposals kept per page at inference
     nms_iou: float = 0.25
     score_threshold: float = 0.5
-    detections_per_image: int = 1200
+    detections_per_image: int = Field(1200, ge=1000)
+
+    # Pages: the dataset sets the scale (longest side in px), not torchvision's transform.
+    page_size: int = 1024
+    crop: tuple[int, int] = (384, 512)  # (height, width) of random training crops
+    crops_per_page: int = 1  # random crops of each training page per epoch
+    scale_jitter: float = 0.2  # crops see pages scaled by 1 ± this
+    min_visible: float = 0.5  # a cut box is kept if at least this much of it is in the crop
+
+    # Training: SGD with momentum, linear warm-up then a cosine schedule (per iteration).
     epochs: int = 10
     batch_size: int = 4
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 100
+    grad_clip: float | None = 10.0  # from-scratch training spikes early; clip the norm
     workers: int = 0
-    amp: bool = True
+    amp: bool = True  # mixed precision on CUDA (no effect on the CPU)
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default (OMP_NUM_THREADS)
+    seed: int = 0

@@ -1,1 +1,14 @@
-"""Synthetic kuzushiji-like books in the competition's format."""
+"""Synthetic kuzushiji-like books in the competition's format.
+
+``generate(out, books=..., pages_per_book=..., seed=...)`` writes ``train.csv``,
+``unicode_translation.csv``, ``books.json`` and ``images/<image_id>.jpg`` into a store;
+``FONTS`` lists the short font ids. Modules: ``fonts`` (registry, glyph coverage and
+masks), ``vocab`` (code points and frequencies), ``style`` (a book's style),
+``render`` (layout, glyphs, distractors), ``paper`` (texture, stains, blur, JPEG),
+``generator`` (books, names, files) and ``job`` (the ``kzjobs synth`` job).
+"""
+
+from kzjobs.synth.fonts import FONTS
+from kzjobs.synth.generator import generate
+
+__all__ = ["FONTS", "generate"]

@@ -1,0 +1,377 @@
+"""Tesseract baseline: Japanese vertical OCR scored with the competition F1, beside ours.
+
+    .venv/bin/python -m bench.tesseract --dataset PATH [--out bench/results/tesseract.json]
+        [--psm 5] [--compare-psm 3 4 5 11 12] [--threads 1]
+
+Runs the ``tesseract`` binary (Debian ``tesseract-ocr-jpn-vert``, installed by
+``make bench-packages``) once per page with TSV output, takes the word rows (level 5)
+and spreads each word's characters evenly down its box: tesseract gives no per-character
+boxes in TSV, and a vertical word's characters sit one under the other. Every character
+it reads is kept, including ones outside the dataset's vocabulary: those are false
+positives, as any OCR output's would be (the count is reported as
+``out_of_vocabulary``).
+
+Cost is measured per child with ``os.wait4`` (the per-process form of
+``getrusage(RUSAGE_CHILDREN)``): a caller such as the end-to-end benchmark has other
+children, whose peak RSS the process-wide figure would mix in.
+``OMP_THREAD_LIMIT=1`` by default: the Debian build uses OpenMP, whose second thread on
+a 2-core machine roughly triples CPU time for no gain; one process per core is
+tesseract's own advice for throughput.
+
+``run_tesseract_bench(dataset, image_ids)`` is the entry point the end-to-end
+benchmark calls so that ours and tesseract run on the same pages in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kzjobs.data.format import MAX_PREDICTIONS_PER_PAGE, Point, char_to_code
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from kzjobs.data.dataset import Dataset
+
+OUT = Path(__file__).parent / "results" / "tesseract.json"
+TSV_COLUMNS = (
+    "level", "page_num", "block_num", "par_num", "line_num", "word_num",
+    "left", "top", "width", "height", "conf", "text",
+)
+WORD_LEVEL = 5
+# 5 ("a single uniform block of vertically aligned text") had the best F1 of
+# 3, 4, 5, 6, 11, 12 on synthetic mincho and brush pages: bench/results/tesseract.json.
+DEFAULT_PSM = 5
+DEFAULT_LANG = "jpn_vert"
+TIMEOUT_S = 300.0
+
+
+class TesseractError(RuntimeError):
+    """Tesseract failed on one page; ``reason`` says why (quarantined, the rest goes on)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A level-5 row of tesseract's TSV: a word's box, confidence and text."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+    conf: float
+    text: str
+
+
+def parse_tsv(text: str) -> list[Word]:
+    """The word rows (level 5) of ``tesseract ... tsv`` output, in reading order.
+
+    TSV rows are split on tabs by hand, not with ``csv``: tesseract does not quote, so a
+    recognised ``"`` would otherwise open a quoted field. Rows without text are skipped.
+    """
+    lines = text.splitlines()
+    if not lines:
+        return []
+    header = tuple(lines[0].split("\t"))
+    if header != TSV_COLUMNS:
+        raise TesseractError(f"unexpected TSV header {lines[0]!r}")
+    words = []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        fields = line.split("\t", len(TSV_COLUMNS) - 1)
+        if len(fields) != len(TSV_COLUMNS):
+            raise TesseractError(f"TSV line {n}: {len(fields)} fields, not {len(TSV_COLUMNS)}")
+        row = dict(zip(TSV_COLUMNS, fields, strict=True))
+        try:
+            level = int(row["level"])
+            box = [int(row[k]) for k in ("left", "top", "width", "height")]
+            conf = float(row["conf"])
+        except ValueError as err:
+            raise TesseractError(f"TSV line {n}: {err}") from None
+        if level == WORD_LEVEL and row["text"].strip():
+            words.append(Word(*box, conf=conf, text=row["text"]))
+    return words
+
+
+def spread_word(word: Word) -> list[Point]:
+    """One point per non-space character, evenly down the word's box (vertical text).
+
+    The i-th of n characters gets (left + w/2, top + (i + 0.5) * h / n).
+    """
+    chars = [c for c in word.text if not c.isspace()]
+    n = len(chars)
+    x = word.left + word.width / 2
+    return [
+        Point(char_to_code(c), x, word.top + (i + 0.5) * word.height / n)
+        for i, c in enumerate(chars)
+    ]
+
+
+def words_to_points(words: Iterable[Word]) -> list[Point]:
+    return [p for w in words for p in spread_word(w)]
+
+
+def tesseract_command(source: str, *, lang: str, psm: int) -> list[str]:
+    return ["tesseract", source, "stdout", "-l", lang, "--psm", str(psm), "tsv"]
+
+
+def _image_file(image: Image.Image | str | os.PathLike | bytes, tmp: str) -> str:
+    """A path tesseract can read: paths as they are, bytes and PIL images via a temp file."""
+    if isinstance(image, str | os.PathLike):
+        return os.fspath(image)
+    path = os.path.join(tmp, "page.png")
+    if isinstance(image, bytes):
+        path = os.path.join(tmp, "page.img")  # leptonica sniffs the format from the bytes
+        with open(path, "wb") as fh:
+            fh.write(image)
+    else:
+        image.save(path, format="PNG")
+    return path
+
+
+def run_tesseract(
+    image: Image.Image | str | os.PathLike | bytes,
+    *,
+    lang: str = DEFAULT_LANG,
+    psm: int = DEFAULT_PSM,
+    threads: int | None = 1,
+    timeout: float = TIMEOUT_S,
+) -> tuple[str, Any]:
+    """Run the binary on one page; returns (TSV text, the child's ``resource.struct_rusage``).
+
+    Raises ``TesseractError`` when the binary is missing, fails, or times out.
+    """
+    if shutil.which("tesseract") is None:
+        raise TesseractError(
+            "the tesseract binary is not installed: run `make bench-packages` "
+            "(apt-get install tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert)"
+        )
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_THREAD_LIMIT"] = str(threads)
+    with tempfile.TemporaryDirectory(prefix="kz-tess-") as tmp:
+        source = _image_file(image, tmp)
+        with open(os.path.join(tmp, "out"), "w+b") as out, open(
+            os.path.join(tmp, "err"), "w+b"
+        ) as err:
+            proc = subprocess.Popen(
+                tesseract_command(source, lang=lang, psm=psm),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+            )
+            # Output goes to files, so nothing blocks while we reap the child with
+            # wait4 (subprocess's own wait discards the child's rusage).
+            status, usage = _wait(proc, timeout)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+    if status != 0:
+        tail = stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise TesseractError(f"tesseract exited with {status}: {' | '.join(tail)}")
+    return stdout.decode("utf-8", "replace"), usage
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, Any]:
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't reap again
+            return proc.returncode, usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            _, status, _ = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            raise TesseractError(f"tesseract timed out after {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _cap(points: list[Point], words: Sequence[Word]) -> list[Point]:
+    """At most MAX_PREDICTIONS_PER_PAGE points, the most confident words' first."""
+    if len(points) <= MAX_PREDICTIONS_PER_PAGE:
+        return points
+    ranked = sorted(words, key=lambda w: -w.conf)
+    return words_to_points(ranked)[:MAX_PREDICTIONS_PER_PAGE]
+
+
+def recognize_tesseract(
+    image: Image.Image | str | os.PathLike | bytes,
+    lang: str = DEFAULT_LANG,
+    psm: int = DEFAULT_PSM,
+    *,
+    threads: int | None = 1,
+) -> list[Point]:
+    """Tesseract's characters on one page as competition points (code point + centre)."""
+    tsv, _ = run_tesseract(image, lang=lang, psm=psm, threads=threads)
+    return words_to_points(parse_tsv(tsv))
+
+
+def run_tesseract_bench(
+    dataset: Dataset,
+    image_ids: Sequence[str],
+    *,
+    lang: str = DEFAULT_LANG,
+    psm: int = DEFAULT_PSM,
+    threads: int | None = 1,
+    submission: str | os.PathLike | None = None,
+) -> dict:
+    """Tesseract over ``image_ids`` of a labelled dataset: F1 (code and detection-only,
+    overall and per book), pages/s and the peak memory of the tesseract processes.
+
+    A page tesseract fails on is listed under ``failed`` with its reason and scored as
+    predicting nothing; the rest go on. ``submission`` writes the predictions as a CSV.
+    """
+    from kzjobs.data.format import write_submission
+    from kzjobs.metric import score
+
+    preds: dict[str, list[Point]] = {}
+    failed: dict[str, str] = {}
+    cpu_s = 0.0
+    peak_kb = 0
+    capped = 0
+    start = time.perf_counter()
+    for image_id in image_ids:
+        try:
+            data = dataset.store.read_bytes(dataset.image_keys[image_id])
+            tsv, usage = run_tesseract(data, lang=lang, psm=psm, threads=threads)
+            words = parse_tsv(tsv)
+        except (KeyError, OSError, TesseractError) as err:
+            failed[image_id] = getattr(err, "reason", None) or str(err)
+            preds[image_id] = []
+            continue
+        points = words_to_points(words)
+        capped += len(points) > MAX_PREDICTIONS_PER_PAGE
+        preds[image_id] = _cap(points, words)
+        cpu_s += usage.ru_utime + usage.ru_stime
+        peak_kb = max(peak_kb, usage.ru_maxrss)  # Linux: KiB
+    wall_s = time.perf_counter() - start
+
+    if submission is not None:
+        Path(submission).parent.mkdir(parents=True, exist_ok=True)
+        Path(submission).write_bytes(write_submission(preds))
+    truth = {i: dataset.annotations[i] for i in image_ids}
+    vocab = dataset.vocabulary
+    n_points = sum(len(p) for p in preds.values())
+    pages = len(image_ids)
+    ok = pages - len(failed)
+    return {
+        "lang": lang,
+        "psm": psm,
+        "omp_thread_limit": threads,
+        "command": shlex.join(tesseract_command("PAGE", lang=lang, psm=psm)),
+        "pages": pages,
+        "f1": score(truth, preds).as_dict(by_book=True),
+        "detection_f1": score(truth, preds, ignore_code=True).as_dict(by_book=True),
+        "points": n_points,
+        "out_of_vocabulary": sum(p.code not in vocab for v in preds.values() for p in v),
+        "capped_pages": capped,
+        "failed": failed,
+        "wall_s": round(wall_s, 2),
+        "cpu_s": round(cpu_s, 2),
+        "pages_per_s_wall": round(pages / wall_s, 3) if wall_s else None,
+        # Pages per CPU second: the figure for one free core on a shared machine.
+        "pages_per_s_cpu": round(ok / cpu_s, 3) if cpu_s else None,
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+
+
+def tesseract_version() -> str | None:
+    try:
+        out = subprocess.run(["tesseract", "--version"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else None
+
+
+def _summary(result: dict) -> str:
+    f1, det = result["f1"], result["detection_f1"]
+    return (
+        f"psm {result['psm']}: F1 {f1['f1']:.4f}  detection F1 {det['f1']:.4f}  "
+        f"{result['pages_per_s_cpu']} pages/CPU-s  {result['pages_per_s_wall']} pages/s wall"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from bench.machine import machine_info, peak_rss_mb
+    from kzjobs.data.dataset import Dataset
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="labelled dataset: folder or URI")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--submission", type=Path, help="CSV (default: beside --out)")
+    parser.add_argument("--lang", default=DEFAULT_LANG)
+    parser.add_argument("--psm", type=int, default=DEFAULT_PSM)
+    parser.add_argument("--compare-psm", type=int, nargs="*", default=[],
+                        help="other page segmentation modes to score on the same pages")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_THREAD_LIMIT (0: unset)")
+    parser.add_argument("--limit", type=int, help="first N pages only")
+    args = parser.parse_args(argv)
+
+    dataset = Dataset.open(args.dataset)
+    if not dataset.labelled:
+        parser.error(f"{args.dataset} has no train.csv: the baseline needs labels to score")
+    image_ids = dataset.image_ids()[: args.limit]
+    threads = args.threads or None
+    submission = args.submission or args.out.with_suffix(".csv")
+    main_run = run_tesseract_bench(
+        dataset, image_ids, lang=args.lang, psm=args.psm, threads=threads,
+        submission=submission,
+    )
+    print(_summary(main_run), file=sys.stderr)
+    sweep = {}
+    for psm in args.compare_psm:
+        if psm == args.psm:
+            continue
+        run = run_tesseract_bench(dataset, image_ids, lang=args.lang, psm=psm, threads=threads)
+        print(_summary(run), file=sys.stderr)
+        sweep[str(psm)] = {
+            "f1": run["f1"]["f1"],
+            "detection_f1": run["detection_f1"]["f1"],
+            "pages_per_s_cpu": run["pages_per_s_cpu"],
+            "failed": len(run["failed"]),
+        }
+    result = {
+        "part": "tesseract",
+        "command": shlex.join([Path(sys.executable).name, "-m", "bench.tesseract",
+                               *(argv if argv is not None else sys.argv[1:])]),
+        "dataset": dataset.uri,
+        "books": _books(dataset),
+        "tesseract": tesseract_version(),
+        **main_run,
+        "submission": str(submission),
+        "psm_sweep": sweep,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "bench_peak_rss_mb": round(peak_rss_mb()),
+        "machine": machine_info(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def _books(dataset: Dataset) -> dict | None:
+    """The synthetic generator's ``books.json`` (font per book), when there is one."""
+    if not dataset.store.exists("books.json"):
+        return None
+    return {b: v.get("font") for b, v in dataset.store.read_json("books.json").items()}
+
+
+if __name__ == "__main__":
+    main()

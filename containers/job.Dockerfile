@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# The job image: every `kzjobs` job, on a CUDA runtime. Entry point: `kzjobs`.
+# Build from the repository root:
+#   docker build -f containers/job.Dockerfile -t ghcr.io/kzjobs/kzjobs-job:0.1.0 \
+#     --build-arg GIT_COMMIT=$(git rev-parse HEAD) .
+# torch 2.14.1's Linux wheels are built for CUDA 13.0; the host needs an NVIDIA driver
+# for CUDA 13 and the NVIDIA container toolkit (Docker) or device plugin (Kubernetes).
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-runtime-ubuntu24.04
+FROM ${CUDA_IMAGE}
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GX_ANALYTICS_ENABLED=false \
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+
+# Python, and the brush and Mincho fonts of the synthetic books (kzjobs synth).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      python3 python3-venv ca-certificates libgomp1 \
+      fonts-kouzan-mouhitsu fonts-aoyagi-kouzan-t fonts-ipaexfont-mincho fonts-hanazono \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN python3 -m venv /opt/kzjobs
+ENV PATH=/opt/kzjobs/bin:${PATH}
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY kzjobs ./kzjobs
+RUN pip install ".[jobs]" && rm -rf /src
+
+# A non-root user; its home holds the embedded defaults (KZ_HOME) when nothing is mounted.
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin kz
+USER 10001
+WORKDIR /home/kz
+ARG GIT_COMMIT=unknown
+ENV KZ_HOME=/home/kz/var \
+    KZ_GIT_COMMIT=${GIT_COMMIT}
+
+ENTRYPOINT ["kzjobs"]
+CMD ["--help"]

@@ -1,0 +1,63 @@
+"""kz_recognize: read a collection of pages with the champion blend.
+
+Triggered by hand with a ``collection`` param, or by an event on the ``kz_incoming``
+Asset whose extra names the collection (``{"collection": "incoming/batch-7"}``).
+validate the batch (bad pages are quarantined with their reason) -> recognize in shards
+-> merge -> outputs in the store (an event on ``kz_predictions``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Asset, Param, chain, dag, task
+
+from kzjobs.launch import job, mapped_job
+from kzjobs.plan import COLLECTION_ASSET, PREDICTIONS_ASSET, RecognizePlan, champion_ref
+
+incoming = Asset(name=COLLECTION_ASSET[0], uri=COLLECTION_ASSET[1])
+predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
+
+
+@dag(
+    dag_id="kz_recognize",
+    schedule=[incoming],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    params={
+        "collection": Param("", type="string", description="Collection key in the store."),
+        "profile": Param("demo", type="string"),
+        "model": Param(champion_ref(), type="string", description="models:/ URI or bundle key."),
+        "shards": Param(2, type="integer", minimum=1, description="Parallel recognition jobs."),
+        "out_prefix": Param("predictions", type="string"),
+    },
+    tags=["kzjobs"],
+    doc_md=__doc__,
+)
+def kz_recognize() -> None:
+    @task(multiple_outputs=True)
+    def plan(
+        params: dict | None = None,
+        run_id: str | None = None,
+        triggering_asset_events: dict | None = None,
+    ) -> dict:
+        params = params or {}
+        collection = params.get("collection") or ""
+        if not collection and triggering_asset_events:
+            # The newest event that names a collection wins.
+            events = [e for evs in triggering_asset_events.values() for e in evs]
+            named = [e for e in events if (e.extra or {}).get("collection")]
+            if named:
+                collection = max(named, key=lambda e: e.timestamp).extra["collection"]
+        return RecognizePlan.build(params, run_id or "manual", collection).args()
+
+    p = plan()
+    chain(
+        p,
+        job("validate", "validate batch", p["validate"]),
+        mapped_job("recognize", "recognize", p),
+        job("merge", "recognize merge", p["merge"], outlets=[predictions]),
+    )
+
+
+kz_recognize()

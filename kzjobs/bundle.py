@@ -1,0 +1,161 @@
+"""A bundle: one whole blend (detector, classifiers, level 2, vocabulary) as weight files.
+
+A bundle lives under a root (a training run's prefix in the store, or the folder
+MLflow downloads for a registered version). ``bundle.json`` at the root is the
+manifest; every path in it is relative to the root. Weights are state_dict
+checkpoints and LightGBM/XGBoost native model files, never pickles.
+
+A model reference (``--model`` of the jobs) is one of:
+
+- ``models:/kz-recognizer@champion`` or ``models:/kz-recognizer/3``: a registered version;
+- a store key or a folder path / ``s3://`` URI: a bundle root holding ``bundle.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kzjobs.job import Job
+from kzjobs.store import Store, join, open_store
+
+BUNDLE_FILE = "bundle.json"
+FORMAT_VERSION = 1
+
+
+class Level2Files(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = "level2"  # what ``Level2Model.load(root, prefix)`` reads
+    meta: str = "level2/meta.json"
+    vocabulary: str = "level2/vocab.json"
+    lightgbm: list[str] = Field(default_factory=list)  # native text models, one per fold
+    xgboost: list[str] = Field(default_factory=list)  # native UBJSON models, one per fold
+
+
+class Bundle(BaseModel):
+    """The manifest of a blend. Paths are relative to the bundle's root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = FORMAT_VERSION
+    profile: str  # the name of the profile the blend was trained with
+    profile_data: dict[str, Any] = Field(default_factory=dict)  # that profile, in full
+    detector: list[str]  # detector checkpoints, one per fold
+    classifiers: dict[str, list[str]]  # kind -> classifier checkpoints, one per fold
+    level2: Level2Files = Field(default_factory=Level2Files)
+    vocabulary: str  # JSON {code: char} of every class the blend can output
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    def files(self) -> list[str]:
+        """Every file the blend needs, manifest excluded, in a stable order."""
+        paths = [*self.detector]
+        for kind in sorted(self.classifiers):
+            paths += self.classifiers[kind]
+        l2 = self.level2
+        paths += [l2.meta, l2.vocabulary, *l2.lightgbm, *l2.xgboost, self.vocabulary]
+        return list(dict.fromkeys(paths))
+
+    def missing(self, root: Store) -> list[str]:
+        return [p for p in self.files() if not root.exists(p)]
+
+    def save(self, root: Store) -> None:
+        """Write the manifest last, after checking every file it names is there."""
+        if missing := self.missing(root):
+            raise FileNotFoundError(f"bundle at {root.uri} lacks {missing}")
+        root.write_json(BUNDLE_FILE, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, root: Store) -> Bundle:
+        try:
+            data = root.read_json(BUNDLE_FILE)
+        except KeyError:
+            raise FileNotFoundError(f"no {BUNDLE_FILE} at {root.uri}") from None
+        bundle = cls.model_validate(data)
+        if bundle.format != FORMAT_VERSION:
+            raise ValueError(
+                f"bundle format {bundle.format} at {root.uri}; expected {FORMAT_VERSION}"
+            )
+        return bundle
+
+
+def is_registry_ref(ref: str) -> bool:
+    return ref.startswith("models:/")
+
+
+def bundle_root(ref: str, store: Store | None = None) -> Store:
+    """The store holding the bundle named by ``ref`` (see the module doc).
+
+    A registered version is downloaded from MLflow into a local folder first.
+    """
+    if is_registry_ref(ref):
+        from kzjobs.registry import download_bundle  # mlflow: imported only when needed
+
+        return open_store(download_bundle(ref))
+    if "://" in ref or ref.startswith(("/", ".", "~")) or store is None:
+        return open_store(ref)
+    return store.child(join(ref))
+
+
+def open_bundle(ref: str, store: Store | None = None) -> tuple[Bundle, Store]:
+    """The manifest and the root of the bundle named by ``ref``."""
+    root = bundle_root(ref, store)
+    return Bundle.load(root), root
+
+
+def copy_bundle(bundle: Bundle, src: Store, dest: Path) -> Path:
+    """Copy a bundle's manifest and files into a local folder (for logging to MLflow)."""
+    out = open_store(dest)
+    for rel in bundle.files():
+        local = src.local_path(rel)
+        out.write_bytes(rel, local.read_bytes() if local else src.read_bytes(rel))
+    out.write_json(BUNDLE_FILE, bundle.model_dump(mode="json"))
+    return Path(out.uri)
+
+
+class BundleJob(Job):
+    """Write ``bundle.json`` at a training run's prefix, naming the files of its blend.
+
+    The classifier kinds and folds are level 2's (``level2/meta.json``); the detector
+    has one checkpoint per fold of the run. The vocabulary is written next to them.
+    """
+
+    run_prefix: str
+    dataset: str  # the training dataset: the characters of the codes
+
+    def run(self) -> dict[str, Any]:
+        from kzjobs.data.dataset import Dataset
+        from kzjobs.data.format import code_to_char
+        from kzjobs.folds import load_folds
+
+        root = self.store.child(self.run_prefix)
+        if root.exists(BUNDLE_FILE):
+            return {"bundle": self.run_prefix, "skipped": True,
+                    "files": Bundle.load(root).files()}
+        meta = root.read_json("level2/meta.json")
+        folds = sorted(set(load_folds(root, "folds.json").values()))
+        level2_folds = [int(k) for k in meta["folds"]]
+        ds = Dataset.open(self.dataset, self.store)
+        names = ds.vocabulary if ds.store.exists("unicode_translation.csv") else {}
+        codes = [c for c in root.read_json("level2/vocab.json") if c.startswith("U+")]
+        root.write_json("vocabulary.json", {c: names.get(c) or code_to_char(c) for c in codes})
+        report = root.read_json("level2/report.json") if root.exists("level2/report.json") else {}
+        bundle = Bundle(
+            profile=self.profile.name,
+            profile_data=self.profile.model_dump(mode="json"),
+            detector=[f"detect/fold{k}/model.pt" for k in folds],
+            classifiers={
+                kind: [f"classify/{kind}/fold{k}/model.pt" for k in level2_folds]
+                for kind in meta["kinds"]
+            },
+            level2=Level2Files(
+                lightgbm=[f"level2/fold{k}/lgb.txt" for k in level2_folds],
+                xgboost=[f"level2/fold{k}/xgb.ubj" for k in level2_folds],
+            ),
+            vocabulary="vocabulary.json",
+            metrics={k: v for k, v in report.items() if isinstance(v, int | float)},
+        )
+        bundle.save(root)  # refuses a bundle with a missing file
+        return {"bundle": self.run_prefix, "files": bundle.files(), "metrics": bundle.metrics}

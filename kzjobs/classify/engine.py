@@ -1,0 +1,137 @@
+"""One training epoch, and the evaluation of a model's predictions on held-out pages."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from kzjobs.classify.predict import to_points
+from kzjobs.data.format import SEG_FP, Box
+from kzjobs.device import autocast
+from kzjobs.metric import score
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    scaler: torch.amp.GradScaler,
+    *,
+    epoch: int,
+    amp: bool = True,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Cross-entropy over every kept box; the LR schedule steps per batch."""
+    model.train()
+    loss_sum, correct, seen, batches = 0.0, 0, 0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    for batch in bar:
+        if batch is None:
+            scheduler.step()
+            continue
+        images, boxes, targets = batch
+        if len(targets) < 2:  # BatchNorm1d in the head needs two boxes or more
+            scheduler.step()
+            continue
+        images = images.to(device, non_blocking=True)
+        boxes = [b.to(device, non_blocking=True) for b in boxes]
+        targets = targets.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(images, boxes)
+            loss = F.cross_entropy(logits.float(), targets)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower the lr")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        n = len(targets)
+        loss_sum += loss.item() * n
+        correct += int((logits.argmax(1) == targets).sum())
+        seen += n
+        batches += 1
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {
+        "loss": loss_sum / seen if seen else float("nan"),
+        "accuracy": correct / seen if seen else 0.0,
+        "boxes": seen,
+        "batches": batches,
+        "lr": optimizer.param_groups[0]["lr"],
+    }
+
+
+def evaluate(
+    predictions: pa.Table,
+    boxes: Mapping[str, Sequence[Box]],
+    truth: Mapping[str, Sequence[Box]],
+    image_ids: Sequence[str],
+    *,
+    names: Mapping[str, str] | None = None,
+    frequent: int = 20,
+) -> dict[str, Any]:
+    """Metrics of predictions on held-out pages.
+
+    - box accuracy against the box file's labels (detector boxes labelled by IoU), with
+      the majority-label accuracy on the same boxes as the honest baseline;
+    - ``seg_fp`` recall (false boxes rejected) and precision;
+    - the competition F1 against the true ground truth of ``image_ids`` (so detector
+      misses count), overall and per book; a box predicted ``seg_fp`` is dropped;
+    - a confusion summary of the ``frequent`` most common labels.
+    """
+    names = names or {}
+    cols = predictions.select(["image_id", "box_id", "classes"]).to_pydict()
+    pairs: list[tuple[str, str]] = []  # (label, predicted)
+    for image_id, box_id, classes in zip(*cols.values(), strict=True):
+        page = boxes.get(image_id, ())
+        if box_id < len(page) and classes:
+            pairs.append((page[box_id].code, classes[0]))
+    labels = Counter(label for label, _ in pairs)
+    n = len(pairs)
+    correct = sum(label == pred for label, pred in pairs)
+    fp_true = sum(label == SEG_FP for label, _ in pairs)
+    fp_pred = sum(pred == SEG_FP for _, pred in pairs)
+    fp_hit = sum(label == pred == SEG_FP for label, pred in pairs)
+    chars = [(label, pred) for label, pred in pairs if label != SEG_FP]
+    char_labels = Counter(label for label, _ in chars)
+    f1 = score({i: truth.get(i, ()) for i in image_ids}, to_points(predictions))
+    confusion = []
+    for code, count in labels.most_common(frequent):
+        preds = Counter(pred for label, pred in pairs if label == code)
+        confusion.append(
+            {
+                "code": code,
+                "char": names.get(code, code),
+                "boxes": count,
+                "accuracy": preds[code] / count,
+                "predicted_as": [
+                    {"code": p, "char": names.get(p, p), "boxes": c}
+                    for p, c in preds.most_common(4)
+                    if p != code
+                ][:3],
+            }
+        )
+    return {
+        "boxes": n,
+        "accuracy": correct / n if n else 0.0,
+        "majority_accuracy": labels.most_common(1)[0][1] / n if n else 0.0,
+        "char_accuracy": sum(a == b for a, b in chars) / len(chars) if chars else 0.0,
+        "char_majority_accuracy": (
+            char_labels.most_common(1)[0][1] / len(chars) if chars else 0.0
+        ),
+        "seg_fp_boxes": fp_true,
+        "seg_fp_recall": fp_hit / fp_true if fp_true else 1.0,
+        "seg_fp_precision": fp_hit / fp_pred if fp_pred else 1.0,
+        "f1": f1.f1,
+        "score": f1.as_dict(by_book=True),
+        "confusion": confusion,
+    }

@@ -1,0 +1,247 @@
+"""Classifier jobs: train one kind on one fold (and predict its OOF boxes), predict boxes.
+
+``ClassifyTrainJob`` writes under ``<out>/classify/<kind>/fold<K>/`` (``out`` is the run
+prefix): ``checkpoint.pt`` after every epoch (a re-run resumes from it), then
+``oof.parquet`` (the fold's held-out pages), ``oof.quarantine.json``, ``metrics.json``
+and, last, ``model.pt``. A re-run after ``model.pt`` exists does nothing.
+
+Heavy modules are imported inside ``run`` so that DAG files can import the job classes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import Field
+
+from kzjobs.job import Job
+from kzjobs.store import join
+
+EXPERIMENT = "kz-classify"
+
+
+def model_prefix(run: str, kind: str, fold: int) -> str:
+    """Where a run keeps one classifier: ``<run>/classify/<kind>/fold<K>``."""
+    return join(run, "classify", kind, f"fold{fold}")
+
+
+def quarantine_key(out: str) -> str:
+    """``preds/x.parquet`` -> ``preds/x.quarantine.json``."""
+    return f"{out.removesuffix('.parquet')}.quarantine.json"
+
+
+def _quarantine_records(quarantine: dict[str, str]) -> list[dict[str, str]]:
+    return [{"item": image_id, "reason": reason} for image_id, reason in quarantine.items()]
+
+
+def _flat_params(config: dict[str, Any]) -> dict[str, str]:
+    return {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+            for k, v in config.items()}
+
+
+class ClassifyTrainJob(Job):
+    dataset: str  # dataset key (or path/URI) with train.csv and images
+    folds: str  # folds JSON key (FoldsJob)
+    boxes: str  # detector OOF boxes, train.csv format, labelled by IoU (seg_fp included)
+    kind: str  # backbone name, e.g. resnet18, resnext101_32x8d
+    fold: int = Field(ge=0)
+    out: str  # run prefix
+    epochs: int | None = Field(None, ge=1)  # overrides the profile's
+    progress: bool = True
+
+    def run(self) -> dict[str, Any]:
+        import mlflow
+        import torch
+
+        from kzjobs.classify.config import KINDS
+        from kzjobs.classify.dataset import CropDataset, describe, loader, vocabulary
+        from kzjobs.classify.engine import evaluate, train_one_epoch
+        from kzjobs.classify.model import (
+            build_model,
+            load_checkpoint,
+            model_args,
+            save_checkpoint,
+        )
+        from kzjobs.classify.predict import predict_pages
+        from kzjobs.data.books import book_id, split_fold
+        from kzjobs.data.dataset import Dataset
+        from kzjobs.data.format import BOX_CODES, read_annotations
+        from kzjobs.device import grad_scaler, seed_everything, select_device
+        from kzjobs.folds import load_folds
+
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown classifier kind {self.kind!r}; use one of {KINDS}")
+        cfg = self.profile.classify
+        if self.epochs:
+            cfg = cfg.model_copy(update={"epochs": self.epochs})
+        store = self.store
+        prefix = model_prefix(self.out, self.kind, self.fold)
+        keys = {name: join(prefix, name) for name in
+                ("model.pt", "checkpoint.pt", "oof.parquet", "metrics.json")}
+        summary = {"kind": self.kind, "fold": self.fold, "model": keys["model.pt"],
+                   "oof": keys["oof.parquet"]}
+        if store.exists(keys["model.pt"]) and store.exists(keys["metrics.json"]):
+            return summary | {"skipped": "model.pt exists"} | store.read_json(keys["metrics.json"])
+
+        data = Dataset.open(self.dataset, store)
+        if not data.labelled:
+            raise ValueError(f"dataset {self.dataset!r} has no train.csv: cannot train")
+        truth = data.annotations
+        boxes = read_annotations(store.read_bytes(self.boxes), allow=BOX_CODES)
+        folds = load_folds(store, self.folds)
+        pages = [i for i in boxes if i in truth]
+        unknown = sorted({book_id(i) for i in pages} - set(folds))
+        if unknown:
+            raise ValueError(f"books {unknown[:5]} are not in the folds file {self.folds!r}")
+        train_ids, valid_ids = split_fold(pages, folds, self.fold)
+        if not train_ids:
+            raise ValueError(f"fold {self.fold}: no training pages in {self.boxes!r}")
+        vocab = vocabulary(truth)
+        names = data.vocabulary if data.store.exists("unicode_translation.csv") else {}
+
+        device = select_device(self.settings.device)
+        seed_everything(cfg.seed)
+        args = model_args(self.kind, len(vocab), cfg)
+        model = build_model(args)
+        if self.kind in cfg.weights:
+            model.load_trunk(cfg.weights[self.kind])
+        model.to(device)
+        crops = CropDataset(data, boxes, train_ids, vocab, cfg)
+        generator = torch.Generator()
+        batches = loader(crops, cfg, generator)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, cfg.epochs * len(batches))
+        )
+        scaler = grad_scaler(device, cfg.amp)
+        state: dict[str, Any] = {"epoch": -1, "history": [], "train_seconds": 0.0,
+                                 "mlflow_run_id": None}
+        if store.exists(keys["checkpoint.pt"]):
+            ckpt = load_checkpoint(store.read_bytes(keys["checkpoint.pt"]))
+            if ckpt["vocabulary"] != vocab or ckpt["model_args"] != args:
+                raise ValueError(f"{keys['checkpoint.pt']} is for another model or vocabulary;"
+                                 " delete it to start over")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            state = {k: ckpt[k] for k in state}
+
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        mlflow.set_experiment(EXPERIMENT)
+        with mlflow.start_run(run_id=state["mlflow_run_id"],
+                              run_name=f"{self.kind}-fold{self.fold}") as run:
+            if state["mlflow_run_id"] is None:
+                mlflow.log_params(_flat_params(cfg.model_dump()) | {
+                    "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
+                    "dataset": self.dataset, "boxes": self.boxes, "classes": len(vocab),
+                    "train_pages": len(train_ids), "valid_pages": len(valid_ids),
+                    "device": device.type, "trainable_params": sum(p.numel() for p in params),
+                } | {f"train_{k}": v for k, v in describe(crops).items()})
+            state["mlflow_run_id"] = run.info.run_id
+            for epoch in range(state["epoch"] + 1, cfg.epochs):
+                # Every epoch is seeded, so a resumed run repeats the same batches.
+                crops.set_epoch(epoch)
+                generator.manual_seed(cfg.seed * 1000 + epoch)
+                torch.manual_seed(cfg.seed * 1000 + epoch)
+                start = time.perf_counter()
+                stats = train_one_epoch(model, optimizer, scheduler, batches, device, scaler,
+                                        epoch=epoch, amp=cfg.amp, progress=self.progress)
+                state["train_seconds"] += time.perf_counter() - start
+                stats = {f"train_{k}": v for k, v in stats.items()}
+                if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
+                        and epoch + 1 < cfg.epochs and valid_ids:
+                    table, _ = predict_pages(model, vocab, data, boxes, valid_ids, cfg=cfg,
+                                             device=device, kind=self.kind, fold=self.fold,
+                                             scales=(1.0,), progress=False)
+                    found = evaluate(table, boxes, truth, valid_ids)
+                    stats |= {f"valid_{k}": found[k] for k in ("accuracy", "f1")}
+                mlflow.log_metrics(stats, step=epoch)
+                state["history"].append({"epoch": epoch, **stats})
+                state["epoch"] = epoch
+                store.write_bytes(keys["checkpoint.pt"], save_checkpoint({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "vocabulary": vocab, "model_args": args, **state,
+                }))
+
+            table, quarantine = predict_pages(
+                model, vocab, data, boxes, valid_ids, cfg=cfg, device=device, kind=self.kind,
+                fold=self.fold, store=store, out=keys["oof.parquet"], progress=self.progress,
+            )
+            store.write_json(quarantine_key(keys["oof.parquet"]), _quarantine_records(quarantine))
+            found = evaluate(table, boxes, truth, valid_ids, names=names)
+            metrics = {k: v for k, v in found.items() if k not in ("score", "confusion")}
+            by_book = {b: c["f1"] for b, c in found["score"]["by_book"].items()}
+            mlflow.log_metrics({f"valid_{k}": float(v) for k, v in metrics.items()}
+                               | {f"valid_f1_book_{b}": f for b, f in by_book.items()}
+                               | {"train_seconds": state["train_seconds"]})
+            mlflow.log_dict(found["score"], "valid_f1_by_book.json")
+            mlflow.log_dict(found["confusion"], "confusion_frequent_classes.json")
+            result = {
+                "valid": metrics | {"f1_by_book": by_book},
+                "quarantined": len(quarantine),
+                "unreadable_train_pages": crops.bad_pages,
+                "train_seconds": round(state["train_seconds"], 1),
+                "epochs": cfg.epochs,
+                "classes": len(vocab),
+                "train_pages": len(train_ids),
+                "valid_pages": len(valid_ids),
+                "history": state["history"],
+                "mlflow_run_id": run.info.run_id,
+            }
+            store.write_json(keys["metrics.json"], result | {"confusion": found["confusion"]})
+            store.write_bytes(keys["model.pt"], save_checkpoint({
+                "model": model.state_dict(), "vocabulary": vocab, "model_args": args,
+                "kind": self.kind, "fold": self.fold, "config": cfg.model_dump(mode="json"),
+                "profile": self.profile.name, "metrics": metrics,
+            }))
+        store.delete(keys["checkpoint.pt"])
+        return summary | result
+
+
+class ClassifyPredictJob(Job):
+    model: str  # key of a classifier model.pt
+    dataset: str  # dataset or incoming collection (images)
+    boxes: str  # box file (train.csv format); box_id = index in a page's list
+    out: str  # parquet key
+    scales: tuple[float, ...] | None = None  # TTA scales; default: the profile's
+    progress: bool = True
+
+    def run(self) -> dict[str, Any]:
+        from kzjobs.classify.model import load_checkpoint, load_model
+        from kzjobs.classify.predict import predict_pages
+        from kzjobs.data.dataset import Dataset
+        from kzjobs.data.format import BOX_CODES, read_annotations
+        from kzjobs.device import select_device
+
+        store = self.store
+        ckpt = load_checkpoint(store.read_bytes(self.model))
+        model, vocab = load_model(ckpt)
+        device = select_device(self.settings.device)
+        model.to(device)
+        # The page scale is the one the model learned; TTA and top-k are the profile's.
+        cfg = self.profile.classify.model_copy(update={"page_size": ckpt["config"]["page_size"]})
+        data = Dataset.open(self.dataset, store)
+        boxes = read_annotations(store.read_bytes(self.boxes), allow=BOX_CODES)
+        start = time.perf_counter()
+        table, quarantine = predict_pages(
+            model, vocab, data, boxes, list(boxes), cfg=cfg, device=device,
+            kind=ckpt["kind"], fold=ckpt["fold"], scales=self.scales, store=store, out=self.out,
+            progress=self.progress,
+        )
+        store.write_json(quarantine_key(self.out), _quarantine_records(quarantine))
+        return {
+            "out": self.out,
+            "kind": ckpt["kind"],
+            "fold": ckpt["fold"],
+            "pages": len(boxes),
+            "predicted_pages": len(set(table.column("image_id").to_pylist())),
+            "boxes": table.num_rows,
+            "quarantined": _quarantine_records(quarantine),
+            "scales": list(self.scales or cfg.tta_scales),
+            "seconds": round(time.perf_counter() - start, 1),
+        }

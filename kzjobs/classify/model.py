@@ -1,0 +1,142 @@
+"""The ROI classifier: a ResNet trunk up to layer3 and a head over roi_align features.
+
+Each frozen box is read from layer2 and layer3 with ``roi_align`` (3x3 each); the two
+are flattened and concatenated (13,824 features for a ResNet-50-wide trunk), then
+dropout -> Linear(1024) -> ReLU -> dropout -> BatchNorm1d -> Linear(classes + seg_fp).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import roi_align
+
+from kzjobs.classify.config import KINDS, TRUNK_PARTS
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    block = layer[-1]  # the last block has no downsample: its last BatchNorm is the output
+    norms = [m for m in block.children() if isinstance(m, nn.BatchNorm2d)]
+    return norms[-1].num_features
+
+
+class RoIClassifier(nn.Module):
+    def __init__(
+        self,
+        kind: str,
+        n_classes: int,
+        *,
+        roi_size: int = 3,
+        hidden: int = 1024,
+        dropout: float = 0.5,
+        frozen: Sequence[str] = ("conv1", "bn1", "layer1"),
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown classifier kind {kind!r}; use one of {KINDS}")
+        trunk = torchvision.models.get_model(kind, weights=None)
+        # Same attribute names as torchvision's ResNet, so its state_dicts load as they are.
+        self.conv1, self.bn1, self.relu, self.maxpool = (
+            trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
+        )
+        self.layer1, self.layer2, self.layer3 = trunk.layer1, trunk.layer2, trunk.layer3
+        self.kind = kind
+        self.roi_size = roi_size
+        self.frozen = tuple(frozen)
+        n_features = (_out_channels(self.layer2) + _out_channels(self.layer3)) * roi_size**2
+        self.n_features = n_features
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(n_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.BatchNorm1d(hidden),
+            nn.Linear(hidden, n_classes),
+        )
+        for name in self.frozen:
+            getattr(self, name).requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True) -> RoIClassifier:
+        super().train(mode)
+        for name in self.frozen:  # frozen parts keep their BatchNorm statistics
+            getattr(self, name).eval()
+        return self
+
+    def features(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """``(sum of boxes, n_features)`` for xyxy boxes in input pixels, one tensor per image."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        c2 = self.layer2(self.layer1(x))
+        c3 = self.layer3(c2)
+        pooled = [
+            roi_align(
+                feat,
+                boxes,
+                output_size=self.roi_size,
+                spatial_scale=feat.shape[-1] / images.shape[-1],
+                sampling_ratio=2,
+                aligned=True,
+            ).flatten(1)
+            for feat in (c2, c3)
+        ]
+        return torch.cat(pooled, dim=1)
+
+    def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.features(images, boxes))
+
+    def load_trunk(self, path: str) -> None:
+        """Load a user-supplied torchvision-style ResNet state_dict (layer4/fc are ignored)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        trunk = {k: v for k, v in state.items() if k.split(".")[0] in TRUNK_PARTS}
+        if not trunk:
+            raise ValueError(f"{path}: no ResNet trunk weights (conv1, layer1..3) in this file")
+        missing, unexpected = self.load_state_dict(trunk, strict=False)
+        missing = [k for k in missing if not k.startswith("head.")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: weights do not fit a {self.kind} trunk "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+
+
+def model_args(kind: str, n_classes: int, cfg: Any) -> dict[str, Any]:
+    """Plain data that rebuilds the model (saved in the checkpoint)."""
+    return {
+        "kind": kind,
+        "n_classes": n_classes,
+        "roi_size": cfg.roi_size,
+        "hidden": cfg.hidden,
+        "dropout": cfg.dropout,
+        "frozen": list(cfg.frozen),
+    }
+
+
+def build_model(args: dict[str, Any]) -> RoIClassifier:
+    args = dict(args)
+    return RoIClassifier(args.pop("kind"), args.pop("n_classes"), **args)
+
+
+def save_checkpoint(checkpoint: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    return buf.getvalue()
+
+
+def load_checkpoint(data: bytes) -> dict[str, Any]:
+    """A checkpoint dict (state_dicts and plain data only, so ``weights_only`` works)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def load_model(checkpoint: dict[str, Any]) -> tuple[RoIClassifier, list[str]]:
+    """The model in eval mode and its vocabulary (class codes, ``seg_fp`` included)."""
+    model = build_model(checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), list(checkpoint["vocabulary"])

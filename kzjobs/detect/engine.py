@@ -1,0 +1,169 @@
+"""Training and evaluation loops (shaped like torchvision's references/detection)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+from tqdm import tqdm
+
+from kzjobs.data.format import SEG_FP, Box, Point
+from kzjobs.detect.config import DetectConfig
+from kzjobs.detect.dataset import scale_page, to_tensor
+from kzjobs.device import autocast
+from kzjobs.metric import Score, score
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """A detected box in the page's original pixels (integers, x/y top-left)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float
+
+    @property
+    def xyxy(self) -> tuple[int, int, int, int]:
+        return self.x, self.y, self.x + self.w, self.y + self.h
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, config: DetectConfig,
+                 total_iters: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then cosine decay to zero; stepped once per iteration."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    warmup = max(1, min(config.warmup_iters, total_iters - 1))
+    return SequentialLR(
+        optimizer,
+        [
+            LinearLR(optimizer, start_factor=0.001, total_iters=warmup),
+            CosineAnnealingLR(optimizer, T_max=max(1, total_iters - warmup)),
+        ],
+        milestones=[warmup],
+    )
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable,
+    device: torch.device,
+    epoch: int,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = True,
+    grad_clip: float | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of each loss and the last learning rate."""
+    model.train()
+    sums: dict[str, float] = {}
+    steps = 0
+    bar = tqdm(loader, desc=f"detect epoch {epoch}", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    for images, targets in bar:
+        if not images:  # every page of the batch was unreadable
+            continue
+        images = [img.to(device, non_blocking=True) for img in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        with autocast(device, amp):
+            losses = model(images, targets)
+            loss = sum(losses.values())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}: {losses}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        steps += 1
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.item()
+        sums["loss"] = sums.get("loss", 0.0) + loss.item()
+        bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.4f}")
+    metrics = {name: total / max(steps, 1) for name, total in sums.items()}
+    metrics["lr"] = optimizer.param_groups[0]["lr"]
+    return metrics
+
+
+@torch.inference_mode()
+def detect_page(model: torch.nn.Module, image: Image.Image, config: DetectConfig,
+                device: torch.device, *, amp: bool = True) -> list[Detection]:
+    """Boxes on a full page, run at the profile's scale and mapped back to original pixels."""
+    model.eval()
+    array, scale = scale_page(image, config.page_size)
+    with autocast(device, amp):
+        out = model([to_tensor(array).to(device)])[0]
+    boxes = out["boxes"].float().cpu() / scale
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image.height)
+    boxes = boxes.round().to(torch.int64)
+    detections = []
+    for (x0, y0, x1, y1), s in zip(boxes.tolist(), out["scores"].float().cpu().tolist(),
+                                   strict=True):
+        if x1 > x0 and y1 > y0:
+            detections.append(Detection(x0, y0, x1 - x0, y1 - y0, s))
+    return detections
+
+
+def label_by_iou(detections: Sequence[Detection], truth: Sequence[Box],
+                 *, iou: float = 0.5) -> list[Box]:
+    """Each detection takes the code of its best-IoU ground-truth box if IoU >= ``iou``,
+    else ``seg_fp``: the classifier's targets."""
+    if not detections:
+        return []
+    codes = [SEG_FP] * len(detections)
+    if truth:
+        ious = box_iou(torch.tensor([d.xyxy for d in detections], dtype=torch.float32),
+                       torch.tensor([b.xyxy for b in truth], dtype=torch.float32))
+        best, index = ious.max(dim=1)
+        for i, (value, j) in enumerate(zip(best.tolist(), index.tolist(), strict=True)):
+            if value >= iou:
+                codes[i] = truth[j].code
+    return [Box(code, d.x, d.y, d.w, d.h) for code, d in zip(codes, detections, strict=True)]
+
+
+def evaluate(
+    model: torch.nn.Module,
+    pages: Iterable[tuple[str, Image.Image]],
+    truth: Mapping[str, Sequence[Box]],
+    config: DetectConfig,
+    device: torch.device,
+    *,
+    amp: bool = True,
+    progress: bool = True,
+    on_page: Callable[[str, list[Detection]], None] | None = None,
+) -> tuple[dict[str, list[Detection]], Score]:
+    """Detect on each page and score the centres with the detection-only competition F1.
+
+    Pages missing from ``pages`` (e.g. unreadable) still count their boxes as misses.
+    """
+    preds: dict[str, list[Detection]] = {}
+    for image_id, image in tqdm(pages, desc="detect eval", file=sys.stderr,
+                                disable=not progress, total=len(truth), dynamic_ncols=True):
+        preds[image_id] = detect_page(model, image, config, device, amp=amp)
+        if on_page is not None:
+            on_page(image_id, preds[image_id])
+    points = {
+        i: [Point("", d.x + d.w / 2, d.y + d.h / 2) for d in dets] for i, dets in preds.items()
+    }
+    return preds, score(truth, points, ignore_code=True)

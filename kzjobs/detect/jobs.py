@@ -1,0 +1,425 @@
+"""Detector jobs: train one fold, and predict boxes (out-of-fold or on new pages).
+
+Store layout under a training job's ``out`` prefix:
+
+- ``checkpoint.pt``: the resumable checkpoint, rewritten after every epoch;
+- ``model.pt``: the trained detector (state_dict, config, metrics), written at the end;
+- ``metrics.json``: the same metrics, readable without torch.
+
+A prediction job writes its boxes CSV at ``out`` (train.csv format), the reason for
+each page it could not read at ``<stem>.quarantine.json``, and one part per page
+under ``<stem>.parts/`` so a re-run only does the missing pages.
+
+Heavy modules are imported inside ``run()``: building a job stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from kzjobs.data.books import book_id, split_fold
+from kzjobs.data.dataset import Dataset
+from kzjobs.job import Job
+from kzjobs.store import Store, UnsafeKeyError, join, validate_key
+
+if TYPE_CHECKING:
+    import torch
+
+    from kzjobs.detect.config import DetectConfig
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "kz-detect"
+CHECKPOINT_FORMAT = "kzjobs.detect/1"
+# Settings that may change between a run and its resume without changing the result.
+_RESUME_FREE = {"workers", "threads"}
+
+
+def fold_split(ds: Dataset, store: Store, folds_key: str, fold: int) -> tuple[list[str], list[str]]:
+    """(train ids, validation ids) of a fold; every book must be in the folds file."""
+    from kzjobs.folds import load_folds
+
+    folds = load_folds(store, folds_key)
+    ids = ds.image_ids()
+    missing = sorted({book_id(i) for i in ids} - set(folds))
+    if missing:
+        raise ValueError(f"books {missing[:5]} of {ds.uri} are not in folds file {folds_key!r}")
+    if fold not in set(folds.values()):
+        known = sorted(set(folds.values()))
+        raise ValueError(f"fold {fold} is not in {folds_key!r} (folds: {known})")
+    return split_fold(ids, folds, fold)
+
+
+def save_torch(store: Store, key: str, obj: Any) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    store.write_bytes(key, buf.getvalue())
+
+
+def load_torch_bytes(blob: bytes) -> Any:
+    """A checkpoint dict: tensors and plain data only (``weights_only``), on the CPU."""
+    import torch
+
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def load_torch(store: Store, key: str) -> Any:
+    return load_torch_bytes(store.read_bytes(key))
+
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()  # plain data for weights_only
+    state = {"torch": torch.get_rng_state(), "numpy": np_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np_state = dict(state["numpy"])
+    np_state["state"] = dict(np_state["state"], key=np.array(np_state["state"]["key"], np.uint32))
+    np.random.set_state(np_state)
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _flat_params(config: DetectConfig) -> dict[str, Any]:
+    return {f"detect.{k}": v for k, v in config.model_dump(mode="json").items()}
+
+
+def _start_mlflow(run_id: str | None, run_name: str):
+    """An active MLflow run: the checkpoint's run on resume, else a new one."""
+    import mlflow
+
+    from kzjobs.settings import get_settings
+
+    settings = get_settings()
+    if settings.mlflow_uri is None:
+        settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment(EXPERIMENT)
+    if run_id is not None:
+        try:
+            return mlflow.start_run(run_id=run_id)
+        except mlflow.exceptions.MlflowException:
+            log.warning("MLflow run %s not found; starting a new run", run_id)
+    return mlflow.start_run(run_name=run_name)
+
+
+def _setup_torch(config: DetectConfig) -> torch.device:
+    import torch
+
+    from kzjobs.device import select_device
+    from kzjobs.settings import get_settings
+
+    device = select_device(get_settings().device)
+    if device.type == "cpu" and config.threads > 0:
+        torch.set_num_threads(config.threads)
+    return device
+
+
+def read_pages(ds: Dataset, image_ids: list[str], quarantine: dict[str, str]):
+    """``(image_id, image)`` for each readable page; the others go to ``quarantine``."""
+    from kzjobs.images import ImageError
+
+    for image_id in image_ids:
+        try:
+            yield image_id, ds.read_image(image_id)
+        except (ImageError, KeyError) as exc:
+            quarantine[image_id] = getattr(exc, "reason", None) or str(exc)
+
+
+class DetectTrainJob(Job):
+    """Train the detector on every book of a fold but the fold's own, which validate it."""
+
+    dataset: str
+    folds: str
+    fold: int
+    out: str
+    progress: bool = True
+
+    def run(self) -> dict[str, Any]:
+        import mlflow
+        import torch
+
+        from kzjobs.detect.dataset import PageCrops, collate
+        from kzjobs.detect.engine import evaluate, lr_scheduler, train_one_epoch
+        from kzjobs.detect.model import build_detector
+        from kzjobs.device import grad_scaler, seed_everything
+
+        config = self.profile.detect
+        store = self.store
+        model_key, ckpt_key = join(self.out, "model.pt"), join(self.out, "checkpoint.pt")
+        metrics_key = join(self.out, "metrics.json")
+        if store.exists(model_key) and store.exists(metrics_key):
+            log.info("%s exists: fold %d is already trained", model_key, self.fold)
+            return store.read_json(metrics_key) | {"skipped": True}
+
+        ds = Dataset.open(self.dataset, store)
+        train_ids, valid_ids = fold_split(ds, store, self.folds, self.fold)
+        if not train_ids:
+            raise ValueError(f"fold {self.fold} leaves no training pages in {ds.uri}")
+        seed_everything(config.seed + self.fold)
+        device = _setup_torch(config)
+        model = build_detector(config).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+        crops = PageCrops(ds, train_ids, config, seed=config.seed + self.fold)
+        iters = -(-len(crops) // config.batch_size)
+        scheduler = lr_scheduler(optimizer, config, iters * config.epochs)
+        scaler = grad_scaler(device, config.amp)
+
+        start_epoch, history, run_id = 0, [], None
+        if store.exists(ckpt_key):
+            ckpt = load_torch(store, ckpt_key)
+            self._check_resumable(ckpt, config)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            _set_rng_state(ckpt["rng"])
+            start_epoch, history, run_id = ckpt["epoch"], ckpt["history"], ckpt["mlflow_run_id"]
+            log.info("resuming fold %d after epoch %d", self.fold, start_epoch)
+
+        with _start_mlflow(run_id, f"detect-fold{self.fold}") as run:
+            if run_id is None:
+                mlflow.log_params(_flat_params(config) | {
+                    "fold": self.fold, "dataset": self.dataset, "folds": self.folds,
+                    "out": self.out, "train_pages": len(train_ids),
+                    "valid_pages": len(valid_ids), "device": str(device),
+                    "profile": self.profile.name,
+                })
+            started = time.monotonic()
+            for epoch in range(start_epoch, config.epochs):
+                crops.set_epoch(epoch)
+                sampler = torch.utils.data.RandomSampler(
+                    crops, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+                loader = torch.utils.data.DataLoader(
+                    crops, batch_size=config.batch_size, sampler=sampler,
+                    num_workers=config.workers, collate_fn=collate,
+                    pin_memory=device.type == "cuda")
+                tic = time.monotonic()
+                metrics = train_one_epoch(
+                    model, optimizer, loader, device, epoch, scheduler=scheduler, scaler=scaler,
+                    amp=config.amp, grad_clip=config.grad_clip, progress=self.progress)
+                metrics["epoch_seconds"] = time.monotonic() - tic
+                history.append(metrics)
+                mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
+                save_torch(store, ckpt_key, {
+                    "format": CHECKPOINT_FORMAT,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1,
+                    "config": config.model_dump(mode="json"),
+                    "rng": _rng_state(),
+                    "history": history,
+                    "mlflow_run_id": run.info.run_id,
+                    "fold": self.fold,
+                })
+            train_seconds = time.monotonic() - started
+
+            quarantine: dict[str, str] = {}
+            truth = {i: ds.annotations[i] for i in valid_ids}
+            _, valid = evaluate(model, read_pages(ds, valid_ids, quarantine), truth, config,
+                                device, amp=config.amp, progress=self.progress)
+            result = {
+                "fold": self.fold,
+                "model": model_key,
+                "epochs": config.epochs,
+                "resumed_from_epoch": start_epoch,
+                "train_pages": len(train_ids),
+                "valid_pages": len(valid_ids),
+                "valid_books": sorted({book_id(i) for i in valid_ids}),
+                "train_seconds_this_run": round(train_seconds, 1),
+                "valid": valid.as_dict(by_book=True) if valid_ids else None,
+                "quarantined": quarantine,
+                "mlflow_run_id": run.info.run_id,
+                "loss": history[-1]["loss"] if history else None,
+            }
+            if valid_ids:
+                mlflow.log_metrics({
+                    "valid_f1": valid.f1, "valid_precision": valid.precision,
+                    "valid_recall": valid.recall,
+                    **{f"valid_f1_{b}": c.f1 for b, c in valid.by_book.items()},
+                })
+            save_torch(store, model_key, {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "config": config.model_dump(mode="json"),
+                "epoch": config.epochs,
+                "fold": self.fold,
+                "valid_books": result["valid_books"],
+                "metrics": {"valid_f1": valid.f1 if valid_ids else None},
+            })
+            store.write_json(metrics_key, result)
+            mlflow.log_dict(result, "detect_metrics.json")
+        store.delete(ckpt_key)  # model.pt holds everything a user of the detector needs
+        return result
+
+    def _check_resumable(self, ckpt: dict[str, Any], config: DetectConfig) -> None:
+        saved = {k: v for k, v in ckpt["config"].items() if k not in _RESUME_FREE}
+        now = {k: v for k, v in config.model_dump(mode="json").items() if k not in _RESUME_FREE}
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        if changed or ckpt.get("fold") != self.fold:
+            raise ValueError(
+                f"checkpoint {join(self.out, 'checkpoint.pt')} was made with other settings "
+                f"(fold {ckpt.get('fold')}, changed: {changed}); delete it or use another --out"
+            )
+
+
+def _part_key(prefix: str, image_id: str) -> str:
+    """A per-page key; ids that are not key-safe are hashed."""
+    try:
+        return join(prefix, validate_key(f"{image_id}.json"))
+    except UnsafeKeyError:
+        return join(prefix, hashlib.sha1(image_id.encode()).hexdigest() + ".json")
+
+
+def _stem(key: str) -> str:
+    head, _, name = key.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{head}/{stem}" if head else stem
+
+
+class DetectPredictJob(Job):
+    """Boxes on every page of a dataset (code ``unk``), or, with ``valid_only``, the
+    out-of-fold boxes of a fold's validation books, each labelled with the code of its
+    best ground-truth box at IoU >= 0.5 or ``seg_fp``."""
+
+    model: str
+    dataset: str
+    out: str
+    valid_only: bool = False
+    folds: str | None = None
+    fold: int | None = None
+    progress: bool = True
+
+    def run(self) -> dict[str, Any]:
+        from kzjobs.data.format import UNKNOWN, Box, write_annotations
+        from kzjobs.detect.config import DetectConfig
+        from kzjobs.detect.engine import Detection, detect_page, label_by_iou
+        from kzjobs.detect.model import build_detector, set_inference_options
+        from kzjobs.images import ImageError
+
+        store = self.store
+        validate_key(self.out)
+        blob = store.read_bytes(self.model)
+        ckpt = load_torch_bytes(blob)
+        ds = Dataset.open(self.dataset, store)
+        image_ids, fold = self._image_ids(ds, ckpt)
+
+        stem = _stem(self.out)
+        parts, quarantine_key = f"{stem}.parts", f"{stem}.quarantine.json"
+        meta = {"model": self.model, "model_sha256": hashlib.sha256(blob).hexdigest(),
+                "profile": self.profile.name}
+        meta_key = join(parts, "_meta.json")
+        if store.exists(meta_key) and store.read_json(meta_key) != meta:
+            log.warning("parts under %s come from another model: starting over", parts)
+            for key in store.list(parts):
+                store.delete(key)
+        store.write_json(meta_key, meta)
+        done = set(store.list(parts))
+        todo = [i for i in image_ids if _part_key(parts, i) not in done]
+
+        if todo:
+            import sys
+
+            from tqdm import tqdm
+
+            config = self.profile.detect
+            trained = DetectConfig.model_validate(ckpt["config"])
+            if trained.page_size != config.page_size:
+                log.warning("model trained at page size %d, predicting at %d",
+                            trained.page_size, config.page_size)
+            device = _setup_torch(config)
+            model = build_detector(trained, load_weights=False)
+            model.load_state_dict(ckpt["model"])
+            set_inference_options(model, config)
+            model.to(device).eval()
+            for image_id in tqdm(todo, desc="detect", file=sys.stderr, disable=not self.progress,
+                                 dynamic_ncols=True):
+                try:
+                    image = ds.read_image(image_id)
+                except (ImageError, KeyError) as exc:
+                    part = {"image_id": image_id,
+                            "error": getattr(exc, "reason", None) or str(exc)}
+                else:
+                    dets = detect_page(model, image, config, device, amp=config.amp)
+                    part = {"image_id": image_id,
+                            "boxes": [[d.x, d.y, d.w, d.h, round(d.score, 5)] for d in dets]}
+                store.write_json(_part_key(parts, image_id), part)
+
+        # Merge in dataset order: the output does not depend on which run did which page.
+        pages: dict[str, list[Box]] = {}
+        quarantine: list[dict[str, str]] = []
+        truth = ds.annotations if self.valid_only else {}
+        for image_id in image_ids:
+            part = store.read_json(_part_key(parts, image_id))
+            if "error" in part:
+                quarantine.append({"image_id": image_id, "reason": part["error"]})
+                continue
+            dets = [Detection(*b) for b in part["boxes"]]
+            if self.valid_only:
+                pages[image_id] = label_by_iou(dets, truth.get(image_id, []))
+            else:
+                pages[image_id] = [Box(UNKNOWN, d.x, d.y, d.w, d.h) for d in dets]
+        store.write_bytes(self.out, write_annotations(pages))
+        store.write_json(quarantine_key, quarantine)
+        result: dict[str, Any] = {
+            "out": self.out,
+            "model": self.model,
+            "pages": len(pages),
+            "boxes": sum(len(b) for b in pages.values()),
+            "predicted_this_run": len(todo),
+            "quarantined": len(quarantine),
+            "quarantine": quarantine_key,
+        }
+        if self.valid_only:
+            from kzjobs.data.format import SEG_FP, boxes_to_points
+            from kzjobs.metric import score
+
+            valid = score({i: truth[i] for i in image_ids}, boxes_to_points(pages),
+                          ignore_code=True)
+            result["fold"] = fold
+            result["valid"] = valid.as_dict()
+            result["seg_fp"] = sum(b.code == SEG_FP for p in pages.values() for b in p)
+        return result
+
+    def _image_ids(self, ds: Dataset, ckpt: dict[str, Any]) -> tuple[list[str], int | None]:
+        """The pages to predict, and the fold when they are a fold's validation books."""
+        if not self.valid_only:
+            return ds.image_ids(), None
+        if not ds.labelled:
+            raise ValueError(f"--valid-only needs a labelled dataset; {ds.uri} has no train.csv")
+        if self.folds is None:
+            raise ValueError("--valid-only needs --folds (the folds JSON key)")
+        fold = self.fold if self.fold is not None else ckpt.get("fold")
+        if fold is None:
+            raise ValueError("--valid-only needs --fold")
+        if ckpt.get("fold") is not None and ckpt["fold"] != fold:
+            # its validation books were this model's training data: not out-of-fold
+            raise ValueError(f"model {self.model} was trained for fold {ckpt['fold']}, not {fold}")
+        return fold_split(ds, self.store, self.folds, fold)[1], fold

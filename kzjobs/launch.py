@@ -1,0 +1,464 @@
+"""The launcher: one ``kzjobs`` command becomes one Airflow task, in one of three forms.
+
+- ``kubernetes``: a ``KubernetesPodOperator`` running the job image, with ``nvidia.com/gpu``
+  limits, GPU tolerations and a node selector for jobs that want a GPU;
+- ``docker``: a ``DockerOperator`` with GPU ``device_requests`` and a large ``shm_size``;
+- ``local`` (the embedded default): the same command as a subprocess of this Python.
+
+The form is configuration, not code: the ``KZ_LAUNCHER`` setting, overridden by the
+Airflow Variable ``kz_launcher``; the rest (image, namespace, node pool, secrets...)
+comes from the Airflow Variable ``kz_launch`` (JSON, so also ``AIRFLOW_VAR_KZ_LAUNCH``).
+
+Whatever the form, a job prints its JSON summary on stdout and that summary becomes
+the task's XCom return value. This module imports no Airflow at import time (the job
+image has no Airflow); the operator classes live in :mod:`kzjobs.operators`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kzjobs.settings import get_settings
+
+Launcher = Literal["local", "docker", "kubernetes"]
+# A kubernetes pod pushes its XCom from this file (read by the provider's sidecar).
+POD_SUMMARY_FILE = "/airflow/xcom/return.json"
+SUMMARY_FILE_ENV = "KZ_SUMMARY_FILE"
+LAUNCHER_VARIABLE = "kz_launcher"
+CONFIG_VARIABLE = "kz_launch"
+
+
+class JobFailed(RuntimeError):
+    """A job ended with a non-zero exit code; the message carries the code and its last log."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, tail: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.tail = tail
+        super().__init__(
+            f"`{' '.join(self.argv)}` failed with exit code {returncode}; last log lines:\n{tail}"
+        )
+
+
+class Resources(BaseModel):
+    """What one job needs from the machine that runs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: int = 0
+    cpu: float = 1.0
+    memory_gb: float = 4.0
+    shm_gb: float = 1.0  # /dev/shm, for DataLoader workers
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.gpu > 0
+
+
+_CPU = Resources()
+_GPU = Resources(gpu=1, cpu=4.0, memory_gb=24.0, shm_gb=8.0)
+
+# Each command's need; a command missing here is refused, so a new job gets classified.
+JOB_RESOURCES: dict[str, Resources] = {
+    "validate": _CPU,
+    "folds": _CPU,
+    "merge-boxes": _CPU,
+    "detect train": _GPU,
+    "detect predict": _GPU,
+    "classify train": _GPU,
+    "classify predict": _GPU,
+    "pseudo": _CPU,
+    "level2 train": Resources(cpu=4.0, memory_gb=16.0),
+    "bundle": _CPU,
+    "evaluate": _GPU,
+    "register": _CPU,
+    "promote": _GPU,  # may evaluate the champion on the candidate's held-out books
+    "recognize": _GPU,
+    "recognize merge": _CPU,
+}
+
+
+def resources_for(command: str, overrides: Mapping[str, Resources] | None = None) -> Resources:
+    """The resources of ``command`` (e.g. ``"detect train"``); unknown commands are an error.
+
+    The longest listed prefix wins: ``validate batch`` falls back to ``validate``.
+    """
+    words = command_words(command)
+    for n in range(len(words), 0, -1):
+        name = " ".join(words[:n])
+        for table in (overrides or {}, JOB_RESOURCES):
+            if name in table:
+                return table[name]
+    raise KeyError(f"unknown job command {command!r}: add it to kzjobs.launch.JOB_RESOURCES")
+
+
+class SecretRef(BaseModel):
+    """An environment variable filled from a Kubernetes Secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: str
+    secret: str
+    key: str
+
+
+class KubernetesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = "kzjobs"
+    kubernetes_conn_id: str | None = None  # None: in-cluster config
+    in_cluster: bool = True
+    service_account: str | None = "kzjobs"
+    image_pull_policy: str = "IfNotPresent"
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"kzjobs.io/pool": "gpu"})
+    cpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    )
+    secrets: list[SecretRef] = Field(default_factory=list)
+    startup_timeout_seconds: int = 900  # GPU nodes may scale up from zero
+
+
+class DockerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    docker_url: str = "unix://var/run/docker.sock"
+    gpu_device_ids: list[str] | None = None  # None: `count` GPUs, any of them
+    network_mode: str | None = None
+    # host folder -> container folder (e.g. a local store shared with the host)
+    mounts: dict[str, str] = Field(default_factory=dict)
+    user: str | None = None
+
+
+class LaunchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    launcher: Launcher = "local"
+    image: str
+    # Plain environment for every job (KZ_STORE, KZ_MLFLOW_URI, ...); no secrets here.
+    env: dict[str, str] = Field(default_factory=dict)
+    # Airflow connection id -> kind, turned into job env at run time (see connection_env).
+    connections: dict[str, Literal["aws", "mlflow", "postgres"]] = Field(default_factory=dict)
+    resources: dict[str, Resources] = Field(default_factory=dict)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    docker: DockerConfig = Field(default_factory=DockerConfig)
+
+    def resources_for(self, command: str) -> Resources:
+        return resources_for(command, self.resources)
+
+
+def _airflow_variable(key: str, *, json_value: bool = False) -> Any:
+    """An Airflow Variable, or None outside Airflow (e.g. in the job image)."""
+    try:
+        from airflow.sdk import Variable
+    except ImportError:
+        return None
+    try:
+        return Variable.get(key, default=None, deserialize_json=json_value)
+    except Exception:  # no API server / metadata DB reachable: the settings stand
+        return None
+
+
+def load_config(*, use_airflow: bool = True) -> LaunchConfig:
+    """The launcher configuration: settings, then the ``kz_launch`` / ``kz_launcher`` Variables."""
+    settings = get_settings()
+    data: dict[str, Any] = {"launcher": settings.launcher, "image": settings.job_image}
+    if use_airflow:
+        data |= _airflow_variable(CONFIG_VARIABLE, json_value=True) or {}
+        if launcher := _airflow_variable(LAUNCHER_VARIABLE):
+            data["launcher"] = launcher
+    return LaunchConfig.model_validate(data)
+
+
+def command_words(command: str) -> list[str]:
+    words = command.split()
+    if not words:
+        raise ValueError("empty job command")
+    return words
+
+
+def parse_summary(output: str) -> Any:
+    """The JSON summary a job printed: the whole output, or its last top-level object.
+
+    Container logs mix stderr into stdout; ``emit`` prints the summary last, starting
+    with a ``{`` alone on a line, so the last such line starts it.
+    """
+    text = output.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    lines = text.splitlines()
+    for start in range(len(lines) - 1, -1, -1):
+        if lines[start].startswith(("{", "[")):
+            try:
+                return json.loads("\n".join(lines[start:]))
+            except json.JSONDecodeError:
+                continue
+    raise ValueError(f"no JSON summary in the job's output; it ended with: {text[-500:]!r}")
+
+
+def local_argv(command: str, args: Sequence[str]) -> list[str]:
+    """The same ``kzjobs`` command, run by this Python (so it uses this environment)."""
+    return [sys.executable, "-m", "kzjobs", *command_words(command), *map(str, args)]
+
+
+def run_local(
+    command: str,
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    tail_lines: int = 40,
+) -> Any:
+    """Run a ``kzjobs`` command here; stream its log; return its JSON summary.
+
+    Raises :class:`JobFailed` with the exit code and the log's tail when it fails.
+    """
+    argv = local_argv(command, args)
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop(SUMMARY_FILE_ENV, None)  # the summary comes back on stdout here
+    log = log or (lambda line: print(line, file=sys.stderr))
+    tail: deque[str] = deque(maxlen=tail_lines)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=full_env,
+        text=True,
+        bufsize=1,
+    )
+    if on_start:
+        on_start(proc)
+
+    def pump() -> None:  # stderr is the job's log: stream it as it comes
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            tail.append(line)
+            log(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    returncode = proc.wait()
+    reader.join()
+    if returncode != 0:
+        raise JobFailed(["kzjobs", *argv[3:]], returncode, "\n".join(tail))
+    return parse_summary(stdout)
+
+
+# ---- operator factories ---------------------------------------------------------------
+
+
+def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str, Any]:
+    from airflow.providers.cncf.kubernetes.secret import Secret
+    from kubernetes.client import models as k8s
+
+    k = cfg.kubernetes
+    limits = {"memory": f"{res.memory_gb:g}Gi"}
+    if res.wants_gpu:
+        limits[k.gpu_resource] = str(res.gpu)
+    shm = k8s.V1Volume(
+        name="dshm",
+        empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=f"{res.shm_gb:g}Gi"),
+    )
+    return {
+        "image": cfg.image,
+        "cmds": ["kzjobs", *command_words(command)],
+        "name": "kz-" + "-".join(command_words(command)),
+        "namespace": k.namespace,
+        "kubernetes_conn_id": k.kubernetes_conn_id,
+        "in_cluster": k.in_cluster,
+        "service_account_name": k.service_account,
+        "image_pull_policy": k.image_pull_policy,
+        "env_vars": {**cfg.env, SUMMARY_FILE_ENV: POD_SUMMARY_FILE},
+        "secrets": [Secret("env", s.env, s.secret, s.key) for s in k.secrets],
+        "container_resources": k8s.V1ResourceRequirements(
+            requests={"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gb:g}Gi"}, limits=limits
+        ),
+        "node_selector": dict(k.gpu_node_selector if res.wants_gpu else k.cpu_node_selector),
+        "tolerations": [k8s.V1Toleration(**t) for t in k.gpu_tolerations]
+        if res.wants_gpu
+        else [],
+        "volumes": [shm],
+        "volume_mounts": [k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm")],
+        "labels": {"app.kubernetes.io/name": "kzjobs", "kzjobs.io/job": command_words(command)[0]},
+        "do_xcom_push": True,
+        "get_logs": True,
+        "on_finish_action": "delete_succeeded_pod",
+        "startup_timeout_seconds": k.startup_timeout_seconds,
+        "connections": cfg.connections,
+    }
+
+
+def _docker_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str, Any]:
+    from docker.types import DeviceRequest, Mount
+
+    d = cfg.docker
+    gpus = None
+    if res.wants_gpu:
+        gpus = [
+            DeviceRequest(device_ids=d.gpu_device_ids, capabilities=[["gpu"]])
+            if d.gpu_device_ids
+            else DeviceRequest(count=res.gpu, capabilities=[["gpu"]])
+        ]
+    return {
+        "image": cfg.image,
+        "entrypoint": ["kzjobs", *command_words(command)],
+        "environment": dict(cfg.env),
+        "docker_url": d.docker_url,
+        "device_requests": gpus,
+        "shm_size": int(res.shm_gb * 1024**3),
+        "mem_limit": f"{int(res.memory_gb * 1024)}m",
+        "cpus": res.cpu,
+        "network_mode": d.network_mode,
+        "mounts": [Mount(target=dst, source=src, type="bind") for src, dst in d.mounts.items()],
+        "mount_tmp_dir": False,
+        "user": d.user,
+        "auto_remove": "success",
+        "xcom_all": True,  # the summary is parsed out of the whole log
+        "connections": cfg.connections,
+    }
+
+
+def _local_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str, Any]:
+    return {"command": command, "env": dict(cfg.env), "connections": cfg.connections}
+
+
+def operator_spec(cfg: LaunchConfig, command: str) -> tuple[type, str, dict[str, Any]]:
+    """(operator class, name of its argument-list field, constructor kwargs) for a command."""
+    res = cfg.resources_for(command)
+    # Each launcher's operator imports only its own client (kubernetes, docker).
+    if cfg.launcher == "kubernetes":
+        from kzjobs.operators.pod import KzPodOperator
+
+        return KzPodOperator, "arguments", _kubernetes_kwargs(cfg, command, res)
+    if cfg.launcher == "docker":
+        from kzjobs.operators.container import KzDockerOperator
+
+        return KzDockerOperator, "command", _docker_kwargs(cfg, command, res)
+    from kzjobs.operators.local import KzLocalJobOperator
+
+    return KzLocalJobOperator, "args", _local_kwargs(cfg, command, res)
+
+
+def job(
+    task_id: str,
+    command: str,
+    args: Sequence[str] | Any = (),
+    *,
+    expand: Any = None,
+    config: LaunchConfig | None = None,
+    **task_kwargs: Any,
+) -> Any:
+    """An Airflow task running ``kzjobs <command> <args>`` with the configured launcher.
+
+    ``args`` may hold Jinja templates or be an XComArg of a list; ``expand`` (an XComArg
+    of a list of argument lists) maps the task, one job per argument list.
+    """
+    cfg = config or load_config()
+    cls, field, kwargs = operator_spec(cfg, command)
+    kwargs |= task_kwargs
+    if expand is not None:
+        return cls.partial(task_id=task_id, **kwargs).expand(**{field: expand})
+    return cls(task_id=task_id, **kwargs, **{field: args})
+
+
+def stage_args(plan: Any, stage: str) -> Any:
+    """The argument lists of a mapped stage, picked out of a plan task's dict.
+
+    Airflow maps only over a task's whole return value, not over one key of a
+    ``multiple_outputs`` task, hence this small task per mapped stage.
+    """
+    from airflow.sdk import task
+
+    @task(task_id=f"{stage}_args")
+    def pick(plan: dict[str, Any]) -> list[list[str]]:
+        return plan[stage]
+
+    return pick(plan)
+
+
+def mapped_job(task_id: str, command: str, plan: Any, **kwargs: Any) -> Any:
+    """One job per argument list in ``plan[task_id]`` (a mapped task)."""
+    return job(task_id, command, expand=stage_args(plan, task_id), **kwargs)
+
+
+# ---- env from Airflow connections -----------------------------------------------------
+
+
+def connection_env(conn: Any, kind: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain env, secret env) for a job from an Airflow connection.
+
+    ``aws``: keys from login/password, ``endpoint_url`` and ``region_name`` from extra
+    (MLflow's S3 client reads ``MLFLOW_S3_ENDPOINT_URL``). ``mlflow``: the tracking URI
+    from extra ``tracking_uri`` or host/port, basic-auth user from login/password.
+    ``postgres``: the promotion lock's database (``KZ_LOCK_URI``, a secret: it holds
+    the password).
+    """
+    extra = conn.extra_dejson or {}
+    plain: dict[str, str] = {}
+    secret: dict[str, str] = {}
+    if kind == "aws":
+        if endpoint := extra.get("endpoint_url"):
+            plain |= {"AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+        if region := extra.get("region_name"):
+            plain["AWS_DEFAULT_REGION"] = region
+        if conn.login:
+            secret["AWS_ACCESS_KEY_ID"] = conn.login
+        if conn.password:
+            secret["AWS_SECRET_ACCESS_KEY"] = conn.password
+    elif kind == "mlflow":
+        uri = extra.get("tracking_uri")
+        if not uri and conn.host:
+            host = conn.host if "://" in conn.host else f"http://{conn.host}"
+            uri = f"{host}:{conn.port}" if conn.port else host
+        if uri:
+            plain["KZ_MLFLOW_URI"] = uri
+        if conn.login:
+            secret["MLFLOW_TRACKING_USERNAME"] = conn.login
+        if conn.password:
+            secret["MLFLOW_TRACKING_PASSWORD"] = conn.password
+    elif kind == "postgres":
+        from urllib.parse import quote
+
+        auth = quote(conn.login or "", safe="")
+        if conn.password:
+            auth += ":" + quote(conn.password, safe="")
+        host = f"{conn.host}:{conn.port}" if conn.port else conn.host
+        # psycopg2: what the job image ships (SQLAlchemy 2.1 reads bare postgresql:// as v3)
+        secret["KZ_LOCK_URI"] = f"postgresql+psycopg2://{auth}@{host}/{conn.schema or ''}"
+    else:
+        raise ValueError(f"unknown connection kind {kind!r}: use aws, mlflow or postgres")
+    return plain, secret
+
+
+def resolve_connections(connections: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain env, secret env) from Airflow connections, read at run time on the worker."""
+    from airflow.sdk import BaseHook
+
+    plain: dict[str, str] = {}
+    secret: dict[str, str] = {}
+    for conn_id, kind in connections.items():
+        p, s = connection_env(BaseHook.get_connection(conn_id), kind)
+        plain |= p
+        secret |= s
+    return plain, secret

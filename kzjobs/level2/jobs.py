@@ -1,0 +1,106 @@
+"""Level-2 jobs: train on a run's OOF predictions; predict the boxes of a page set.
+
+Store layout (under a run prefix)::
+
+    classify/<kind>/fold{K}/oof.parquet   classifier OOF predictions (input)
+    detect/fold{K}/oof.csv                detector OOF boxes with their truth (input)
+    level2/fold{K}/lgb.txt, xgb.ubj       boosters (written fold by fold)
+    level2/vocab.json, meta.json          the model (meta.json last)
+    level2/report.json, oof.parquet       OOF figures, per-box OOF winners
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import Field
+
+from kzjobs.job import Job
+from kzjobs.store import join
+
+log = logging.getLogger(__name__)
+
+
+class Level2TrainJob(Job):
+    run_prefix: str  # the training run (folds, detector and classifier outputs)
+    out: str = ""  # model prefix; default <run>/level2
+    dataset: str = ""  # labelled dataset: its vocabulary and the competition F1
+    kinds: list[str] = Field(default_factory=list)  # default: every kind in the run
+
+    @property
+    def prefix(self) -> str:
+        return self.out or join(self.run_prefix, "level2")
+
+    def run(self) -> dict[str, Any]:
+        from kzjobs.blend import load_oof
+        from kzjobs.level2.features import Vocabulary
+        from kzjobs.level2.train import train
+
+        report_key = join(self.prefix, "report.json")
+        if self.store.exists(join(self.prefix, "meta.json")) and self.store.exists(report_key):
+            return self.store.read_json(report_key) | {"skipped": True}
+        frames, truth = load_oof(self.store, self.run_prefix, self.kinds or None)
+        pages, vocab = None, None
+        if self.dataset:
+            from kzjobs.data.dataset import Dataset
+
+            ds = Dataset.open(self.dataset, self.store)
+            pages = ds.annotations
+            codes = {b.code for boxes in pages.values() for b in boxes}
+            if ds.store.exists("unicode_translation.csv"):
+                codes |= set(ds.vocabulary)
+            vocab = Vocabulary(codes)
+        quarantine: list[dict[str, Any]] = []
+        result = train(frames, truth, self.profile.level2, kinds=self.kinds or None, vocab=vocab,
+                       store=self.store, prefix=self.prefix, pages=pages, quarantine=quarantine)
+        _write_parquet(self.store, join(self.prefix, "oof.parquet"), result.boxes)
+        result.model.save(self.store, self.prefix)
+        report = result.report | {"model": self.prefix, "quarantined": len(quarantine)}
+        if quarantine:
+            report["quarantine"] = join(self.prefix, "quarantine.json")
+            self.store.write_json(report["quarantine"], quarantine)
+        self.store.write_json(report_key, report)
+        return report
+
+
+class Level2PredictJob(Job):
+    model: str  # model prefix (holds meta.json)
+    preds: list[str]  # prediction parquet keys or prefixes: every kind (and fold) of the model
+    out: str  # per-box winners, parquet
+    submission: str = ""  # optionally also a submission CSV (box centres)
+
+    def run(self) -> dict[str, Any]:
+        from kzjobs.blend import load_predictions
+        from kzjobs.data.format import write_submission
+        from kzjobs.level2.model import Level2Model, points, predict
+
+        if self.store.exists(self.out):  # written last
+            return {"out": self.out, "submission": self.submission, "skipped": True}
+        model = Level2Model.load(self.store, self.model)
+        quarantine: list[dict[str, Any]] = []
+        frames = load_predictions(self.store, self.preds, quarantine)
+        result = predict(frames, model, quarantine=quarantine)
+        seen = {(i, b) for f in frames for i, b in zip(f["image_id"], f["box_id"], strict=True)}
+        summary: dict[str, Any] = {
+            "out": self.out, "boxes": len(seen), "kept": len(result),
+            "pages": len({i for i, _ in seen}), "quarantined": len(quarantine),
+        }
+        if quarantine:
+            summary["quarantine"] = f"{self.out.rsplit('.', 1)[0]}.quarantine.json"
+            self.store.write_json(summary["quarantine"], quarantine)
+        if self.submission:
+            # Every page seen appears, with no points when level 2 dropped all its boxes.
+            pages = {i: [] for i in sorted({i for i, _ in seen})} | points(result)
+            self.store.write_bytes(self.submission, write_submission(pages))
+            summary["submission"] = self.submission
+        _write_parquet(self.store, self.out, result)  # last: a re-run skips a finished job
+        return summary
+
+
+def _write_parquet(store: Any, key: str, frame: Any) -> None:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    store.write_bytes(key, buf.getvalue())

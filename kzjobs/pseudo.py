@@ -1,0 +1,208 @@
+"""Pseudolabels: confident blended predictions on incoming, unlabelled pages become labels.
+
+Every classifier (each kind, each fold) has predicted the boxes of the incoming
+collection; their logits are blended (:mod:`kzjobs.blend`) and a box is kept when the
+blend is sure (the profile's ``pseudo`` rule, see
+:class:`~kzjobs.level2.config.PseudoConfig`). Kept ``seg_fp`` winners stay, as
+``seg_fp`` targets. The same rule is measured on the run's labelled OOF predictions:
+the fraction it keeps and how often what it keeps is right.
+
+The output is a ``train.csv``-format file (``CODE x y w h``, ``seg_fp`` allowed) of
+the kept boxes per page, which the classifier's training job takes as extra
+OOF-style targets for fine-tuning, and a JSON report.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from kzjobs.job import Job
+from kzjobs.level2.config import PseudoConfig
+from kzjobs.options import ProfileOption, StoreOption, emit
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from kzjobs.data.format import Box
+
+log = logging.getLogger(__name__)
+
+
+def margins(blended: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(winner, margin, second)`` per box of a blend; NaN margin for a 1-class list."""
+    from kzjobs.blend import top_two
+
+    winner, top, second = top_two(blended)
+    return winner, top - second, second
+
+
+def calibrate(known: pd.DataFrame, target: float) -> float:
+    """The lowest margin threshold whose boxes, on a labelled blend, are right ``target``
+    of the time (the widest such set); infinity when no set is that good."""
+    import numpy as np
+
+    winner, margin, _ = margins(known)
+    right = winner == known["true"].to_numpy(dtype=object)
+    ok = ~np.isnan(margin)
+    order = np.argsort(-margin[ok], kind="stable")
+    hits = np.cumsum(right[ok][order])
+    good = np.flatnonzero(hits / np.arange(1, len(hits) + 1) >= target)
+    return float(margin[ok][order][good[-1]]) if len(good) else float("inf")
+
+
+def select(blended: pd.DataFrame, cfg: PseudoConfig, *, threshold: float | None = None
+           ) -> tuple[np.ndarray, float]:
+    """``(kept mask, margin threshold)`` of the rule on a blend's boxes.
+
+    The calibrated rule needs its ``threshold`` (from :func:`calibrate`); the others
+    derive it (a given one overrides theirs).
+    """
+    import numpy as np
+
+    from kzjobs.data.format import SEG_FP
+
+    winner, margin, second = margins(blended)
+    if threshold is None:
+        if cfg.rule == "calibrated":
+            raise ValueError("the calibrated pseudolabel rule needs labelled OOF predictions "
+                             "(a training run) to set its threshold")
+        if cfg.rule == "margin":
+            threshold = cfg.min_margin
+        else:
+            known = margin[~np.isnan(margin)]
+            threshold = float(np.quantile(known, 1 - cfg.keep)) if len(known) else np.inf
+    kept = margin >= threshold
+    if cfg.rule == "margin":
+        kept &= second <= cfg.max_second
+    if not cfg.keep_seg_fp:
+        kept &= winner != SEG_FP
+    return kept, float(threshold)
+
+
+def labels(blended: pd.DataFrame, kept: np.ndarray) -> dict[str, list[Box]]:
+    """The kept boxes per page (box id order), each with its winning code."""
+    from kzjobs.data.format import Box
+
+    winner, _, _ = margins(blended)
+    part = blended.assign(code=winner)[kept].sort_values(["image_id", "box_id"])
+    pages: dict[str, list[Box]] = {}
+    for row in part.itertuples(index=False):
+        pages.setdefault(row.image_id, []).append(Box(row.code, row.x, row.y, row.w, row.h))
+    return pages
+
+
+def evaluate(known: pd.DataFrame, cfg: PseudoConfig) -> dict[str, Any]:
+    """The rule on a labelled blend (``true`` column): fraction kept, accuracy of what it
+    keeps and of all boxes.
+
+    The calibrated rule is measured honestly: each fold's boxes (``fold`` column) are
+    judged with the threshold calibrated on the other folds.
+    """
+    import numpy as np
+
+    from kzjobs.data.format import SEG_FP
+
+    winner, _, _ = margins(known)
+    right = winner == known["true"].to_numpy(dtype=object)
+    if cfg.rule == "calibrated":
+        kept = np.zeros(len(known), bool)
+        fold = known["fold"].to_numpy() if "fold" in known else np.zeros(len(known), int)
+        for f in np.unique(fold):
+            rest = known[fold != f]
+            part = known[fold == f]
+            threshold = calibrate(rest if len(rest) else part, cfg.target_accuracy)
+            kept[fold == f] = select(part, cfg, threshold=threshold)[0]
+        threshold = calibrate(known, cfg.target_accuracy)
+    else:
+        kept, threshold = select(known, cfg)
+    n_kept = int(kept.sum())
+    return {
+        "boxes": len(known),
+        "kept": n_kept,
+        "fraction_kept": n_kept / len(known) if len(known) else 0.0,
+        "accuracy_kept": float(right[kept].mean()) if n_kept else None,
+        "accuracy_all": float(right.mean()) if len(known) else None,
+        "seg_fp_kept": int((kept & (winner == SEG_FP)).sum()),
+        "threshold": _finite(threshold),
+    }
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: a threshold nothing passes is reported as null."""
+    return value if value != float("inf") else None
+
+
+class PseudoJob(Job):
+    """Pseudolabel an incoming collection from its classifier predictions."""
+
+    preds: list[str]  # prediction parquet keys, or prefixes holding them
+    out: str  # the labels file (train.csv format)
+    report: str = ""  # the JSON report; default: ``out`` with a .json suffix
+    oof_run: str = ""  # a training run whose OOF predictions measure the rule
+
+    @property
+    def report_key(self) -> str:
+        return self.report or f"{self.out.rsplit('.', 1)[0]}.json"
+
+    def run(self) -> dict[str, Any]:
+        from kzjobs.blend import attach_truth, blend, box_folds, load_oof, load_predictions
+        from kzjobs.data.format import SEG_FP, write_annotations
+
+        if self.store.exists(self.report_key) and self.store.exists(self.out):
+            return self.store.read_json(self.report_key) | {"skipped": True}
+        cfg = self.profile.pseudo
+        quarantine: list[dict[str, Any]] = []
+        frames = load_predictions(self.store, self.preds, quarantine)
+        if not frames:
+            raise ValueError(f"no readable prediction file in {self.preds}: {quarantine}")
+        kinds = sorted({k for f in frames for k in f["kind"].unique()})
+        known = None
+        if self.oof_run:
+            # The same kinds, blended the same way, on labelled pages.
+            oof, truth = load_oof(self.store, self.oof_run, kinds)
+            known = attach_truth(blend(oof), truth).merge(box_folds(oof), on=["image_id",
+                                                                               "box_id"])
+        threshold = (calibrate(known, cfg.target_accuracy)
+                     if cfg.rule == "calibrated" and known is not None else None)
+        blended = blend(frames, quarantine=quarantine)
+        kept, threshold = select(blended, cfg, threshold=threshold)
+        pages = labels(blended, kept)
+        self.store.write_bytes(self.out, write_annotations(pages))
+        winner, _, _ = margins(blended)
+        result: dict[str, Any] = {
+            "out": self.out, "report": self.report_key, "rule": cfg.model_dump(),
+            "models": len(frames), "kinds": kinds,
+            "boxes": len(blended), "kept": int(kept.sum()),
+            "fraction_kept": float(kept.mean()) if len(blended) else 0.0,
+            "seg_fp_kept": int((kept & (winner == SEG_FP)).sum()),
+            "threshold": _finite(threshold),
+            "pages": int(blended["image_id"].nunique()), "pages_with_labels": len(pages),
+            "quarantined": len(quarantine),
+            "validation": evaluate(known, cfg) if known is not None else None,
+        }
+        if quarantine:
+            key = f"{self.report_key.rsplit('.', 1)[0]}.quarantine.json"
+            self.store.write_json(key, quarantine)
+            result["quarantine"] = key
+        log.info("pseudolabels: kept %d of %d boxes", result["kept"], result["boxes"])
+        self.store.write_json(self.report_key, result)  # last: a re-run skips a finished job
+        return result
+
+
+def command(
+    preds: Annotated[list[str], typer.Option(
+        "--preds", help="Prediction parquet key or prefix of the collection (repeatable).")],
+    out: Annotated[str, typer.Option(help="Store key of the labels file (train.csv format).")],
+    run: Annotated[str, typer.Option(
+        help="Training run prefix: its OOF predictions measure the rule.")] = "",
+    report: Annotated[str, typer.Option(help="Store key of the JSON report.")] = "",
+    store: StoreOption = None,
+    profile: ProfileOption = "demo",
+) -> None:
+    """Pseudolabel an incoming collection: keep the blend's confident boxes as labels."""
+    emit(PseudoJob(store_uri=store, profile_name=profile, preds=list(preds), out=out,
+                   report=report, oof_run=run).run())

@@ -1,0 +1,54 @@
+"""The ``kz-recognizer`` pyfunc, as MLflow "models from code".
+
+MLflow executes this file when it logs or loads a version (``set_model`` below), so
+never import it: :mod:`kzjobs.registry` passes its path. The weights are the version's
+``bundle`` artifact (a folder with ``bundle.json``); nothing here is pickled. The
+recognizer, with torch, is built lazily on the first ``predict``.
+
+Input: a frame with ``image_id`` and ``image`` (a path or URI of the page image).
+Output: ``image_id`` and ``labels`` (submission format: ``U+XXXX x y`` centre points).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+from mlflow.models import set_model
+
+
+class KzRecognizerModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from kzjobs.bundle import Bundle
+        from kzjobs.store import open_store
+
+        self.root = open_store(context.artifacts["bundle"])
+        self.bundle = Bundle.load(self.root)  # fail at load time on a broken bundle
+        if missing := self.bundle.missing(self.root):
+            raise FileNotFoundError(f"bundle {self.root.uri} lacks {missing}")
+        self._recognizer = None
+
+    def recognizer(self) -> Any:
+        if self._recognizer is None:
+            from kzjobs.recognize.recognizer import Recognizer
+
+            self._recognizer = Recognizer.from_bundle(self.bundle, self.root)
+        return self._recognizer
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+        import pandas as pd
+
+        from kzjobs.data.format import format_points
+        from kzjobs.images import open_image
+        from kzjobs.store import read_uri
+
+        recognizer = self.recognizer()
+        ids, labels = [], []
+        for image_id, image in zip(model_input["image_id"], model_input["image"], strict=True):
+            result = recognizer.recognize_page(str(image_id), open_image(read_uri(str(image))))
+            ids.append(str(image_id))
+            labels.append(format_points(result.points()))
+        return pd.DataFrame({"image_id": ids, "labels": labels})
+
+
+set_model(KzRecognizerModel())

@@ -1,0 +1,28 @@
+"""Validation limits of a profile (pydantic only: importing this must stay cheap)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kzjobs.images import DEFAULT_MAX_PIXELS
+
+
+class ValidateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Decoding stops before allocating pixels past this (decompression bombs).
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0)
+    max_side: int = Field(default=16_000, gt=0)
+    # A scan under 64 px cannot hold a legible character: it is a thumbnail or an error.
+    min_side: int = Field(default=64, gt=0)
+    # Real page JPEGs are 1-5 MB; bigger files are not read into memory to be decoded.
+    max_file_bytes: int = Field(default=50_000_000, gt=0)
+    # Source modes accepted before the RGB conversion. CMYK is refused on purpose: PIL
+    # converts it without colour management, so the model would see other pixels than
+    # the page's; 16-bit modes are refused by the decoder.
+    modes: tuple[str, ...] = ("RGB", "L")
+    # Ids become store keys and file names: letters, digits, '.', '_' and '-', starting
+    # with a letter or digit (no '/', no '..', no leading '-').
+    id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+    # Threads that read and decode images (store reads are I/O; PIL decodes without the GIL).
+    workers: int = Field(default=4, ge=1)

@@ -1,0 +1,90 @@
+"""Level-2 features: candidates, flags, fill, target, overlap and the vocabulary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kzjobs.data.format import SEG_FP
+from kzjobs.level2.features import (
+    NONE_ID,
+    SEG_FP_ID,
+    UNKNOWN_ID,
+    Vocabulary,
+    box_overlap,
+    build,
+    feature_names,
+)
+
+
+def frame(rows):
+    """rows: (image_id, box_id, (x, y, w, h), classes, logits)."""
+    out = pd.DataFrame([(i, b, *g, list(c), np.array(v, np.float32)) for i, b, g, c, v in rows],
+                       columns=["image_id", "box_id", "x", "y", "w", "h", "classes", "logits"])
+    return out.astype({c: np.int32 for c in ("box_id", "x", "y", "w", "h")})
+
+
+def test_box_overlap_is_the_largest_intersection_over_the_other_box():
+    boxes = pd.DataFrame({
+        "image_id": ["p_1"] * 4 + ["p_2"],
+        "x": [0, 2, 100, 105, 2], "y": [0, 2, 0, 0, 2],
+        "w": [10, 4, 10, 10, 4], "h": [10, 4, 10, 10, 4],
+    })
+    got = box_overlap(boxes)
+    # A holds B whole: A sees 16/16; B sees 16/100. C and D share half: 50/100 each.
+    # The box on p_2 sits where B is, but other pages do not count.
+    assert got.tolist() == pytest.approx([1.0, 0.16, 0.5, 0.5, 0.0])
+
+
+def test_vocabulary_encodes_codes_seg_fp_unknown_and_none():
+    vocab = Vocabulary(["U+3042", "U+3041", SEG_FP, "U+3042"])
+    assert vocab.codes == ("U+3041", "U+3042")
+    got = vocab.encode(np.array(["U+3042", "U+3041", SEG_FP, "U+9999", None], dtype=object))
+    assert got.tolist() == [1, 0, SEG_FP_ID, UNKNOWN_ID, NONE_ID]
+    assert Vocabulary(list(vocab.codes)) == vocab
+
+
+G = (0, 0, 10, 10)
+
+
+def test_candidates_are_the_union_of_top_n_plus_seg_fp_with_flags_and_target():
+    a = frame([("p_1", 0, G, ["A", "B", "C", "D"], [9, 5, 3, 1]),
+               ("p_1", 1, (20, 0, 10, 10), ["A", SEG_FP, "B", "C"], [6, 5, 1, 0])])
+    b = frame([("p_1", 0, G, ["B", "E", "A"], [8, 7, 2]),
+               ("p_1", 1, (20, 0, 10, 10), ["C", "A", "B"], [4, 3, 2])])
+    truth = pd.DataFrame({"image_id": ["p_1", "p_1"], "box_id": [0, 1], "true": ["E", "Z"]})
+    vocab = Vocabulary("ABCDE")
+    cands = build({"a": a, "b": b}, ["a", "b"], vocab, 2, truth)
+    rows = cands.rows
+    assert rows[rows["box"] == 0]["cand"].tolist() == ["A", "B", "E", SEG_FP]
+    assert rows[rows["box"] == 1]["cand"].tolist() == ["A", "C", SEG_FP]
+    # the true class when listed; seg_fp when it is not (Z is no candidate of box 1)
+    assert rows[rows["y"]][["box", "cand"]].values.tolist() == [[0, "E"], [1, SEG_FP]]
+
+    X = pd.DataFrame(cands.X, columns=cands.names)
+    assert cands.names == feature_names(["a", "b"], 2) and X.shape == (7, len(cands.names))
+    first = X.iloc[0]  # box 0, candidate A
+    assert (first["a_top0_cls"], first["a_top1_cls"], first["cand"]) == (0, 1, 0)
+    assert (first["a_top0_score"], first["b_top0_score"], first["b_top1_score"]) == (9, 8, 7)
+    assert (first["a_top0_is_cand"], first["a_top1_is_cand"], first["b_top0_is_cand"]) == (1, 0, 0)
+    # A is third in b's list (beyond top-2, still its logit); E is not in a's: a's k-th logit
+    assert first["b_cand_score"] == 2 and X.iloc[2]["a_cand_score"] == 1
+    assert X.iloc[2]["cand_mean_score"] == pytest.approx((1 + 7) / 2)
+    assert X.iloc[3]["cand"] == SEG_FP_ID and X.iloc[4]["a_top1_cls"] == SEG_FP_ID
+    assert X["box_overlap"].tolist() == [0.0] * 7
+
+
+def test_a_kind_without_a_prediction_gives_nan_features_and_a_missing_kind_raises():
+    a = frame([("p_1", 0, G, ["A", "B"], [9, 5]), ("p_1", 1, (20, 0, 10, 10), ["B"], [3])])
+    b = frame([("p_1", 0, G, ["A", "B"], [8, 1])])
+    cands = build({"a": a, "b": b}, ["a", "b"], Vocabulary("AB"), 2)
+    X = pd.DataFrame(cands.X, columns=cands.names)[cands.rows["box"].to_numpy() == 1]
+    assert X["b_top0_score"].isna().all() and X["b_cand_score"].isna().all()
+    assert (X["b_top0_cls"] == NONE_ID).all() and (X["a_top1_cls"] == NONE_ID).all()
+    assert not X["cand_mean_score"].isna().any()
+    with pytest.raises(ValueError, match=r"kind\(s\) \['c'\]"):
+        build({"a": a}, ["a", "c"], Vocabulary("AB"), 2)
+    moved = b.assign(x=b["x"] + 1)
+    with pytest.raises(ValueError, match="differ between kinds"):
+        build({"a": a, "b": moved}, ["a", "b"], Vocabulary("AB"), 2)

@@ -1,0 +1,59 @@
+"""The vocabulary: kana and Jōyō kanji, Zipf-like with kana about two thirds, and no
+character a font cannot draw."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from kzjobs.data.format import code_to_char, is_code_point, read_annotations, read_translation
+from kzjobs.synth import FONTS
+from kzjobs.synth.fonts import coverage, glyph_mask
+from kzjobs.synth.vocab import load_vocabulary
+
+
+def test_vocabulary_is_kana_and_joyo_kanji():
+    from kanji_lists import JOYO
+
+    vocab = load_vocabulary()
+    assert 2250 <= len(vocab) <= 2350
+    assert len(set(vocab.chars)) == len(vocab)
+    kanji = {c for c in vocab.chars if c not in vocab.kana}
+    assert kanji == set(JOYO)
+    assert all(0x3041 <= ord(c) <= 0x30FE for c in vocab.kana)
+    assert 170 <= len(vocab.kana) <= 185
+    assert all(is_code_point(code) and code_to_char(code) == char
+               for code, char in vocab.translation.items())
+
+
+def test_drawn_characters_follow_the_vocabulary(sample):
+    store, _ = sample
+    vocab = read_translation(store.read_bytes("unicode_translation.csv"))
+    assert vocab == load_vocabulary().translation  # the whole vocabulary
+    truth = read_annotations(store.read_bytes("train.csv"))
+    codes = [b.code for boxes in truth.values() for b in boxes]
+    assert set(codes) <= set(vocab)
+    kana = load_vocabulary().kana
+    share = sum(code_to_char(c) in kana for c in codes) / len(codes)
+    assert 0.58 <= share <= 0.76, share  # about two thirds
+    # Zipf-like: the particle の leads, and a long tail of kanji appears once.
+    counts = Counter(codes)
+    assert counts.most_common(1)[0][0] == "U+306E"
+    assert sum(1 for n in counts.values() if n == 1) > 100
+
+
+@pytest.mark.parametrize("font", FONTS)
+def test_fonts_draw_every_character_they_cover(font):
+    vocab = load_vocabulary()
+    covered = coverage(font, vocab.chars)
+    assert len(covered) > 2200
+    assert all(glyph_mask(font, c, 20).size for c in covered[::7])
+
+
+def test_coverage_drops_what_a_font_lacks():
+    # The Kouzan and Aoyagi faces have no small ka/ke; Aoyagi maps 籠 to a blank glyph.
+    assert coverage("kouzan-sousyo", ["か", "ゕ", "ゖ"]) == ["か"]
+    assert coverage("aoyagi-kouzan", ["籠", "語"]) == ["語"]
+    assert glyph_mask("aoyagi-kouzan", "籠", 40).size == 0  # it would be a blank box
+    assert coverage("ipaex-mincho", ["\U0002a6d6", "あ"]) == ["あ"]

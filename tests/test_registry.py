@@ -1,0 +1,180 @@
+"""The kz-recognizer registry: whole blends as pyfunc versions, on the embedded default
+(SQLite + local files) and on the production shape (PostgreSQL + S3, directly and
+through an MLflow tracking server)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from kzjobs.data.dataset import Dataset
+from kzjobs.settings import get_settings
+
+
+def _evaluation(store, heldout: str, f1: float) -> dict:
+    from kzjobs.registry import dataset_version
+
+    return {"dataset": heldout, "dataset_version": dataset_version(Dataset.open(heldout, store)),
+            "f1": f1, "by_book": {"ha": {"f1": f1 - 0.1}, "hb": {"f1": f1 + 0.1}}}
+
+
+def _register(store, make_bundle, make_heldout, *, tag="a", f1=0.5):
+    from kzjobs import registry
+
+    make_bundle(store, f"runs/{tag}", tag=tag)
+    make_heldout(store, "heldout")
+    ev = _evaluation(store, "heldout", f1)
+    return registry.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
+                                    dataset_version=ev["dataset_version"])
+
+
+def _check_roundtrip(store, files: dict, version: int) -> None:
+    import mlflow
+
+    from kzjobs import registry
+    from kzjobs.bundle import Bundle
+    from kzjobs.store import open_store
+
+    v = registry.get_version("candidate")
+    assert int(v.version) == version
+    assert v.tags["profile"] == "tiny"
+    assert v.tags["heldout"] == "heldout"
+    assert float(v.tags["f1"]) == pytest.approx(0.5)
+    assert float(v.tags["f1.book.ha"]) == pytest.approx(0.4)
+    assert float(v.tags["f1.book.hb"]) == pytest.approx(0.6)
+    assert v.tags["git_commit"]
+    assert v.tags["dataset_version"] == v.tags["heldout_version"]
+    assert float(v.tags[registry.eval_tag(v.tags["heldout_version"])]) == pytest.approx(0.5)
+
+    # The weights come back byte for byte, and the manifest with them.
+    local = open_store(registry.download_bundle("models:/kz-recognizer@candidate"))
+    for key, text in files.items():
+        assert local.read_text(key) == text
+    assert Bundle.load(local).detector == ["detect/fold0/model.pt", "detect/fold1/model.pt"]
+
+    # A pyfunc from code: its signature, and no pickle anywhere in the version.
+    model = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate")
+    assert model.metadata.get_input_schema().input_names() == ["image_id", "image"]
+    assert model.metadata.flavors["python_function"]["loader_module"].endswith("code_model")
+    root = local.root.parent.parent  # the whole downloaded model folder
+    assert not list(root.rglob("*.pkl")) and not list(root.rglob("*.pickle"))
+
+
+def test_register_on_the_embedded_default(tmp_path, make_bundle, make_heldout):
+    from kzjobs.store import open_store
+
+    store = open_store(tmp_path / "store")
+    out = _register(store, make_bundle, make_heldout)
+    assert out == out | {"version": 1, "reused": False, "alias": "candidate"}
+    home = get_settings().home
+    assert (home / "mlflow.db").is_file()
+    assert list((home / "mlartifacts").rglob("bundle.json"))  # never ./mlruns
+    _, files = make_bundle(open_store(tmp_path / "other"), "x", tag="a")
+    _check_roundtrip(store, files, 1)
+
+
+def test_register_on_postgres_and_s3_is_idempotent(mlflow_on_postgres, tmp_path, make_bundle,
+                                                   make_heldout):
+    import boto3
+
+    from kzjobs import registry
+    from kzjobs.store import open_store
+
+    store = open_store(tmp_path / "store")
+    first = _register(store, make_bundle, make_heldout)
+    again = _register(store, make_bundle, make_heldout)  # a re-run after a crash
+    assert (first["version"], again["version"], again["reused"]) == (1, 1, True)
+    second = _register(store, make_bundle, make_heldout, tag="b", f1=0.5)
+    assert second["version"] == 2
+    assert int(registry.get_version("candidate").version) == 2
+
+    # The tracking data is in PostgreSQL and the weights are in the S3 bucket.
+    assert registry.tracking_uri().startswith("postgresql+psycopg2://")
+    bucket = mlflow_on_postgres.removeprefix("s3://")
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sum(k.endswith("bundle/bundle.json") for k in keys) == 2
+    assert any(k.endswith("bundle/detect/fold1/model.pt") for k in keys)
+    assert not (get_settings().home / "mlflow.db").exists()
+
+    registry.client().set_registered_model_alias("kz-recognizer", "candidate", "1")
+    _, files = make_bundle(open_store(tmp_path / "other"), "x", tag="a")
+    _check_roundtrip(store, files, 1)
+
+
+def test_register_job_reads_the_evaluation_from_the_store(tmp_path, make_bundle, make_heldout):
+    from kzjobs.registry import RegisterJob, get_version
+
+    store_dir = tmp_path / "store"
+    job = RegisterJob(store_uri=str(store_dir), profile_name="tiny", bundle="runs/a",
+                      evaluation="runs/a/evaluation.json", dataset="heldout")
+    make_bundle(job.store, "runs/a", tag="a")
+    make_heldout(job.store, "heldout")
+    job.store.write_json("runs/a/evaluation.json", _evaluation(job.store, "heldout", 0.75))
+    out = job.run()
+    assert out["version"] == 1 and out["f1"] == 0.75
+    assert get_version(1).tags["bundle_source"] == str(store_dir / "runs" / "a")
+
+
+def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
+    from kzjobs.bundle import Bundle, open_bundle
+    from kzjobs.store import open_store
+
+    store = open_store(tmp_path)
+    bundle, _ = make_bundle(store, "run")
+    store.delete("run/level2/fold1/xgb.ubj")
+    with pytest.raises(FileNotFoundError, match=r"xgb\.ubj"):
+        bundle.save(store.child("run"))
+    loaded, root = open_bundle("run", store)
+    assert loaded == bundle and loaded.missing(root) == ["level2/fold1/xgb.ubj"]
+    with pytest.raises(FileNotFoundError, match=r"no bundle\.json"):
+        Bundle.load(store.child("nothing"))
+
+
+def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_path,
+                                            monkeypatch, make_bundle, make_heldout):
+    """Production: the jobs talk to `mlflow server` (PostgreSQL + S3), never to S3 for MLflow."""
+    import boto3
+
+    from kzjobs.store import open_store
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", pg_uri,
+         "--artifacts-destination", f"{s3_env}/artifacts", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not start: {server.stderr.read()}"
+                    ) from None
+                time.sleep(1)
+        monkeypatch.setenv("KZ_MLFLOW_URI", url)
+        get_settings.cache_clear()
+        store = open_store(tmp_path / "store")
+        assert _register(store, make_bundle, make_heldout)["version"] == 1
+        bucket = s3_env.removeprefix("s3://")
+        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+        assert any(k.startswith("artifacts/") and k.endswith("bundle/bundle.json") for k in keys)
+        _, files = make_bundle(open_store(tmp_path / "other"), "x", tag="a")
+        _check_roundtrip(store, files, 1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
