@@ -13,7 +13,8 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 demo: env fonts
 	$(BIN)/kzjobs demo
 
-test: env fonts
+# tests/bench runs the real tesseract binary (bench/tesseract.py), so test installs it too.
+test: env fonts bench-packages
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -147,7 +147,10 @@ class PromoteJob(Job):
                 decision, reason = "kept", "the candidate is already the champion"
                 figures["candidate_f1"] = figures["champion_f1"] = None
             else:
-                cand_f1, failure = self._f1(cand, heldout, hv, evaluate, tolerate=True)
+                failure = self._unloadable(cand)
+                cand_f1 = None
+                if not failure:
+                    cand_f1, failure = self._f1(cand, heldout, hv, evaluate, tolerate=True)
                 figures["candidate_f1"] = cand_f1
                 if failure:
                     decision, reason = "rejected", f"candidate failed: {failure}"
@@ -173,6 +176,23 @@ class PromoteJob(Job):
         return {"name": name, "decision": decision, "reason": reason, **figures,
                 "champion_after": int(cand.version) if decision == "promoted"
                 else figures["champion"]}
+
+    @staticmethod
+    def _unloadable(version: ModelVersion) -> str | None:
+        """Why the version cannot serve (None when it loads): a champion must at least load.
+
+        Loading runs the pyfunc's ``load_context``, which checks every bundle file.
+        """
+        import mlflow
+
+        if version.status != "READY":
+            return f"version status is {version.status}"
+        try:
+            mlflow.pyfunc.load_model(version_ref(version.version, version.name))
+        except Exception as exc:
+            log.exception("version %s does not load", version.version)
+            return f"does not load: {type(exc).__name__}: {exc}"
+        return None
 
     @staticmethod
     def _f1(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,12 +20,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def _mlflow_db_template(request: pytest.FixtureRequest) -> Path:
+    """An empty, migrated MLflow SQLite DB, kept in pytest's cache per MLflow version:
+    migrating a new DB costs ~15 s, copying one costs nothing."""
+    from importlib.metadata import version
+
+    path = request.config.cache.mkdir(f"mlflow-db-{version('mlflow')}") / "mlflow.db"
+    if not path.exists():
+        from mlflow import MlflowClient
+
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        uri = f"sqlite:///{tmp}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments()
+        client.search_registered_models()
+        tmp.rename(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    _mlflow_db_template: Path,
+):
     """Every test gets its own var/ (store, MLflow DB) so tests never share state."""
     from kzjobs.settings import get_settings
 
     home = tmp_path_factory.mktemp("kzhome")
+    shutil.copyfile(_mlflow_db_template, home / "mlflow.db")
     monkeypatch.setenv("KZ_HOME", str(home))
     for var in ("KZ_STORE", "KZ_MLFLOW_URI"):
         monkeypatch.delenv(var, raising=False)

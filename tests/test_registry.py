@@ -5,6 +5,7 @@ through an MLflow tracking server)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -150,8 +151,11 @@ def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_pat
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", pg_uri,
          "--artifacts-destination", f"{s3_env}/artifacts", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint},
+        # No GenAI job workers: they would be children outliving the server.
+        env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: stopped whole below
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -176,5 +180,5 @@ def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_pat
         _, files = make_bundle(open_store(tmp_path / "other"), "x", tag="a")
         _check_roundtrip(store, files, 1)
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

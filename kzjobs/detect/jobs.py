@@ -111,19 +111,15 @@ def _start_mlflow(run_id: str | None, run_name: str):
     """An active MLflow run: the checkpoint's run on resume, else a new one."""
     import mlflow
 
-    from kzjobs.settings import get_settings
+    from kzjobs import registry
 
-    settings = get_settings()
-    if settings.mlflow_uri is None:
-        settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment(EXPERIMENT)
+    experiment = registry.experiment_id(registry.client(), EXPERIMENT)
     if run_id is not None:
         try:
             return mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException:
             log.warning("MLflow run %s not found; starting a new run", run_id)
-    return mlflow.start_run(run_name=run_name)
+    return mlflow.start_run(experiment_id=experiment, run_name=run_name)
 
 
 def _setup_torch(config: DetectConfig) -> torch.device:
