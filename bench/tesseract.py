@@ -1,12 +1,14 @@
 """Tesseract baseline: Japanese vertical OCR scored with the competition F1, beside ours.
 
     .venv/bin/python -m bench.tesseract --dataset PATH [--out bench/results/tesseract.json]
-        [--psm 5] [--compare-psm 3 4 5 11 12] [--threads 1]
+        [--psm 12] [--compare-psm 3 4 5 6 11] [--spread word|line] [--threads 1]
 
 Runs the ``tesseract`` binary (Debian ``tesseract-ocr-jpn-vert``, installed by
 ``make bench-packages``) once per page with TSV output, takes the word rows (level 5)
 and spreads each word's characters evenly down its box: tesseract gives no per-character
-boxes in TSV, and a vertical word's characters sit one under the other. Every character
+boxes in TSV, and a vertical word's characters sit one under the other. The same output
+is also scored with each *line's* characters spread down the line box (``spreads.line``):
+tesseract's vertical word boxes lag the glyphs (see ``parse_lines``). Every character
 it reads is kept, including ones outside the dataset's vocabulary: those are false
 positives, as any OCR output's would be (the count is reported as
 ``out_of_vocabulary``).
@@ -15,8 +17,7 @@ Cost is measured per child with ``os.wait4`` (the per-process form of
 ``getrusage(RUSAGE_CHILDREN)``): a caller such as the end-to-end benchmark has other
 children, whose peak RSS the process-wide figure would mix in.
 ``OMP_THREAD_LIMIT=1`` by default: the Debian build uses OpenMP, whose second thread on
-a 2-core machine roughly triples CPU time for no gain; one process per core is
-tesseract's own advice for throughput.
+a 2-core machine roughly tripled CPU time per page here for no wall-clock gain.
 
 ``run_tesseract_bench(dataset, image_ids)`` is the entry point the end-to-end
 benchmark calls so that ours and tesseract run on the same pages in one run.
@@ -52,9 +53,11 @@ TSV_COLUMNS = (
 )
 LINE_LEVEL, WORD_LEVEL = 4, 5
 SPREADS = ("word", "line")
-# 5 ("a single uniform block of vertically aligned text") had the best F1 of
-# 3, 4, 5, 6, 11, 12 on synthetic mincho and brush pages: bench/results/tesseract.json.
-DEFAULT_PSM = 5
+# Page segmentation mode 12 (sparse text with OSD) had the best F1 of 3, 4, 5, 6, 11, 12
+# on synthetic mincho + brush pages (bench/results/tesseract.json, "psm_sweep"), tied
+# with 3 on a second set; 5 (one uniform vertical block) lost most on pages with
+# frames and glosses (detection F1 0.41 against 0.70 on 4 books x 3 pages, seed 11).
+DEFAULT_PSM = 12
 DEFAULT_LANG = "jpn_vert"
 TIMEOUT_S = 300.0
 
@@ -157,12 +160,12 @@ def _image_file(image: Image.Image | str | os.PathLike | bytes, tmp: str) -> str
     """A path tesseract can read: paths as they are, bytes and PIL images via a temp file."""
     if isinstance(image, str | os.PathLike):
         return os.fspath(image)
-    path = os.path.join(tmp, "page.png")
     if isinstance(image, bytes):
         path = os.path.join(tmp, "page.img")  # leptonica sniffs the format from the bytes
         with open(path, "wb") as fh:
             fh.write(image)
     else:
+        path = os.path.join(tmp, "page.png")
         image.save(path, format="PNG")
     return path
 

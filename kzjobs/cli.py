@@ -13,6 +13,7 @@ import typer
 from kzjobs.classify.cli import classify_app
 from kzjobs.detect.cli import detect_app
 from kzjobs.level2.cli import level2_app
+from kzjobs.oof import command as merge_boxes_command
 from kzjobs.options import ProfileOption, StoreOption, emit
 from kzjobs.pseudo import command as pseudo_command
 from kzjobs.registry_cli import add_commands as add_registry_commands
@@ -30,6 +31,7 @@ app.add_typer(detect_app, name="detect")
 app.add_typer(level2_app, name="level2")
 app.command("pseudo")(pseudo_command)
 add_registry_commands(app)
+app.command("merge-boxes")(merge_boxes_command)
 
 
 @app.command()

@@ -23,6 +23,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -180,6 +181,13 @@ def load_config(*, use_airflow: bool = True) -> LaunchConfig:
         if launcher := _airflow_variable(LAUNCHER_VARIABLE):
             data["launcher"] = launcher
     return LaunchConfig.model_validate(data)
+
+
+@lru_cache(maxsize=1)
+def _parse_time_config() -> LaunchConfig:
+    """One read of the Variables per DAG-file parse (Airflow parses each file in a fresh
+    process), not two per task."""
+    return load_config()
 
 
 def command_words(command: str) -> list[str]:
@@ -374,7 +382,7 @@ def job(
     ``args`` may hold Jinja templates or be an XComArg of a list; ``expand`` (an XComArg
     of a list of argument lists) maps the task, one job per argument list.
     """
-    cfg = config or load_config()
+    cfg = config or _parse_time_config()
     cls, field, kwargs = operator_spec(cfg, command)
     kwargs |= task_kwargs
     if expand is not None:

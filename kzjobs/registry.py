@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -168,10 +169,22 @@ def download_bundle(ref: str) -> Path:
     bundle = dest / "artifacts" / ARTIFACT
     if not (bundle / "bundle.json").is_file():
         client()  # sets the tracking and registry URIs
-        dest.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=version_ref(version.version, version.name), dst_path=str(dest)
-        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Download beside, then rename: concurrent jobs never see half a model.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version.version}-", dir=dest.parent))
+        try:
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=version_ref(version.version, version.name), dst_path=str(tmp)
+            )
+            if dest.exists() and not (bundle / "bundle.json").is_file():
+                shutil.rmtree(dest)  # a download cut short by a crash
+            try:
+                tmp.rename(dest)
+            except OSError:  # another job finished first: use its copy
+                if not (bundle / "bundle.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return bundle
 
 

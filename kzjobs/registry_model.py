@@ -35,7 +35,8 @@ class KzRecognizerModel(mlflow.pyfunc.PythonModel):
             self._recognizer = Recognizer.from_bundle(self.bundle, self.root)
         return self._recognizer
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+    # No type hints here: MLflow would read them as a schema; the signature is logged instead.
+    def predict(self, context, model_input, params=None):
         import pandas as pd
 
         from kzjobs.data.format import format_points

@@ -20,7 +20,10 @@ def train(
     dataset: Annotated[str, typer.Option(help="Dataset key in the store, or a path/URI.")],
     folds: Annotated[str, typer.Option(help="Store key of the folds JSON.")],
     boxes: Annotated[str, typer.Option(help="Store key of the detector's OOF boxes (CSV).")],
-    out: Annotated[str, typer.Option(help="Run prefix: writes <out>/classify/<kind>/fold<K>/.")],
+    out: Annotated[
+        str, typer.Option(help="Key prefix for model.pt, oof.parquet, metrics.json "
+                          "(in a run: <run>/classify/<kind>/fold<K>).")
+    ],
     epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
     store: StoreOption = None,
     profile: ProfileOption = "demo",

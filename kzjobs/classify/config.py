@@ -47,6 +47,9 @@ class ClassifyConfig(BaseModel):
     tta_scales: tuple[float, ...] = (1.0,)
     top_k: int = Field(10, ge=1)  # classes kept per box in the predictions (>= 10 in profiles)
     workers: int = 0
+    # torch CPU threads (0: torch's default). On a shared CPU one thread per job is much
+    # faster than two fighting over oversubscribed cores.
+    threads: int = Field(0, ge=0)
     augment: bool = True  # HSV, brightness/contrast, gamma
 
     @field_validator("kinds")

@@ -1,7 +1,8 @@
 """Classifier jobs: train one kind on one fold (and predict its OOF boxes), predict boxes.
 
-``ClassifyTrainJob`` writes under ``<out>/classify/<kind>/fold<K>/`` (``out`` is the run
-prefix): ``checkpoint.pt`` after every epoch (a re-run resumes from it), then
+``ClassifyTrainJob`` writes under its ``out`` prefix (in a training run,
+``<run>/classify/<kind>/fold<K>``: :func:`model_prefix`): ``checkpoint.pt`` after every
+epoch (a re-run resumes from it), then
 ``oof.parquet`` (the fold's held-out pages), ``oof.quarantine.json``, ``metrics.json``
 and, last, ``model.pt``. A re-run after ``model.pt`` exists does nothing.
 
@@ -10,7 +11,9 @@ Heavy modules are imported inside ``run`` so that DAG files can import the job c
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field
@@ -40,17 +43,35 @@ def _flat_params(config: dict[str, Any]) -> dict[str, str]:
             for k, v in config.items()}
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: leave as is), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class ClassifyTrainJob(Job):
     dataset: str  # dataset key (or path/URI) with train.csv and images
     folds: str  # folds JSON key (FoldsJob)
     boxes: str  # detector OOF boxes, train.csv format, labelled by IoU (seg_fp included)
     kind: str  # backbone name, e.g. resnet18, resnext101_32x8d
     fold: int = Field(ge=0)
-    out: str  # run prefix
+    out: str  # prefix for model.pt, oof.parquet...: model_prefix(run, kind, fold) in a run
     epochs: int | None = Field(None, ge=1)  # overrides the profile's
     progress: bool = True
 
     def run(self) -> dict[str, Any]:
+        with torch_threads(self.profile.classify.threads):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         import mlflow
         import torch
 
@@ -76,7 +97,7 @@ class ClassifyTrainJob(Job):
         if self.epochs:
             cfg = cfg.model_copy(update={"epochs": self.epochs})
         store = self.store
-        prefix = model_prefix(self.out, self.kind, self.fold)
+        prefix = self.out
         keys = {name: join(prefix, name) for name in
                 ("model.pt", "checkpoint.pt", "oof.parquet", "metrics.json")}
         summary = {"kind": self.kind, "fold": self.fold, "model": keys["model.pt"],
@@ -90,11 +111,14 @@ class ClassifyTrainJob(Job):
         truth = data.annotations
         boxes = read_annotations(store.read_bytes(self.boxes), allow=BOX_CODES)
         folds = load_folds(store, self.folds)
-        pages = [i for i in boxes if i in truth]
-        unknown = sorted({book_id(i) for i in pages} - set(folds))
+        unknown = sorted({book_id(i) for i in truth} - set(folds))
         if unknown:
             raise ValueError(f"books {unknown[:5]} are not in the folds file {self.folds!r}")
-        train_ids, valid_ids = split_fold(pages, folds, self.fold)
+        # F1 is judged on every page of the held-out books, so a page the detector missed
+        # entirely still counts its characters as misses.
+        train_ids, judged_ids = split_fold(list(truth), folds, self.fold)
+        train_ids = [i for i in train_ids if i in boxes]
+        valid_ids = [i for i in judged_ids if i in boxes]
         if not train_ids:
             raise ValueError(f"fold {self.fold}: no training pages in {self.boxes!r}")
         vocab = vocabulary(truth)
@@ -157,7 +181,7 @@ class ClassifyTrainJob(Job):
                     table, _ = predict_pages(model, vocab, data, boxes, valid_ids, cfg=cfg,
                                              device=device, kind=self.kind, fold=self.fold,
                                              scales=(1.0,), progress=False)
-                    found = evaluate(table, boxes, truth, valid_ids)
+                    found = evaluate(table, boxes, truth, judged_ids)
                     stats |= {f"valid_{k}": found[k] for k in ("accuracy", "f1")}
                 mlflow.log_metrics(stats, step=epoch)
                 state["history"].append({"epoch": epoch, **stats})
@@ -173,7 +197,7 @@ class ClassifyTrainJob(Job):
                 fold=self.fold, store=store, out=keys["oof.parquet"], progress=self.progress,
             )
             store.write_json(quarantine_key(keys["oof.parquet"]), _quarantine_records(quarantine))
-            found = evaluate(table, boxes, truth, valid_ids, names=names)
+            found = evaluate(table, boxes, truth, judged_ids, names=names)
             metrics = {k: v for k, v in found.items() if k not in ("score", "confusion")}
             by_book = {b: c["f1"] for b, c in found["score"]["by_book"].items()}
             mlflow.log_metrics({f"valid_{k}": float(v) for k, v in metrics.items()}
@@ -212,6 +236,10 @@ class ClassifyPredictJob(Job):
     progress: bool = True
 
     def run(self) -> dict[str, Any]:
+        with torch_threads(self.profile.classify.threads):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         from kzjobs.classify.model import load_checkpoint, load_model
         from kzjobs.classify.predict import predict_pages
         from kzjobs.data.dataset import Dataset

@@ -45,7 +45,7 @@ def scale_page(image: Image.Image, page_size: int) -> tuple[np.ndarray, float]:
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 to a 3xHxW float tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
 
 
 def scaled_boxes(boxes: Sequence[Box], scale: float, width: int, height: int) -> np.ndarray:

@@ -16,9 +16,11 @@ from bench.tesseract import (
     TesseractError,
     Word,
     _cap,
+    _wait,
     parse_lines,
     parse_tsv,
     recognize_tesseract,
+    run_tesseract,
     run_tesseract_bench,
     spread_word,
     words_to_points,
@@ -119,6 +121,21 @@ def test_cap_keeps_the_most_confident_words():
     assert [p.code for p in points[1:701]] == ["U+3046"] * 700
     small = words_to_points(words[:2])
     assert _cap(small, words[:2]) == small
+
+
+def test_a_missing_binary_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(TesseractError, match="make bench-packages"):
+        run_tesseract(b"")
+
+
+def test_a_hung_child_is_killed_and_reaped_at_the_timeout():
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "30"])
+    with pytest.raises(TesseractError, match="timed out"):
+        _wait(proc, timeout=0.2)
+    assert proc.returncode is not None  # reaped: no zombie left behind
 
 
 # ---- the real binary ------------------------------------------------------------------

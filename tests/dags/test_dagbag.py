@@ -3,6 +3,7 @@ shape of the product (mapped training, assets between the DAGs, one promotion at
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -16,24 +17,24 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.definitions.mappedoperator import MappedOperator
 bag = DagBag(dag_folder=sys.argv[1])
+heavy = ("torch", "torchvision", "pandas", "great_expectations", "mlflow", "lightgbm", "xgboost")
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {},
-       "heavy": sorted(m for m in ("torch", "torchvision", "pandas", "great_expectations",
-                                   "mlflow", "lightgbm", "xgboost") if m in sys.modules)}
+       "heavy": sorted(m for m in heavy if m in sys.modules)}
+def kind(t):
+    return (t.operator_class if isinstance(t, MappedOperator) else type(t)).__name__
 for dag in bag.dags.values():
-    sched = dag.timetable.summary
-    assets = [a.name for a in getattr(dag.timetable, "asset_condition", None) and
-              dag.timetable.asset_condition.iter_assets().values() or []] if hasattr(
-              dag.timetable, "asset_condition") else []
+    cond = getattr(dag.timetable, "asset_condition", None)
     out["dags"][dag.dag_id] = {
-        "schedule": sched, "assets": assets, "max_active_runs": dag.max_active_runs,
+        "schedule": dag.schedule if isinstance(dag.schedule, str) else None,
+        "assets": [a.name for a in cond.objects] if cond is not None else [],
+        "max_active_runs": dag.max_active_runs,
         "params": sorted(dag.params),
         "tasks": {t.task_id: {
-            "type": type(t).__name__ if not isinstance(t, MappedOperator) else t.operator_class.__name__
-                    if hasattr(t.operator_class, "__name__") else str(t.operator_class),
+            "type": kind(t),
             "mapped": isinstance(t, MappedOperator),
             "upstream": sorted(t.upstream_task_ids),
             "outlets": [o.name for o in (t.outlets or [])],
-            "trigger_rule": str(t.trigger_rule),
+            "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
         } for t in dag.tasks},
     }
 print("@@PARSE@@" + json.dumps(out))
@@ -73,13 +74,13 @@ def test_retrain_shape(local):
         assert tasks[mapped]["type"] == "KzLocalJobOperator"
         assert f"{mapped}_args" in tasks[mapped]["upstream"]
     order = ["validate", "folds", "detect_train", "detect_oof", "merge_oof", "classify_train"]
-    for before, after in zip(order, order[1:], strict=False):
+    for before, after in itertools.pairwise(order):
         assert before in tasks[after]["upstream"], (before, after)
     assert {"classify_train", "detect_incoming"} <= set(tasks["classify_incoming"]["upstream"])
     assert {"classify_train", "finetune"} <= set(tasks["level2"]["upstream"])
     assert tasks["level2"]["trigger_rule"] == "none_failed_min_one_success"
     chain = ["level2", "bundle", "evaluate", "register"]
-    for before, after in zip(chain, chain[1:], strict=False):
+    for before, after in itertools.pairwise(chain):
         assert before in tasks[after]["upstream"]
     assert tasks["register"]["outlets"] == ["kz_candidate"]
 

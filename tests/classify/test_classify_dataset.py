@@ -1,0 +1,83 @@
+"""Training crops, the vocabulary, and box capping."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from kzjobs.classify.config import ClassifyConfig
+from kzjobs.classify.dataset import Collate, CropDataset, cap_boxes, vocabulary
+from kzjobs.data.dataset import Dataset
+from kzjobs.data.format import SEG_FP, Box, read_annotations
+
+
+def test_vocabulary_is_the_sorted_dataset_classes_then_seg_fp():
+    pages = {"a_1": [Box("U+3044", 0, 0, 5, 5), Box("U+3042", 0, 0, 5, 5)],
+             "b_1": [Box("U+3044", 1, 1, 5, 5), Box(SEG_FP, 2, 2, 5, 5), Box("unk", 1, 1, 2, 2)]}
+    assert vocabulary(pages) == ["U+3042", "U+3044", SEG_FP]
+
+
+def test_cap_boxes_caps_and_rounds_down_to_the_bucket():
+    torch.manual_seed(0)
+    assert int(cap_boxes([200, 150], 256, 32).sum()) == 256
+    assert int(cap_boxes([50, 30], 256, 32).sum()) == 64  # 80 -> a multiple of 32
+    assert int(cap_boxes([5, 10], 256, 32).sum()) == 15  # fewer than a bucket: all kept
+    mask = cap_boxes([300], 256, 32)
+    assert mask.shape == (300,) and int(mask.sum()) == 256
+
+
+def test_collate_keeps_boxes_with_their_targets_and_drops_unreadable_pages():
+    torch.manual_seed(0)
+    # Each box's target is its x0, so a box and its target can be checked after the shuffle.
+    samples = []
+    for n in (40, 30):
+        xyxy = torch.rand(n, 4) * 10
+        samples.append((torch.zeros(3, 8, 8), xyxy, xyxy[:, 0].round().long()))
+    images, boxes, targets = Collate(max_boxes=48, bucket=16)([samples[0], None, samples[1]])
+    assert images.shape == (2, 3, 8, 8)
+    assert sum(len(b) for b in boxes) == len(targets) == 48
+    assert torch.equal(torch.cat(boxes)[:, 0].round().long(), targets)
+    assert Collate(48, 16)([None, None]) is None
+
+
+def test_crops_hold_visible_boxes_at_the_crop_size(tiny_data):
+    data = Dataset.open(tiny_data.dataset, tiny_data.store)
+    boxes = read_annotations(data.store.read_bytes("oof.csv"), allow=(SEG_FP,))
+    vocab = vocabulary(data.annotations)
+    cfg = ClassifyConfig(page_size=640, crop=(256, 192), crop_jitter=0.3, crops_per_page=3,
+                         min_visible=0.99)
+    page = "syndB_000"
+    crops = CropDataset(data, boxes, [page], vocab, cfg)
+    crops.set_epoch(0)
+    assert len(crops) == 3
+    image_w, image_h = data.read_image(page).size
+    page_scale = 640 / max(image_w, image_h)
+    sizes = np.array([(b.w, b.h) for b in boxes[page]], dtype=float) * page_scale
+    seen = 0
+    for i in range(len(crops)):
+        image, xyxy, targets = crops[i]
+        assert image.shape == (3, 256, 192) and image.dtype == torch.float32
+        assert len(xyxy) == len(targets) > 0
+        assert (xyxy[:, :2] >= 0).all() and (xyxy[:, 2] <= 192).all() and (xyxy[:, 3] <= 256).all()
+        assert set(targets.tolist()) <= set(range(len(vocab)))
+        # The crop was resized by 1/(1±0.3): box sizes stay within that range of the page's.
+        w = (xyxy[:, 2] - xyxy[:, 0]).numpy()
+        assert 0.7 * np.median(sizes[:, 0]) / 1.05 < np.median(w) < np.median(sizes[:, 0]) / 0.7
+        seen += len(targets)
+    assert seen < 3 * len(boxes[page])  # a crop holds only part of the page
+
+
+def test_a_box_cut_by_the_crop_is_left_out():
+    from kzjobs.classify.dataset import train_transform
+
+    cfg = ClassifyConfig(page_size=200, crop=(100, 100), crop_jitter=0.0, augment=False)
+    transform = train_transform(cfg, seed=0)
+    image = np.full((200, 200, 3), 255, np.uint8)
+    # A grid of boxes: whichever 100x100 window is cut, some boxes straddle its edge.
+    grid = np.array([(x, y, x + 30, y + 30) for x in range(0, 200, 40) for y in range(0, 200, 40)],
+                    dtype=np.float32)
+    out = transform(image=image, bboxes=grid, labels=np.arange(len(grid)))
+    kept = np.asarray(out["bboxes"])
+    assert 0 < len(kept) < len(grid)
+    sizes = kept[:, 2:] - kept[:, :2]
+    assert np.allclose(sizes, 30, atol=0.5)  # only whole boxes, none clipped
