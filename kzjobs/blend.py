@@ -52,6 +52,13 @@ def read_predictions(data: bytes, *, name: str = "predictions") -> pd.DataFrame:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{name}: not a readable parquet file: {exc}") from None
+    return predictions_frame(table, name=name)
+
+
+def predictions_frame(table: Any, *, name: str = "predictions") -> pd.DataFrame:
+    """A classifier prediction table (pyarrow) as a frame; see :func:`read_predictions`."""
+    import pyarrow as pa
+
     missing = [c for c in PRED_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{name}: missing columns {missing} (has {table.column_names})")

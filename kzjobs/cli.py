@@ -16,6 +16,7 @@ from kzjobs.level2.cli import level2_app
 from kzjobs.oof import command as merge_boxes_command
 from kzjobs.options import ProfileOption, StoreOption, emit
 from kzjobs.pseudo import command as pseudo_command
+from kzjobs.recognize.cli import recognize_app
 from kzjobs.registry_cli import add_commands as add_registry_commands
 from kzjobs.validate.cli import validate_app
 
@@ -29,6 +30,7 @@ app.add_typer(validate_app, name="validate")
 app.add_typer(classify_app, name="classify")
 app.add_typer(detect_app, name="detect")
 app.add_typer(level2_app, name="level2")
+app.add_typer(recognize_app, name="recognize")
 app.command("pseudo")(pseudo_command)
 add_registry_commands(app)
 app.command("merge-boxes")(merge_boxes_command)

@@ -19,8 +19,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class Dataset:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, image_dirs: tuple[str, ...] = IMAGE_DIRS) -> None:
         self.store = store
+        self.image_dirs = image_dirs
+
+    @classmethod
+    def from_folder(cls, path: str) -> Dataset:
+        """A plain folder of images (``kzjobs recognize --images DIR``)."""
+        return cls(open_store(path), image_dirs=("",))
 
     @classmethod
     def open(cls, ref: str, store: Store | None = None) -> Dataset:
@@ -49,8 +55,10 @@ class Dataset:
     def image_keys(self) -> dict[str, str]:
         """``{image_id: key}`` for every image file, whichever layout holds it."""
         keys: dict[str, str] = {}
-        for folder in IMAGE_DIRS:
+        for folder in self.image_dirs:
             for key in self.store.list(folder):
+                if not folder and "/" in key:
+                    continue  # a plain folder: its own files only
                 name = key_name(key)
                 stem, dot, suffix = name.rpartition(".")
                 if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES:

@@ -1,0 +1,66 @@
+"""``kzjobs recognize``: read a collection; ``kzjobs recognize merge``: merge its shards."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kzjobs.options import ProfileOption, StoreOption, emit
+
+recognize_app = typer.Typer(
+    help="Recognize a collection with a blend (a bundle or models:/kz-recognizer@champion).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+Collection = Annotated[
+    str | None, typer.Option(help="Collection: a store key, folder or s3:// URI.")
+]
+Images = Annotated[str | None, typer.Option(help="A plain folder of page images instead.")]
+Out = Annotated[str, typer.Option(help="Output prefix: a store key, folder or s3:// URI.")]
+Validation = Annotated[
+    str | None,
+    typer.Option(help="Prefix of a `kzjobs validate batch` run: read only its passed pages."),
+]
+
+
+@recognize_app.callback()
+def recognize(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Bundle key/path or models:/ URI.")] = None,
+    collection: Collection = None,
+    images: Images = None,
+    out: Out = "",
+    shard: Annotated[str, typer.Option(help="i/n: this job's share of the pages.")] = "0/1",
+    validation: Validation = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    store: StoreOption = None,
+    profile: ProfileOption = "demo",
+) -> None:
+    """Recognize every page; with one shard, also merge the outputs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not model or not out:
+        raise typer.BadParameter("--model and --out are required")
+    from kzjobs.recognize.job import RecognizeJob
+
+    emit(RecognizeJob(store_uri=store, profile_name=profile, model=model, collection=collection,
+                      images=images, out=out, shard=shard, validation=validation,
+                      device=device).run())
+
+
+@recognize_app.command("merge")
+def merge_command(
+    collection: Collection = None,
+    images: Images = None,
+    out: Out = "",
+    validation: Validation = None,
+    store: StoreOption = None,
+    profile: ProfileOption = "demo",
+) -> None:
+    """Merge every shard's pages into submission.csv, the review index and report.json."""
+    from kzjobs.recognize.job import MergeJob
+
+    emit(MergeJob(store_uri=store, profile_name=profile, collection=collection, images=images,
+                  out=out, validation=validation).run())

@@ -1,0 +1,151 @@
+"""A loaded blend: pages in, characters out. Models load once; pages stream through.
+
+The steps per page are the method's: the detector finds boxes, every classifier
+(kind × fold) scores them over the TTA scales, and level 2 picks each box's code
+(or drops it as ``seg_fp``). A bundle without level-2 models falls back to the blend's
+top class, which is the ablation's "blend" step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kzjobs.bundle import Bundle
+from kzjobs.data.format import SEG_FP, UNKNOWN, Box
+from kzjobs.device import select_device
+from kzjobs.profile import Profile, load_profile
+from kzjobs.recognize.outputs import Char, PageResult
+from kzjobs.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kzjobs.level2.model import Level2Model
+
+
+@dataclass
+class LoadedClassifier:
+    kind: str
+    fold: int
+    model: torch.nn.Module
+    vocab: list[str]
+
+
+class Recognizer:
+    def __init__(
+        self,
+        profile: Profile,
+        detector: torch.nn.Module,
+        classifiers: list[LoadedClassifier],
+        level2: Level2Model | None,
+        device: torch.device,
+    ) -> None:
+        self.profile = profile
+        self.detector = detector.to(device).eval()
+        self.classifiers = classifiers
+        for c in classifiers:
+            c.model.to(device).eval()
+        self.level2 = level2
+        self.device = device
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Bundle, root: Store, *, profile: str | None = None, device: str = "auto"
+    ) -> Recognizer:
+        """Load every model the bundle names; ``profile`` overrides the inference knobs."""
+        from kzjobs.checkpoint import load_checkpoint
+        from kzjobs.classify.model import load_model
+        from kzjobs.detect.config import DetectConfig
+        from kzjobs.detect.model import build_detector, set_inference_options
+        from kzjobs.level2.model import Level2Model
+
+        prof = (
+            load_profile(profile)
+            if profile
+            else Profile.model_validate(bundle.profile_data or {"name": bundle.profile})
+        )
+        torch_device = select_device(device)
+        # One detector: the first fold's. Every fold's detector reaches ~the same boxes,
+        # and detection is the cheaper half of the errors (the seed's finding too).
+        ckpt = load_checkpoint(root.read_bytes(bundle.detector[0]))
+        detector = build_detector(DetectConfig.model_validate(ckpt["config"]), load_weights=False)
+        detector.load_state_dict(ckpt["model"])
+        set_inference_options(detector, prof.detect)
+        classifiers = []
+        for kind in sorted(bundle.classifiers):
+            for path in bundle.classifiers[kind]:
+                ckpt = load_checkpoint(root.read_bytes(path))
+                model, vocab = load_model(ckpt)
+                classifiers.append(LoadedClassifier(kind, int(ckpt.get("fold", -1)), model, vocab))
+        level2 = None
+        if bundle.level2.lightgbm:
+            level2 = Level2Model.load(root, bundle.level2.prefix)
+        return cls(prof, detector, classifiers, level2, torch_device)
+
+    def detect(self, image: Image.Image) -> list[Box]:
+        from kzjobs.detect.engine import detect_page
+
+        cfg = self.profile.detect
+        dets = detect_page(self.detector, image, cfg, self.device, amp=cfg.amp)
+        return [Box(UNKNOWN, d.x, d.y, d.w, d.h) for d in dets]
+
+    def classify(self, image_id: str, image: Image.Image, boxes: list[Box]) -> list[pd.DataFrame]:
+        """One prediction frame per classifier (the classifier's parquet schema)."""
+        from kzjobs.blend import predictions_frame
+        from kzjobs.classify.predict import page_table, predict_logits
+
+        cfg = self.profile.classify
+        array = np.asarray(image)
+        frames = []
+        for c in self.classifiers:
+            logits = predict_logits(
+                c.model, array, boxes, page_size=cfg.page_size, scales=cfg.tta_scales,
+                device=self.device, amp=cfg.amp,
+            )
+            table = page_table(
+                image_id, boxes, logits, c.vocab, top_k=cfg.top_k, kind=c.kind, fold=c.fold
+            )
+            frames.append(predictions_frame(table, name=f"{c.kind}/fold{c.fold}"))
+        return frames
+
+    def decide(self, frames: list[pd.DataFrame]) -> pd.DataFrame:
+        """``image_id, box_id, x, y, w, h, code, prob`` of the boxes kept."""
+        if self.level2 is not None:
+            from kzjobs.level2.model import predict
+
+            return predict(frames, self.level2)
+        return top_class(frames)
+
+    def recognize_page(self, image_id: str, image: Image.Image) -> PageResult:
+        boxes = self.detect(image)
+        result = PageResult(image_id, image.width, image.height)
+        if not boxes:
+            return result
+        decided = self.decide(self.classify(image_id, image, boxes))
+        result.chars = [
+            Char(code, int(x), int(y), int(w), int(h), round(float(p), 4))
+            for code, x, y, w, h, p in zip(
+                decided["code"], decided["x"], decided["y"], decided["w"], decided["h"],
+                decided["prob"], strict=True,
+            )
+        ]
+        return result
+
+
+def top_class(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The blend's best class per box; its confidence is the sigmoid of the margin
+    between the top two blended logits (the quantity pseudolabelling thresholds)."""
+    from kzjobs.blend import blend, top_two
+
+    blended = blend(frames)
+    code, top, second = top_two(blended)
+    margin = np.nan_to_num(top - second, nan=top)
+    decided = blended[["image_id", "box_id", "x", "y", "w", "h"]].assign(
+        code=code, prob=1 / (1 + np.exp(-margin))
+    )
+    return decided[decided["code"] != SEG_FP].reset_index(drop=True)
