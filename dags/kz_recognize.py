@@ -13,7 +13,13 @@ from datetime import datetime
 from airflow.sdk import Asset, Param, chain, dag, task
 
 from kzjobs.launch import job, mapped_job
-from kzjobs.plan import COLLECTION_ASSET, PREDICTIONS_ASSET, RecognizePlan, champion_ref
+from kzjobs.plan import (
+    COLLECTION_ASSET,
+    PREDICTIONS_ASSET,
+    RecognizePlan,
+    champion_ref,
+    collection_from,
+)
 
 incoming = Asset(name=COLLECTION_ASSET[0], uri=COLLECTION_ASSET[1])
 predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
@@ -42,13 +48,7 @@ def kz_recognize() -> None:
         triggering_asset_events: dict | None = None,
     ) -> dict:
         params = params or {}
-        collection = params.get("collection") or ""
-        if not collection and triggering_asset_events:
-            # The newest event that names a collection wins.
-            events = [e for evs in triggering_asset_events.values() for e in evs]
-            named = [e for e in events if (e.extra or {}).get("collection")]
-            if named:
-                collection = max(named, key=lambda e: e.timestamp).extra["collection"]
+        collection = collection_from(params, triggering_asset_events)
         return RecognizePlan.build(params, run_id or "manual", collection).args()
 
     p = plan()

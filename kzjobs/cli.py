@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from kzjobs.classify.cli import classify_app
+from kzjobs.demo import command as demo_command
 from kzjobs.detect.cli import detect_app
 from kzjobs.level2.cli import level2_app
 from kzjobs.oof import command as merge_boxes_command
@@ -34,6 +35,7 @@ app.add_typer(recognize_app, name="recognize")
 app.command("pseudo")(pseudo_command)
 add_registry_commands(app)
 app.command("merge-boxes")(merge_boxes_command)
+app.command("demo")(demo_command)
 
 
 @app.command()

@@ -1,7 +1,10 @@
 """Evaluation of a whole blend on held-out books: the competition F1, overall and per book.
 
-The summary names the held-out set by its content digest, so the registry and the
-promotion can tell whether two evaluations were on the same books.
+The pages are read by the recognition job itself (resumable per page, bad pages
+quarantined, which then count as missed characters), and its ``submission.csv`` is
+scored against the labels. The summary names the held-out set by its content digest,
+so the registry and the promotion can tell whether two evaluations were on the same
+books.
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ from typing import Any
 from kzjobs.bundle import open_bundle
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
-from kzjobs.store import Store
+from kzjobs.store import Store, join
 
 
-def evaluate_model(model: str, dataset: str, store: Store) -> dict[str, Any]:
-    """Recognize every page of a labelled dataset with ``model`` and score it."""
+def evaluate_model(
+    model: str, dataset: str, store: Store, *, out: str, profile: str
+) -> dict[str, Any]:
+    """Recognize every page of a labelled dataset with ``model`` into ``out`` and score it."""
+    from kzjobs.data.format import read_submission
+    from kzjobs.metric import score
+    from kzjobs.recognize.job import RecognizeJob
     from kzjobs.registry import dataset_version
 
     bundle, root = open_bundle(model, store)
@@ -24,27 +32,27 @@ def evaluate_model(model: str, dataset: str, store: Store) -> dict[str, Any]:
     ds = Dataset.open(dataset, store)
     if not ds.labelled:
         raise ValueError(f"held-out dataset {dataset!r} has no train.csv")
-
-    from kzjobs.metric import score
-    from kzjobs.recognize.recognizer import Recognizer
-
-    recognizer = Recognizer.from_bundle(bundle, root)
-    preds = {i: recognizer.recognize_page(i, ds.read_image(i)).points() for i in ds.image_ids()}
+    recognized = RecognizeJob(store_uri=store.uri, profile_name=profile, model=model,
+                              collection=dataset, out=out, progress=False).run()
+    preds = read_submission(store.read_bytes(join(out, "submission.csv")))
     result = score(ds.annotations, preds).as_dict(by_book=True)
-    return {"model": model, "dataset": dataset, "dataset_version": dataset_version(ds), **result}
+    return {"model": model, "dataset": dataset, "dataset_version": dataset_version(ds),
+            "predictions": out, "quarantined": recognized["merge"]["quarantined"], **result}
 
 
 class EvaluateJob(Job):
     model: str  # a bundle root key or a models:/ URI
     dataset: str  # a labelled held-out dataset
-    out: str = ""  # store key of the summary JSON
+    out: str  # store key of the summary JSON
+    predictions: str = ""  # store prefix of the recognition outputs; default: beside ``out``
 
     def run(self) -> dict[str, Any]:
-        if self.out and self.store.exists(self.out):
+        if self.store.exists(self.out):
             done = self.store.read_json(self.out)
             if done.get("model") == self.model and done.get("dataset") == self.dataset:
                 return done | {"skipped": "evaluation exists"}
-        summary = evaluate_model(self.model, self.dataset, self.store)
-        if self.out:
-            self.store.write_json(self.out, summary)
+        predictions = self.predictions or self.out.rsplit(".", 1)[0]
+        summary = evaluate_model(self.model, self.dataset, self.store, out=predictions,
+                                 profile=self.profile_name)
+        self.store.write_json(self.out, summary)  # last: a re-run skips a finished job
         return summary | {"out": self.out}

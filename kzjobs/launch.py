@@ -45,8 +45,10 @@ class JobFailed(RuntimeError):
         self.argv = list(argv)
         self.returncode = returncode
         self.tail = tail
+        last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
         super().__init__(
-            f"`{' '.join(self.argv)}` failed with exit code {returncode}; last log lines:\n{tail}"
+            f"`{' '.join(self.argv)}` failed with exit code {returncode}: {last}\n"
+            f"last log lines:\n{tail}"
         )
 
 

@@ -72,6 +72,9 @@ class RetrainPlan(BaseModel):
     def detector(self, fold: int) -> str:
         return self.key("detect", f"fold{fold}")
 
+    def classifier(self, kind: str, fold: int) -> str:
+        return self.key("classify", kind, f"fold{fold}")
+
     @property
     def oof_boxes(self) -> str:
         # Not under detect/: level 2 reads every detect/fold*/oof.csv there as truth.
@@ -122,7 +125,8 @@ class RetrainPlan(BaseModel):
             ],
             "classify_train": [
                 self._p("--kind", kind, "--fold", k, "--dataset", self.dataset,
-                        "--folds", self.folds_key, "--boxes", self.oof_boxes, "--out", self.run)
+                        "--folds", self.folds_key, "--boxes", self.oof_boxes,
+                        "--out", self.classifier(kind, k), "--no-progress")
                 for kind in self.kinds
                 for k in folds
             ],
@@ -135,9 +139,9 @@ class RetrainPlan(BaseModel):
                 for c in self.incoming
             ],
             "classify_incoming": [
-                self._p("--model", self.key("classify", kind, f"fold{k}", "model.pt"),
+                self._p("--model", join(self.classifier(kind, k), "model.pt"),
                         "--dataset", c, "--boxes", self.incoming_boxes(c),
-                        "--out", self.incoming_preds(c, kind, k))
+                        "--out", self.incoming_preds(c, kind, k), "--no-progress")
                 for c in self.incoming
                 for kind in self.kinds
                 for k in folds
@@ -151,7 +155,9 @@ class RetrainPlan(BaseModel):
                         "--folds", self.folds_key, "--boxes", self.oof_boxes,
                         "--pseudo", self.pseudolabels,
                         *[a for c in self.incoming for a in ("--pseudo-dataset", c)],
-                        "--out", self.run)
+                        "--init", join(self.classifier(kind, k), "model.pt"),
+                        # A kind of its own for level 2 and the bundle, as in the seed.
+                        "--out", self.classifier(f"{kind}-ft", k), "--no-progress")
                 for kind in self.kinds
                 for k in folds
             ] if self.incoming else [],
@@ -162,6 +168,21 @@ class RetrainPlan(BaseModel):
             "register": self._p("--bundle", self.bundle, "--evaluation", self.evaluation,
                                 "--dataset", self.dataset),
         }
+
+
+def collection_from(params: dict[str, Any], triggering_asset_events: Any = None) -> str:
+    """The collection a recognition run reads: the param, else the newest asset event's.
+
+    A producer announces a collection with an event on the ``kz_incoming`` asset whose
+    extra is ``{"collection": "<store key>"}``.
+    """
+    if params.get("collection"):
+        return str(params["collection"])
+    events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
+    named = [e for e in events if (e.extra or {}).get("collection")]
+    if not named:
+        return ""
+    return str(max(named, key=lambda e: e.timestamp).extra["collection"])
 
 
 class RecognizePlan(BaseModel):
@@ -193,16 +214,22 @@ class RecognizePlan(BaseModel):
     def _p(self, *args: Any) -> list[str]:
         return [*map(str, args), "--profile", self.profile]
 
+    @property
+    def validation(self) -> str:
+        return join(self.run, "validation")
+
     def args(self) -> dict[str, Any]:
+        # Recognition reads only the pages validation passed; merge lists the rest.
+        where = ("--collection", self.collection, "--out", self.out,
+                 "--validation", self.validation)
         return {
             "plan": self.model_dump(),
-            "validate": self._p(self.collection, "--out", join(self.run, "validation")),
+            "validate": self._p(self.collection, "--out", self.validation),
             "recognize": [
-                self._p("--model", self.model, "--collection", self.collection,
-                        "--out", self.out, "--shard", f"{i}/{self.shards}")
+                self._p("--model", self.model, *where, "--shard", f"{i}/{self.shards}")
                 for i in range(self.shards)
             ],
-            "merge": self._p("--collection", self.collection, "--out", self.out),
+            "merge": self._p(*where),
         }
 
 

@@ -40,13 +40,15 @@ from kzjobs.registry import (
     version_ref,
 )
 from kzjobs.settings import get_settings
+from kzjobs.store import join
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
-Evaluator = Callable[[str, str], dict[str, Any]]  # (model ref, held-out dataset) -> summary
+# (version, held-out dataset, its digest) -> evaluation summary
+Evaluator = Callable[["ModelVersion", str, str], dict[str, Any]]
 
 
 class LockTimeout(TimeoutError):
@@ -119,10 +121,13 @@ class PromoteJob(Job):
     lock_timeout: float = 600.0
 
     def run(self) -> dict[str, Any]:
-        def evaluate(model: str, heldout: str) -> dict[str, Any]:
+        def evaluate(version: ModelVersion, heldout: str, hv: str) -> dict[str, Any]:
             from kzjobs.evaluate import evaluate_model
 
-            return evaluate_model(model, heldout, self.store)
+            # Recognition outputs are kept (and resumed) per version and held-out set.
+            out = join("evaluations", version.name, f"v{version.version}", hv)
+            return evaluate_model(version_ref(version.version, version.name), heldout,
+                                  self.store, out=out, profile=self.profile_name)
 
         name = model_name()
         c = client()
@@ -206,7 +211,7 @@ class PromoteJob(Job):
         if (cached := version.tags.get(eval_tag(hv))) is not None:
             return float(cached), None
         try:
-            summary = evaluate(version_ref(version.version, version.name), heldout)
+            summary = evaluate(version, heldout, hv)
             if summary.get("dataset_version") not in (None, hv):
                 raise RuntimeError(
                     f"evaluated on {summary['dataset_version']}, expected held-out set {hv}"

@@ -82,6 +82,7 @@ def test_local_process_returns_the_summary_and_streams_the_log(dataset):
     assert failed.value.returncode != 0
     assert "unknown profile 'no-such-profile'" in failed.value.tail
     assert "exit code" in str(failed.value)
+    assert "unknown profile" in str(failed.value).splitlines()[0]  # the error, up front
     assert failed.value.tail.splitlines()[-1] in lines  # the log was streamed as it came
 
 

@@ -25,6 +25,16 @@ def train(
                           "(in a run: <run>/classify/<kind>/fold<K>).")
     ],
     epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
+    pseudo: Annotated[
+        str | None, typer.Option(help="Pseudolabel box file (CSV) of incoming pages to add.")
+    ] = None,
+    pseudo_dataset: Annotated[
+        list[str] | None, typer.Option(help="Collection holding pseudolabelled pages (repeat).")
+    ] = None,
+    init: Annotated[
+        str | None, typer.Option(help="A model.pt to fine-tune (fewer epochs, lower lr).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
     store: StoreOption = None,
     profile: ProfileOption = "demo",
 ) -> None:
@@ -32,7 +42,9 @@ def train(
     from kzjobs.classify.jobs import ClassifyTrainJob
 
     emit(ClassifyTrainJob(store_uri=store, profile_name=profile, dataset=dataset, folds=folds,
-                          boxes=boxes, kind=kind, fold=fold, out=out, epochs=epochs).run())
+                          boxes=boxes, kind=kind, fold=fold, out=out, epochs=epochs,
+                          pseudo=pseudo, pseudo_datasets=pseudo_dataset or [], init=init,
+                          progress=progress).run())
 
 
 @classify_app.command()
@@ -44,6 +56,7 @@ def predict(
     scale: Annotated[
         list[float] | None, typer.Option(help="TTA scale (repeat); default: the profile's.")
     ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
     store: StoreOption = None,
     profile: ProfileOption = "demo",
 ) -> None:
@@ -51,4 +64,5 @@ def predict(
     from kzjobs.classify.jobs import ClassifyPredictJob
 
     emit(ClassifyPredictJob(store_uri=store, profile_name=profile, model=model, dataset=dataset,
-                            boxes=boxes, out=out, scales=tuple(scale) if scale else None).run())
+                            boxes=boxes, out=out, scales=tuple(scale) if scale else None,
+                            progress=progress).run())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,12 +46,12 @@ def _colour(cfg: ClassifyConfig) -> list[A.BasicTransform]:
 
 
 def train_transform(cfg: ClassifyConfig, seed: int | None = None) -> A.Compose:
+    """Random crop (with its boxes) of a page already scaled to ``page_size``."""
     height, width = cfg.crop
     lo = max(8, round(height * (1 - cfg.crop_jitter)))
     hi = max(lo, round(height * (1 + cfg.crop_jitter)))
     return A.Compose(
         [
-            A.LongestMaxSize(max_size=cfg.page_size),
             # Pages smaller than the largest crop are padded with white paper.
             A.PadIfNeeded(
                 min_height=hi,
@@ -75,16 +76,19 @@ def train_transform(cfg: ClassifyConfig, seed: int | None = None) -> A.Compose:
     )
 
 
-def page_transform(size: int) -> A.Compose:
-    """A whole page scaled to ``size`` on its longest side, normalised, as a tensor."""
-    return A.Compose([A.LongestMaxSize(max_size=size), A.Normalize(), ToTensorV2()])
+def page_transform(size: int, *, tensor: bool = True) -> A.Compose:
+    """A whole page scaled to ``size`` on its longest side (normalised, as a tensor)."""
+    steps = [A.Normalize(), ToTensorV2()] if tensor else []
+    return A.Compose([A.LongestMaxSize(max_size=size), *steps])
 
 
 class CropDataset(torch.utils.data.Dataset):
     """``crops_per_page`` random crops per page; each item is (image, boxes xyxy, targets).
 
     Boxes whose code is not in the vocabulary (``unk``) are left out. A page that cannot
-    be read yields None (the collate drops it) and is listed in ``bad_pages``.
+    be read yields None (the collate drops it) and is listed in ``bad_pages``. ``readers``
+    names the dataset of pages that are not in ``data`` (pseudolabelled pages). The last
+    ``cache_pages`` pages are kept decoded and scaled (decoding dominates a CPU step).
     """
 
     def __init__(
@@ -94,8 +98,13 @@ class CropDataset(torch.utils.data.Dataset):
         image_ids: Sequence[str],
         vocab: Sequence[str],
         cfg: ClassifyConfig,
+        *,
+        seed: int = 0,
+        readers: Mapping[str, Dataset] | None = None,
     ) -> None:
         index = {code: i for i, code in enumerate(vocab)}
+        self.seed = seed
+        self.readers = dict(readers or {})  # pages whose image is in another dataset
         self.data = data
         self.cfg = cfg
         self.pages: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -108,26 +117,43 @@ class CropDataset(torch.utils.data.Dataset):
             xyxy = np.array([b.xyxy for b in known], dtype=np.float32)
             labels = np.array([index[b.code] for b in known], dtype=np.int64)
             self.pages.append((image_id, xyxy, labels))
-        self.transform = train_transform(cfg, seed=cfg.seed)
+        self.transform = train_transform(cfg, seed=seed)
+        self.resize = page_transform(cfg.page_size, tensor=False)
         self.bad_pages: dict[str, str] = {}
+        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the augmentations so an epoch is the same after a resume."""
-        self.transform.set_random_seed(self.cfg.seed * 1000 + epoch)
+        self.transform.set_random_seed(self.seed * 1000 + epoch)
 
     def __len__(self) -> int:
         return len(self.pages) * self.cfg.crops_per_page
 
+    def page(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The page scaled to ``page_size``, and the xyxy factors from the original."""
+        if image_id in self._cache:
+            self._cache.move_to_end(image_id)
+            return self._cache[image_id]
+        image = np.asarray(self.readers.get(image_id, self.data).read_image(image_id))
+        scaled = self.resize(image=image)["image"]
+        fy, fx = scaled.shape[0] / image.shape[0], scaled.shape[1] / image.shape[1]
+        entry = scaled, np.array([fx, fy, fx, fy], dtype=np.float32)
+        if self.cfg.cache_pages:
+            self._cache[image_id] = entry
+            while len(self._cache) > self.cfg.cache_pages:
+                self._cache.popitem(last=False)
+        return entry
+
     def __getitem__(self, i: int) -> Sample | None:
         image_id, xyxy, labels = self.pages[i // self.cfg.crops_per_page]
         try:
-            image = np.asarray(self.data.read_image(image_id))
+            image, factors = self.page(image_id)
         except (ImageError, KeyError) as exc:
             reason = getattr(exc, "reason", str(exc))
             log.warning("skipping training page %s: %s", image_id, reason)
             self.bad_pages[image_id] = reason
             return None
-        out = self.transform(image=image, bboxes=xyxy, labels=labels)
+        out = self.transform(image=image, bboxes=xyxy * factors, labels=labels)
         boxes = torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4))
         targets = torch.as_tensor(np.asarray(out["labels"], dtype=np.int64).reshape(-1))
         return out["image"], boxes, targets
@@ -167,7 +193,11 @@ class Collate:
 
 
 def loader(
-    dataset: CropDataset, cfg: ClassifyConfig, generator: torch.Generator | None = None
+    dataset: CropDataset,
+    cfg: ClassifyConfig,
+    generator: torch.Generator | None = None,
+    *,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         dataset,
@@ -176,7 +206,7 @@ def loader(
         num_workers=cfg.workers,
         collate_fn=Collate(cfg.max_boxes, cfg.box_bucket),
         generator=generator,
-        persistent_workers=False,
+        pin_memory=pin_memory,
     )
 
 

@@ -93,7 +93,7 @@ def evaluate(
     pairs: list[tuple[str, str]] = []  # (label, predicted)
     for image_id, box_id, classes in zip(*cols.values(), strict=True):
         page = boxes.get(image_id, ())
-        if box_id < len(page) and classes:
+        if box_id < len(page) and len(classes):
             pairs.append((page[box_id].code, classes[0]))
     labels = Counter(label for label, _ in pairs)
     n = len(pairs)

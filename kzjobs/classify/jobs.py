@@ -65,11 +65,38 @@ class ClassifyTrainJob(Job):
     fold: int = Field(ge=0)
     out: str  # prefix for model.pt, oof.parquet...: model_prefix(run, kind, fold) in a run
     epochs: int | None = Field(None, ge=1)  # overrides the profile's
+    # Pseudolabels: a box file (train.csv format, seg_fp allowed) of incoming pages whose
+    # images are in ``pseudo_datasets``; they join the training pages of every fold.
+    pseudo: str | None = None
+    pseudo_datasets: list[str] = Field(default_factory=list)
+    # A model.pt to fine-tune from (finetune_epochs at lr x finetune_lr_factor).
+    init: str | None = None
     progress: bool = True
 
     def run(self) -> dict[str, Any]:
         with torch_threads(self.profile.classify.threads):
             return self._run()
+
+    def _pseudo_pages(self, truth: dict, store: Any) -> tuple[dict, dict, list[str]]:
+        """(boxes, {image_id: its dataset}, pages without an image) of the pseudolabels."""
+        from kzjobs.data.dataset import Dataset
+        from kzjobs.data.format import BOX_CODES, read_annotations
+
+        if not self.pseudo:
+            return {}, {}, []
+        boxes = read_annotations(store.read_bytes(self.pseudo), allow=BOX_CODES)
+        overlap = sorted(set(boxes) & set(truth))
+        if overlap:
+            raise ValueError(f"pseudolabelled pages {overlap[:5]} are labelled training pages")
+        collections = [Dataset.open(c, store) for c in self.pseudo_datasets]
+        readers, missing = {}, []
+        for image_id in boxes:
+            owner = next((c for c in collections if image_id in c.image_keys), None)
+            if owner is None:
+                missing.append(image_id)
+            else:
+                readers[image_id] = owner
+        return {i: boxes[i] for i in readers}, readers, missing
 
     def _run(self) -> dict[str, Any]:
         import mlflow
@@ -123,17 +150,27 @@ class ClassifyTrainJob(Job):
             raise ValueError(f"fold {self.fold}: no training pages in {self.boxes!r}")
         vocab = vocabulary(truth)
         names = data.vocabulary if data.store.exists("unicode_translation.csv") else {}
+        pseudo_boxes, readers, no_image = self._pseudo_pages(truth, store)
 
         device = select_device(self.settings.device)
-        seed_everything(cfg.seed)
+        seed = cfg.seed + self.fold  # folds differ in data and in their random streams
+        seed_everything(seed)
         args = model_args(self.kind, len(vocab), cfg)
         model = build_model(args)
-        if self.kind in cfg.weights:
+        if self.init:
+            base = load_checkpoint(store.read_bytes(self.init))
+            if base["vocabulary"] != vocab or base["model_args"] != args:
+                raise ValueError(f"{self.init} is another model or vocabulary than this job's")
+            model.load_state_dict(base["model"])
+            cfg = cfg.model_copy(update={"epochs": self.epochs or cfg.finetune_epochs,
+                                         "lr": cfg.lr * cfg.finetune_lr_factor})
+        elif self.kind in cfg.weights:
             model.load_trunk(cfg.weights[self.kind])
         model.to(device)
-        crops = CropDataset(data, boxes, train_ids, vocab, cfg)
+        crops = CropDataset(data, boxes | pseudo_boxes, train_ids + list(pseudo_boxes), vocab,
+                            cfg, seed=seed, readers=readers)
         generator = torch.Generator()
-        batches = loader(crops, cfg, generator)
+        batches = loader(crops, cfg, generator, pin_memory=device.type == "cuda")
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)
@@ -145,9 +182,10 @@ class ClassifyTrainJob(Job):
                                  "mlflow_run_id": None}
         if store.exists(keys["checkpoint.pt"]):
             ckpt = load_checkpoint(store.read_bytes(keys["checkpoint.pt"]))
-            if ckpt["vocabulary"] != vocab or ckpt["model_args"] != args:
-                raise ValueError(f"{keys['checkpoint.pt']} is for another model or vocabulary;"
-                                 " delete it to start over")
+            if (ckpt["vocabulary"], ckpt["model_args"], ckpt["config"]) != (
+                    vocab, args, cfg.model_dump(mode="json")):
+                raise ValueError(f"{keys['checkpoint.pt']} is for another model, vocabulary or "
+                                 "configuration; delete it to start over")
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -162,6 +200,7 @@ class ClassifyTrainJob(Job):
                 mlflow.log_params(_flat_params(cfg.model_dump()) | {
                     "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
                     "dataset": self.dataset, "boxes": self.boxes, "classes": len(vocab),
+                    "pseudo": self.pseudo, "pseudo_pages": len(pseudo_boxes), "init": self.init,
                     "train_pages": len(train_ids), "valid_pages": len(valid_ids),
                     "device": device.type, "trainable_params": sum(p.numel() for p in params),
                 } | {f"train_{k}": v for k, v in describe(crops).items()})
@@ -169,8 +208,8 @@ class ClassifyTrainJob(Job):
             for epoch in range(state["epoch"] + 1, cfg.epochs):
                 # Every epoch is seeded, so a resumed run repeats the same batches.
                 crops.set_epoch(epoch)
-                generator.manual_seed(cfg.seed * 1000 + epoch)
-                torch.manual_seed(cfg.seed * 1000 + epoch)
+                generator.manual_seed(seed * 1000 + epoch)
+                torch.manual_seed(seed * 1000 + epoch)
                 start = time.perf_counter()
                 stats = train_one_epoch(model, optimizer, scheduler, batches, device, scaler,
                                         epoch=epoch, amp=cfg.amp, progress=self.progress)
@@ -189,7 +228,8 @@ class ClassifyTrainJob(Job):
                 store.write_bytes(keys["checkpoint.pt"], save_checkpoint({
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "vocabulary": vocab, "model_args": args, **state,
+                    "vocabulary": vocab, "model_args": args,
+                    "config": cfg.model_dump(mode="json"), **state,
                 }))
 
             table, quarantine = predict_pages(
@@ -209,8 +249,11 @@ class ClassifyTrainJob(Job):
                 "valid": metrics | {"f1_by_book": by_book},
                 "quarantined": len(quarantine),
                 "unreadable_train_pages": crops.bad_pages,
+                "pseudo_pages": len(pseudo_boxes),
+                "pseudo_pages_without_image": no_image,
                 "train_seconds": round(state["train_seconds"], 1),
                 "epochs": cfg.epochs,
+                "lr": cfg.lr,
                 "classes": len(vocab),
                 "train_pages": len(train_ids),
                 "valid_pages": len(valid_ids),

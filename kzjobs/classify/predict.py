@@ -2,8 +2,8 @@
 
 Predictions are a parquet table, one row per box, keyed by (image_id, box_id) where
 box_id is the box's index in its page's list in the box file. Tables from different
-models are joined on that key, never by position (``kzjobs.blend``). ``fold`` is -1 for
-a model trained on every fold.
+models are joined on that key, never by position (``kzjobs.blend``); ``kind`` and
+``fold`` name the model.
 """
 
 from __future__ import annotations
@@ -198,6 +198,6 @@ def to_points(table: Any, *, drop: str = SEG_FP) -> dict[str, list[Point]]:
     points: dict[str, list[Point]] = {}
     for image_id, x, y, w, h, classes in zip(*cols.values(), strict=True):
         page = points.setdefault(image_id, [])
-        if classes and classes[0] != drop:
+        if len(classes) and classes[0] != drop:
             page.append(Point(classes[0], x + w / 2, y + h / 2))
     return points

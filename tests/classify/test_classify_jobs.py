@@ -14,6 +14,8 @@ from kzjobs.classify.predict import read_table, to_points
 from kzjobs.cli import app
 from kzjobs.data.format import SEG_FP, read_annotations, write_annotations
 
+pytestmark = pytest.mark.slow  # trains small models
+
 
 def _train(data, profile, **kw) -> ClassifyTrainJob:
     return ClassifyTrainJob(store_uri=data.root, profile_name=profile, dataset=data.dataset,
@@ -140,3 +142,41 @@ def test_cli_trains_and_predicts_by_store_keys(small_data, mechanics_profile):
     assert summary["scales"] == [1.0, 1.2] and summary["predicted_pages"] == 3
     assert [q["item"] for q in summary["quarantined"]] == ["syndB_002"]
     assert small_data.store.exists("preds/small.parquet")
+
+
+def test_fine_tuning_from_a_model_with_pseudolabelled_pages(small_data, mechanics_profile):
+    import torch
+
+    from kzjobs.classify.model import load_checkpoint
+
+    store = small_data.store
+    base = _train(small_data, mechanics_profile, epochs=1).run()
+    # Pseudolabels of an incoming collection: one page with an image, one without.
+    source = read_annotations(store.read_bytes(small_data.boxes), allow=(SEG_FP,))
+    tiny_store_boxes = source["syndA_000"]
+    store.write_bytes("inc/images/syndP_000.jpg", store.read_bytes("small/images/syndA_000.jpg"))
+    store.write_bytes("inc/pseudo.csv", write_annotations(
+        {"syndP_000": tiny_store_boxes, "syndQ_000": tiny_store_boxes[:3]}))
+    tuned = ClassifyTrainJob(
+        store_uri=small_data.root, profile_name=mechanics_profile, dataset="small",
+        folds=small_data.folds, boxes=small_data.boxes, kind="resnet18", fold=0,
+        out="runs/m/classify/resnet18-ft/fold0", pseudo="inc/pseudo.csv",
+        pseudo_datasets=["inc"], init=base["model"], progress=False,
+    ).run()
+    assert tuned["pseudo_pages"] == 1 and tuned["pseudo_pages_without_image"] == ["syndQ_000"]
+    assert tuned["epochs"] == 1  # the profile's finetune_epochs
+    assert tuned["lr"] == pytest.approx(0.1 * base["lr"])
+    weights = [load_checkpoint(store.read_bytes(k))["model"]["layer3.1.conv2.weight"]
+               for k in (base["model"], tuned["model"])]
+    fresh = torch.nn.init.kaiming_normal_(torch.empty_like(weights[0]), mode="fan_out")
+    # Fine-tuning started from the base model's weights, not from a new initialisation.
+    assert (weights[1] - weights[0]).norm() < 0.2 * (fresh - weights[0]).norm()
+
+    with pytest.raises(ValueError, match="labelled training pages"):
+        store.write_bytes("inc/bad.csv", write_annotations({"syndB_000": tiny_store_boxes}))
+        ClassifyTrainJob(
+            store_uri=small_data.root, profile_name=mechanics_profile, dataset="small",
+            folds=small_data.folds, boxes=small_data.boxes, kind="resnet18", fold=0,
+            out="runs/m/classify/resnet18-bad/fold0", pseudo="inc/bad.csv",
+            pseudo_datasets=["inc"], progress=False,
+        ).run()

@@ -1,0 +1,252 @@
+"""The end-to-end benchmark: train a profile on synthetic books, judge it on books whose
+fonts the training never saw.
+
+``python -m bench.pipeline [--profile bench]`` writes ``bench/results/pipeline.json``:
+
+1. synthetic data: training books in some fonts; held-out books in other fonts
+   (labelled, for scoring) and the same pages without labels as an incoming collection,
+   so pseudolabelling adapts to exactly the books it is judged on (as in the seed);
+2. the retraining pipeline, stage by stage, with the same ``kzjobs`` commands the
+   ``kz_retrain`` DAG runs (``kzjobs.plan.RetrainPlan``), each stage timed;
+3. the ablation ladder on the held-out books: each single model, the blend of the
+   base kinds, + pseudolabel fine-tuning, + level 2; plus detection-only F1;
+4. speed and peak memory of ``kzjobs recognize`` at 10 and 100 pages, and Tesseract
+   on the same held-out pages.
+
+Every stage is resumable: a re-run reuses what the store already holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.machine import machine_info
+
+RESULTS = Path(__file__).parent / "results"
+
+# The retraining stages in the DAG's order: (plan stage, kzjobs command).
+STAGES = [
+    ("validate", "validate annotations"),
+    ("folds", "folds"),
+    ("detect_train", "detect train"),
+    ("detect_oof", "detect predict"),
+    ("merge_oof", "merge-boxes"),
+    ("classify_train", "classify train"),
+    ("detect_incoming", "detect predict"),
+    ("classify_incoming", "classify predict"),
+    ("pseudolabel", "pseudo"),
+    ("finetune", "classify train"),
+    ("level2", "level2 train"),
+    ("bundle", "bundle"),
+]
+
+
+def make_data(store: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Training, held-out and incoming collections (skipped when already there)."""
+    from kzjobs.synth import generate
+
+    made: dict[str, Any] = {}
+    if not store.exists("datasets/train/train.csv"):
+        made["train"] = generate(store.child("datasets/train"), books=args.train_books,
+                                 pages_per_book=args.pages, seed=args.seed,
+                                 fonts=args.train_fonts)
+    if not store.exists("datasets/heldout/train.csv"):
+        made["heldout"] = generate(store.child("datasets/heldout"), books=args.heldout_books,
+                                   pages_per_book=args.heldout_pages, seed=args.seed + 1,
+                                   fonts=args.heldout_fonts)
+    incoming = store.child("datasets/incoming")
+    for key in store.list("datasets/heldout/images"):  # the same pages, without labels
+        dest = key.removeprefix("datasets/heldout/")
+        if not incoming.exists(dest):
+            incoming.write_bytes(dest, store.read_bytes(key))
+    return made
+
+
+def run_stages(plan_args: dict[str, Any], env: dict[str, str]) -> dict[str, float]:
+    from kzjobs.launch import run_local
+
+    seconds: dict[str, float] = {}
+    for stage, command in STAGES:
+        calls = plan_args[stage]
+        calls = calls if calls and isinstance(calls[0], list) else [calls] if calls else []
+        started = time.perf_counter()
+        for call in calls:
+            print(f"== {stage}: kzjobs {command} {' '.join(call)}", file=sys.stderr, flush=True)
+            run_local(command, call, env=env)
+        seconds[stage] = round(time.perf_counter() - started, 1)
+    return seconds
+
+
+def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]:
+    """F1 of each rung of the ladder, from one pass of every model over the held-out pages."""
+    import pandas as pd
+
+    from kzjobs.bundle import Bundle
+    from kzjobs.data.dataset import Dataset
+    from kzjobs.data.format import Point, boxes_to_points
+    from kzjobs.metric import score
+    from kzjobs.recognize.recognizer import Recognizer, top_class
+
+    root = store.child(run)
+    bundle = Bundle.load(root)
+    # Load every classifier of the run (base kinds and fine-tuned), not only the bundle's.
+    kinds = sorted({k.split("/")[2] for k in root.list("classify") if k.endswith("model.pt")})
+    everything = bundle.model_copy(update={"classifiers": {
+        kind: sorted(k.removeprefix(f"{run}/") for k in store.list(f"{run}/classify/{kind}")
+                     if k.endswith("/model.pt"))
+        for kind in kinds}})
+    rec = Recognizer.from_bundle(everything, root, profile=profile)
+    ds = Dataset.open(heldout, store)
+    truth = ds.annotations
+    frames: list[pd.DataFrame] = []
+    boxes_by_page = {}
+    for image_id in ds.image_ids():
+        image = ds.read_image(image_id)
+        boxes = rec.detect(image)
+        boxes_by_page[image_id] = boxes
+        if boxes:
+            frames += rec.classify(image_id, image, boxes)
+    preds = pd.concat(frames, ignore_index=True)
+
+    def f1_of(decided: pd.DataFrame) -> dict[str, Any]:
+        points: dict[str, list[Point]] = {i: [] for i in truth}
+        for row in decided.itertuples(index=False):
+            points[row.image_id].append(Point(row.code, row.x + row.w / 2, row.y + row.h / 2))
+        result = score(truth, points)
+        return {"f1": round(result.f1, 4),
+                "by_book": {b: round(c.f1, 4) for b, c in sorted(result.by_book.items())}}
+
+    base = [k for k in kinds if not k.endswith("-ft")]
+    tuned = [k for k in kinds if k.endswith("-ft")]
+    ladder: dict[str, Any] = {}
+    for (kind, fold), part in preds.groupby(["kind", "fold"]):
+        ladder[f"single {kind} fold{fold}"] = f1_of(top_class([part]))
+    singles = {k: v["f1"] for k, v in ladder.items() if k.split()[1] in base}
+    ladder["best single model"] = ladder[max(singles, key=singles.get)] | {
+        "model": max(singles, key=singles.get)}
+    ladder["blend"] = f1_of(top_class([preds[preds["kind"].isin(base)]]))
+    if tuned:
+        ladder["blend + pseudolabels"] = f1_of(top_class([preds[preds["kind"].isin(tuned)]]))
+    if rec.level2 is not None:
+        from kzjobs.level2.model import predict
+
+        ladder["+ level 2"] = f1_of(predict([preds], rec.level2))
+        ladder["+ level 2"]["kinds"] = list(rec.level2.kinds)
+    detection = score(truth, boxes_to_points(boxes_by_page), ignore_code=True)
+    return {"ladder": ladder, "detection_f1": round(detection.f1, 4),
+            "detection_by_book": {b: round(c.f1, 4) for b, c in detection.by_book.items()},
+            "pages": len(truth), "characters": sum(len(v) for v in truth.values())}
+
+
+def recognize_speed(store_uri: str, run: str, collection: str, pages: int, profile: str,
+                    env: dict[str, str]) -> dict[str, Any]:
+    """``kzjobs recognize`` on the first ``pages`` pages, in a fresh process (peak RSS)."""
+    from kzjobs.store import open_store
+
+    store = open_store(store_uri)
+    src = sorted(k for k in store.list(f"{collection}/images"))
+    sub = f"bench-speed/p{pages}"
+    for i in range(pages):  # repeat the held-out pages to reach the count
+        key = src[i % len(src)]
+        name = f"{sub}/images/spd{i:04d}_{key.rsplit('/', 1)[-1]}"
+        if not store.exists(name):
+            store.write_bytes(name, store.read_bytes(key))
+    out = f"bench-speed/out{pages}-{int(time.time())}"
+    argv = [sys.executable, "-m", "kzjobs", "recognize", "--model", run, "--collection", sub,
+            "--out", out, "--profile", profile, "--store", store_uri]
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, text=True)
+        # wait4 gives this one process's peak RSS (RUSAGE_CHILDREN would mix in training).
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if proc.returncode:
+            raise RuntimeError(stderr.read()[-3000:])
+        summary = json.loads(stdout.read())
+    return {"pages": pages, "wall_seconds": round(wall, 1),
+            "pages_per_second_job": summary.get("pages_per_second"),
+            "pages_per_second_wall": round(pages / wall, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="bench")
+    parser.add_argument("--work", default="var/bench")
+    parser.add_argument("--train-books", type=int, default=8)
+    parser.add_argument("--pages", type=int, default=6, help="Pages per training book.")
+    parser.add_argument("--heldout-books", type=int, default=2)
+    parser.add_argument("--heldout-pages", type=int, default=5)
+    parser.add_argument("--train-fonts", nargs="+",
+                        default=["kouzan-sousyo", "kouzan-brush", "aoyagi-kouzan", "hanazono"])
+    parser.add_argument("--heldout-fonts", nargs="+",
+                        default=["kouzan-gyousyo", "ipaex-mincho"])
+    parser.add_argument("--speed-pages", type=int, nargs="*", default=[10, 100])
+    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--out", default=str(RESULTS / "pipeline.json"))
+    args = parser.parse_args()
+
+    from kzjobs.plan import RetrainPlan
+    from kzjobs.store import open_store
+
+    work = Path(args.work).resolve()
+    store_uri = str(work / "store")
+    env = {**os.environ, "KZ_STORE": store_uri, "KZ_HOME": str(work),
+           "GX_ANALYTICS_ENABLED": "false"}
+    os.environ.update({"KZ_STORE": store_uri, "KZ_HOME": str(work)})
+    store = open_store(store_uri)
+    started = time.perf_counter()
+    made = make_data(store, args)
+    data_seconds = round(time.perf_counter() - started, 1)
+    plan = RetrainPlan.build({"profile": args.profile, "dataset": "datasets/train",
+                              "heldout": "datasets/heldout", "incoming": ["datasets/incoming"]},
+                             f"bench-{args.profile}")
+    stage_seconds = run_stages(plan.args(), env)
+    quality = ablation(store, plan.run, "datasets/heldout", args.profile)
+
+    from bench.tesseract import run_tesseract_bench
+    from kzjobs.data.dataset import Dataset
+
+    heldout = Dataset.open("datasets/heldout", store)
+    tesseract = run_tesseract_bench(heldout, heldout.image_ids())
+    from kzjobs.bundle import Bundle, copy_bundle
+
+    model_dir = work / "model"  # the final blend, for `kzjobs recognize --model var/bench/model`
+    copy_bundle(Bundle.load(store.child(plan.run)), store.child(plan.run), model_dir)
+    speed = [recognize_speed(store_uri, plan.run, "datasets/heldout", n, args.profile, env)
+             for n in args.speed_pages]
+    result = {
+        "command": "python -m bench.pipeline " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "profile": args.profile,
+        "data": {"train_fonts": args.train_fonts, "heldout_fonts": args.heldout_fonts,
+                 "train_pages": args.train_books * args.pages,
+                 "heldout_pages": args.heldout_books * args.heldout_pages,
+                 "generated": {k: v.get("pages") for k, v in made.items()},
+                 "seconds": data_seconds},
+        "train_seconds": stage_seconds,
+        "train_minutes_total": round(sum(stage_seconds.values()) / 60, 1),
+        "quality": quality,
+        "tesseract": {k: tesseract[k] for k in tesseract if k not in ("pages_detail",)},
+        "recognize_speed": speed,
+        "bundle": str(model_dir),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(json.dumps({k: result[k] for k in ("quality", "train_minutes_total")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

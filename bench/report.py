@@ -1,0 +1,94 @@
+"""Render ``bench/results/*.json`` into a dated section at the top of ``bench/RESULTS.md``.
+
+Older sections stay below it: RESULTS.md is the record of every run, each with the
+machine and the command that measured it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+RECORD = HERE / "RESULTS.md"
+TITLE = "# Benchmark results\n\nNewest run first. `make bench` adds a section.\n"
+
+
+def _machine(m: dict[str, Any]) -> str:
+    gpu = m.get("gpu") or "no GPU"
+    return (f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gb')} GB, {gpu}; "
+            f"torch {m.get('torch')}, commit {m.get('commit')}")
+
+
+def pipeline_section(r: dict[str, Any]) -> list[str]:
+    q = r["quality"]
+    lines = [
+        f"### End to end, profile `{r['profile']}`",
+        "",
+        f"- command: `{r['command']}`",
+        f"- machine: {_machine(r['machine'])}",
+        f"- training fonts {', '.join(r['data']['train_fonts'])} ({r['data']['train_pages']} "
+        f"pages); held-out fonts never seen in training: "
+        f"{', '.join(r['data']['heldout_fonts'])} ({q['pages']} pages, {q['characters']} "
+        "characters)",
+        f"- training time: {r['train_minutes_total']} min "
+        f"({', '.join(f'{k} {v:.0f}s' for k, v in r['train_seconds'].items())})",
+        "",
+        "| rung | F1 on held-out books | per book |",
+        "| --- | --- | --- |",
+    ]
+    for rung, fig in q["ladder"].items():
+        books = ", ".join(f"{b} {f:.3f}" for b, f in fig["by_book"].items())
+        lines.append(f"| {rung} | {fig['f1']:.4f} | {books} |")
+    books = ", ".join(f"{b} {f:.3f}" for b, f in q["detection_by_book"].items())
+    lines.append(f"| detection only (detector boxes) | {q['detection_f1']:.4f} | {books} |")
+    t = r["tesseract"]
+    lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | {t['f1']:.4f} "
+                 f"| detection-only {t['detection_f1']:.3f}, {t['pages_per_s_wall']} pages/s |")
+    lines += ["", "| recognize | pages/s (job) | pages/s (wall, with model load) | peak RSS MB |",
+              "| --- | --- | --- | --- |"]
+    for s in r["recognize_speed"]:
+        lines.append(f"| {s['pages']} pages | {s['pages_per_second_job']} | "
+                     f"{s['pages_per_second_wall']} | {s['peak_rss_mb']} |")
+    lines += ["", f"The final blend is at `{r['bundle']}`.", ""]
+    return lines
+
+
+def generic_section(name: str, r: dict[str, Any]) -> list[str]:
+    figures = {k: v for k, v in r.items() if k not in ("machine", "command")}
+    lines = [f"### {name}", ""]
+    if "command" in r:
+        lines.append(f"- command: `{r['command']}`")
+    if "machine" in r:
+        lines.append(f"- machine: {_machine(r['machine'])}")
+    text = json.dumps(figures, indent=1, ensure_ascii=False)
+    if len(text) > 4000:
+        text = text[:4000] + "\n..."
+    return [*lines, "", "```json", text, "```", ""]
+
+
+def render(parts: list[str]) -> str:
+    lines = [f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
+    for part in parts:
+        path = RESULTS / f"{part}.json"
+        if not path.exists():
+            lines += [f"### {part}", "", "not measured in this run", ""]
+            continue
+        data = json.loads(path.read_text())
+        lines += pipeline_section(data) if part == "pipeline" else generic_section(part, data)
+    return "\n".join(lines)
+
+
+def record(parts: list[str]) -> None:
+    old = RECORD.read_text() if RECORD.exists() else TITLE
+    body = old.removeprefix(TITLE).lstrip("\n")
+    RECORD.write_text(f"{TITLE}\n{render(parts)}\n{body}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    record(sys.argv[1:] or ["pipeline", "synth", "validate", "level2"])

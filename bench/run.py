@@ -1,0 +1,37 @@
+"""``make bench``: every benchmark in its own process, then the record in RESULTS.md.
+
+``python -m bench.run [--profile bench] [--parts pipeline synth ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from bench.report import record
+
+PARTS = {
+    "synth": ["-m", "bench.synth_speed"],
+    "validate": ["-m", "bench.validate"],
+    "pipeline": ["-m", "bench.pipeline"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", default="bench")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    args = parser.parse_args()
+    for part in args.parts:
+        argv = [sys.executable, *PARTS[part]]
+        if part == "pipeline":
+            argv += ["--profile", args.profile]
+        print(f"== bench {part}: {' '.join(argv[1:])}", flush=True)
+        subprocess.run(argv, check=True)
+    record(args.parts)
+    print("recorded in bench/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""``kzjobs demo``: the whole system on this machine, through Airflow, on the embedded default.
+
+Synthetic books go into the store (``var/store``): a training set, held-out books and
+an unlabelled incoming collection. Then the three DAGs run with ``dag.test()`` on a
+SQLite metadata DB under ``var/airflow`` and the local launcher: ``kz_retrain``
+(which registers a candidate in MLflow on SQLite), ``kz_promote`` (which makes it the
+champion when it is better) and ``kz_recognize`` (which reads the incoming collection
+with the champion). The synthetic data is made once; each ``make demo`` is a new
+retraining run, which the promotion then judges against the champion.
+
+Airflow reads its configuration once per process, so each DAG runs in a subprocess
+(``python -m kzjobs.demo DAG_ID CONF``), which is also what the DAG tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+MARKER = "@@KZ-DAGRUN@@"
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"  # the DAGs of this checkout
+
+
+def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an embedded Airflow under ``home`` (SQLite, no examples)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env |= {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    return env | extra
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Create or upgrade the metadata DB (idempotent)."""
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    airflow = Path(sys.executable).with_name("airflow")
+    proc = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{proc.stderr[-4000:]}")
+
+
+def dag_test(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+    """Run one DAG with ``dag.test()`` in this process; its task states and XComs."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    bag = DagBag(dag_folder=None)
+    if bag.import_errors:
+        return {"state": "import_error",
+                "import_errors": {k: str(v) for k, v in bag.import_errors.items()}}
+    run = bag.get_dag(dag_id).test(run_conf=conf)
+
+    def name(task_id: str, map_index: int) -> str:
+        return f"{task_id}[{map_index}]" if map_index >= 0 else task_id
+
+    with create_session() as session:
+        tasks = {name(ti.task_id, ti.map_index): str(ti.state)
+                 for ti in run.get_task_instances(session=session)}
+        rows = session.query(XComModel).filter(
+            XComModel.run_id == run.run_id, XComModel.dag_id == dag_id,
+            XComModel.key == "return_value",
+        )
+        xcom = {name(r.task_id, r.map_index): XComModel.deserialize_value(r) for r in rows}
+    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks, "xcom": xcom}
+
+
+def run_dag(dag_id: str, conf: dict[str, Any], env: dict[str, str], *,
+            timeout: float | None = None, log_file: Path | None = None) -> dict[str, Any]:
+    """:func:`dag_test` in a fresh process with ``env``; its whole log to ``log_file``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "kzjobs.demo", dag_id, json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text(proc.stdout + proc.stderr)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            return json.loads(line.removeprefix(MARKER))
+    raise RuntimeError(
+        f"DAG {dag_id} did not report (exit {proc.returncode}):\n"
+        f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    )
+
+
+def _check(result: dict[str, Any], dag_id: str, logs: Path) -> dict[str, Any]:
+    if result["state"] != "success":
+        failed = sorted(t for t, s in result.get("tasks", {}).items() if s == "failed")
+        raise RuntimeError(f"{dag_id} ended {result['state']}; failed tasks: {failed} "
+                           f"{result.get('import_errors', '')}; see {logs / dag_id}.log")
+    return result
+
+
+def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
+         heldout_books: int = 2, incoming_books: int = 2, shards: int = 2,
+         log: Any = None) -> dict[str, Any]:
+    """Retrain, promote and recognize through Airflow; a summary of what happened."""
+    from kzjobs.settings import get_settings
+    from kzjobs.store import open_store
+    from kzjobs.synth import generate
+
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    settings = get_settings()
+    home = settings.home.resolve()
+    store_uri = settings.store_uri
+    store = open_store(store_uri)
+    env = airflow_env(home / "airflow", KZ_HOME=str(home), KZ_STORE=store_uri,
+                      KZ_LAUNCHER="local", KZ_PROFILE=profile)
+    say(f"Airflow metadata DB under {home / 'airflow'}")
+    migrate(env)
+
+    sets = {  # key: (books, seed, labelled)
+        "datasets/train": (books, 1, True),
+        "datasets/heldout": (heldout_books, 2, True),
+        "incoming/batch-1": (incoming_books, 3, False),
+    }
+    for key, (n, seed, labelled) in sets.items():
+        marker = "train.csv" if labelled else "books.json"
+        if not store.exists(f"{key}/{marker}"):
+            say(f"synthetic books -> {store_uri}/{key}")
+            generate(store.child(key), books=n, pages_per_book=pages_per_book, seed=seed,
+                     labelled=labelled)
+
+    say("kz_retrain: validate, folds, detector, classifiers, pseudolabels, level 2, "
+        "evaluate, register (minutes)")
+    logs = home / "airflow" / "demo-logs"
+    retrain = _check(run_dag("kz_retrain", {
+        "profile": profile, "dataset": "datasets/train", "heldout": "datasets/heldout",
+        "incoming": ["incoming/batch-1"],
+    }, env, log_file=logs / "kz_retrain.log"), "kz_retrain", logs)
+    say("kz_promote: candidate against champion on the same held-out books")
+    promote = _check(run_dag("kz_promote", {"profile": profile}, env,
+                             log_file=logs / "kz_promote.log"), "kz_promote", logs)
+    say("kz_recognize: the incoming collection, in shards, with the champion")
+    recognize = _check(run_dag("kz_recognize", {
+        "collection": "incoming/batch-1", "profile": profile, "shards": shards,
+    }, env, log_file=logs / "kz_recognize.log"), "kz_recognize", logs)
+
+    evaluation = retrain["xcom"].get("evaluate") or {}
+    decision = promote["xcom"].get("promote") or {}
+    merged = recognize["xcom"].get("merge") or {}
+    return {
+        "heldout_f1": evaluation.get("f1"),
+        "heldout_f1_by_book": {b: v["f1"] for b, v in evaluation.get("by_book", {}).items()},
+        "registered": retrain["xcom"].get("register"),
+        "promotion": {k: decision.get(k) for k in ("decision", "reason", "champion_after")},
+        "recognized": {k: merged.get(k) for k in ("recognized", "quarantined", "characters")},
+        "submission": f"{store_uri}/{merged['submission']}" if merged.get("submission") else None,
+        "review": merged.get("review"),
+        "mlflow": settings.tracking_uri,
+        "airflow_home": str(home / "airflow"),
+        "logs": str(logs),
+    }
+
+
+
+def command(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile of the run.")] = "demo",
+    books: Annotated[int, typer.Option(help="Training books.")] = 6,
+    pages_per_book: Annotated[int, typer.Option(help="Pages per book.")] = 4,
+    shards: Annotated[int, typer.Option(help="Recognition shards.")] = 2,
+) -> None:
+    """Retrain -> promote -> recognize through Airflow on this machine (var/)."""
+    from kzjobs.options import emit
+
+    emit(demo(profile=profile, books=books, pages_per_book=pages_per_book, shards=shards))
+
+
+if __name__ == "__main__":  # python -m kzjobs.demo DAG_ID CONF: one DAG run, for run_dag
+    result = dag_test(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+    print(MARKER + json.dumps(result, default=str), flush=True)

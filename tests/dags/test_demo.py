@@ -1,0 +1,41 @@
+"""The whole system through Airflow on the embedded default, as ``make demo`` runs it:
+kz_retrain -> kz_promote -> kz_recognize with the tiny profile and the local launcher."""
+
+from __future__ import annotations
+
+import pytest
+
+from kzjobs.settings import get_settings
+
+
+@pytest.mark.slow
+def test_retrain_promote_recognize_through_airflow():
+    from kzjobs.data.format import read_submission
+    from kzjobs.demo import demo
+    from kzjobs.registry import get_version
+    from kzjobs.store import open_store
+
+    out = demo(profile="tiny", books=4, pages_per_book=2, heldout_books=2, incoming_books=1,
+               shards=2)
+
+    # kz_retrain registered its blend as the candidate, with its held-out figures as tags.
+    version = out["registered"]["version"]
+    assert version == 1
+    tags = get_version(version).tags
+    assert tags["profile"] == "tiny" and tags["heldout"] == "datasets/heldout"
+    assert set(out["heldout_f1_by_book"]) == {
+        k.removeprefix("f1.book.") for k in tags if k.startswith("f1.book.")}
+    assert 0.0 <= out["heldout_f1"] <= 1.0
+
+    # kz_promote made the first version the champion, and said why.
+    assert out["promotion"]["decision"] == "promoted"
+    assert int(get_version("champion").version) == version
+
+    # kz_recognize read every incoming page with the champion, in two shards, and merged.
+    store = open_store(get_settings().store_uri)
+    pages = {k.rsplit("/", 1)[-1].rsplit(".", 1)[0] for k in store.list("incoming/batch-1/images")}
+    assert out["recognized"]["recognized"] + out["recognized"]["quarantined"] == len(pages)
+    submission = read_submission(store.read_bytes("predictions/incoming-batch-1/submission.csv"))
+    assert set(submission) == pages
+    assert out["review"].endswith("review/index.html")
+

@@ -1,0 +1,72 @@
+"""OOF labels by IoU, and the warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import pytest
+import torch
+
+from kzjobs.data.format import SEG_FP, Box
+from kzjobs.detect.config import DetectConfig
+
+
+def test_each_box_takes_the_code_of_its_best_ground_truth_at_iou_half():
+    from kzjobs.detect.engine import Detection, label_by_iou
+
+    truth = [Box("U+3042", 0, 0, 10, 10), Box("U+3044", 20, 0, 10, 10)]
+    dets = [
+        Detection(0, 0, 10, 10, 0.9),   # exact: U+3042
+        Detection(22, 0, 10, 10, 0.9),  # IoU 80/120 with U+3044
+        Detection(4, 0, 10, 10, 0.9),   # IoU 60/140 < 0.5 with U+3042: seg_fp
+        Detection(50, 50, 5, 5, 0.9),   # nothing there: seg_fp
+        Detection(12, 0, 15, 10, 0.9),  # overlaps both; best is U+3044 (IoU 70/150 < 0.5)
+        Detection(18, 0, 11, 10, 0.9),  # IoU 90/120 with U+3044, none with U+3042
+        Detection(0, 0, 20, 10, 0.9),   # IoU 100/200 = 0.5 exactly: kept
+    ]
+    labelled = label_by_iou(dets, truth)
+    assert [b.code for b in labelled] == [
+        "U+3042", "U+3044", SEG_FP, SEG_FP, SEG_FP, "U+3044", "U+3042"]
+    assert [(b.x, b.y, b.w, b.h) for b in labelled] == [(d.x, d.y, d.w, d.h) for d in dets]
+    assert [b.code for b in label_by_iou(dets[:2], [])] == [SEG_FP, SEG_FP]
+    assert label_by_iou([], truth) == []
+
+
+def test_learning_rate_warms_up_then_decays_and_resumes():
+    from kzjobs.detect.engine import lr_scheduler
+
+    config = DetectConfig(lr=0.1, warmup_iters=10)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=config.lr, momentum=0.9)
+    scheduler = lr_scheduler(optimizer, config, total_iters=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] < 0.001 and lrs[5] < lrs[9] < lrs[10] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert lrs[-1] < 0.001
+
+    # optimizer + scheduler state survive a weights_only round trip: the run continues
+    def fresh():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+        return opt, lr_scheduler(opt, config, total_iters=100)
+
+    opt, sched = fresh()
+    for _ in range(40):
+        opt.step()
+        sched.step()
+    buf = io.BytesIO()
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, buf)
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    opt, sched = fresh()
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    resumed = []
+    for _ in range(60):
+        resumed.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert resumed == pytest.approx(lrs[40:])
