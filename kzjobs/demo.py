@@ -106,7 +106,7 @@ def _check(result: dict[str, Any], dag_id: str, logs: Path) -> dict[str, Any]:
 
 def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
          heldout_books: int = 2, incoming_books: int = 2, shards: int = 2,
-         log: Any = None) -> dict[str, Any]:
+         fonts: list[str] | None = None, log: Any = None) -> dict[str, Any]:
     """Retrain, promote and recognize through Airflow; a summary of what happened."""
     from kzjobs.settings import get_settings
     from kzjobs.store import open_store
@@ -132,7 +132,7 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
         if not store.exists(f"{key}/{marker}"):
             say(f"synthetic books -> {store_uri}/{key}")
             generate(store.child(key), books=n, pages_per_book=pages_per_book, seed=seed,
-                     labelled=labelled)
+                     labelled=labelled, fonts=fonts)
 
     say("kz_retrain: validate, folds, detector, classifiers, pseudolabels, level 2, "
         "evaluate, register (minutes)")

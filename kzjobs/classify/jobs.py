@@ -102,15 +102,11 @@ class ClassifyTrainJob(Job):
         import mlflow
         import torch
 
+        from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
         from kzjobs.classify.config import KINDS
         from kzjobs.classify.dataset import CropDataset, describe, loader, vocabulary
         from kzjobs.classify.engine import evaluate, train_one_epoch
-        from kzjobs.classify.model import (
-            build_model,
-            load_checkpoint,
-            model_args,
-            save_checkpoint,
-        )
+        from kzjobs.classify.model import build_model, model_args
         from kzjobs.classify.predict import predict_pages
         from kzjobs.data.books import book_id, split_fold
         from kzjobs.data.dataset import Dataset
@@ -225,7 +221,7 @@ class ClassifyTrainJob(Job):
                 mlflow.log_metrics(stats, step=epoch)
                 state["history"].append({"epoch": epoch, **stats})
                 state["epoch"] = epoch
-                store.write_bytes(keys["checkpoint.pt"], save_checkpoint({
+                store.write_bytes(keys["checkpoint.pt"], checkpoint_bytes({
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "vocabulary": vocab, "model_args": args,
@@ -261,7 +257,7 @@ class ClassifyTrainJob(Job):
                 "mlflow_run_id": run.info.run_id,
             }
             store.write_json(keys["metrics.json"], result | {"confusion": found["confusion"]})
-            store.write_bytes(keys["model.pt"], save_checkpoint({
+            store.write_bytes(keys["model.pt"], checkpoint_bytes({
                 "model": model.state_dict(), "vocabulary": vocab, "model_args": args,
                 "kind": self.kind, "fold": self.fold, "config": cfg.model_dump(mode="json"),
                 "profile": self.profile.name, "metrics": metrics,
@@ -283,7 +279,8 @@ class ClassifyPredictJob(Job):
             return self._run()
 
     def _run(self) -> dict[str, Any]:
-        from kzjobs.classify.model import load_checkpoint, load_model
+        from kzjobs.checkpoint import load_checkpoint
+        from kzjobs.classify.model import load_model
         from kzjobs.classify.predict import predict_pages
         from kzjobs.data.dataset import Dataset
         from kzjobs.data.format import BOX_CODES, read_annotations

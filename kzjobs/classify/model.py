@@ -7,7 +7,6 @@ dropout -> Linear(1024) -> ReLU -> dropout -> BatchNorm1d -> Linear(classes + se
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
+from kzjobs.checkpoint import load_checkpoint
 from kzjobs.classify.config import KINDS, TRUNK_PARTS
 
 
@@ -91,7 +91,7 @@ class RoIClassifier(nn.Module):
 
     def load_trunk(self, path: str) -> None:
         """Load a user-supplied torchvision-style ResNet state_dict (layer4/fc are ignored)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -122,17 +122,6 @@ def model_args(kind: str, n_classes: int, cfg: Any) -> dict[str, Any]:
 def build_model(args: dict[str, Any]) -> RoIClassifier:
     args = dict(args)
     return RoIClassifier(args.pop("kind"), args.pop("n_classes"), **args)
-
-
-def save_checkpoint(checkpoint: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(checkpoint, buf)
-    return buf.getvalue()
-
-
-def load_checkpoint(data: bytes) -> dict[str, Any]:
-    """A checkpoint dict (state_dicts and plain data only, so ``weights_only`` works)."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def load_model(checkpoint: dict[str, Any]) -> tuple[RoIClassifier, list[str]]:

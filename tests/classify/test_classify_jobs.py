@@ -147,7 +147,7 @@ def test_cli_trains_and_predicts_by_store_keys(small_data, mechanics_profile):
 def test_fine_tuning_from_a_model_with_pseudolabelled_pages(small_data, mechanics_profile):
     import torch
 
-    from kzjobs.classify.model import load_checkpoint
+    from kzjobs.checkpoint import load_checkpoint
 
     store = small_data.store
     base = _train(small_data, mechanics_profile, epochs=1).run()

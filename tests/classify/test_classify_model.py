@@ -7,7 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from kzjobs.classify.model import RoIClassifier, build_model, load_checkpoint, save_checkpoint
+from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
+from kzjobs.classify.model import RoIClassifier, build_model
 
 
 def test_resnet50_wide_trunk_gives_13824_features_and_the_seed_head():
@@ -86,7 +87,7 @@ def test_checkpoint_round_trip_is_weights_only():
     args = {"kind": "resnet18", "n_classes": 3, "roi_size": 3, "hidden": 32, "dropout": 0.5,
             "frozen": ["conv1", "bn1", "layer1"]}
     model = build_model(args).eval()
-    data = save_checkpoint({"model": model.state_dict(), "model_args": args,
+    data = checkpoint_bytes({"model": model.state_dict(), "model_args": args,
                             "vocabulary": ["U+3042", "U+3044", "seg_fp"]})
     ckpt = load_checkpoint(data)  # torch.load(weights_only=True) inside
     again = build_model(ckpt["model_args"]).eval()

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from kzjobs.checkpoint import load_checkpoint
 from kzjobs.classify.dataset import vocabulary
-from kzjobs.classify.model import load_checkpoint, load_model
+from kzjobs.classify.model import load_model
 from kzjobs.classify.predict import SCHEMA, read_table
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP

@@ -15,8 +15,10 @@ def test_retrain_promote_recognize_through_airflow():
     from kzjobs.registry import get_version
     from kzjobs.store import open_store
 
+    # Books cycle through the fonts: each fold trains and validates on both.
+    fonts = ["kouzan-sousyo", "kouzan-sousyo", "kouzan-gyousyo", "kouzan-gyousyo"]
     out = demo(profile="tiny", books=4, pages_per_book=2, heldout_books=2, incoming_books=1,
-               shards=2)
+               shards=2, fonts=fonts)
 
     # kz_retrain registered its blend as the candidate, with its held-out figures as tags.
     version = out["registered"]["version"]

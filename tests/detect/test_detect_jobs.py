@@ -151,7 +151,7 @@ def test_out_of_fold_boxes_are_labelled_by_iou(run):
             else:
                 assert value >= 0.5 and box.code == gt[j].code
                 labelled += 1
-    assert labelled > 10 * max(fp, 1) / 2  # mostly characters, some seg_fp allowed
+    assert labelled > fp  # most boxes are characters; the rest are the classifier's seg_fp
 
     # a model must not predict "out of fold" on the books it was trained on
     from kzjobs.cli import app
