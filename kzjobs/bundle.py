@@ -55,7 +55,9 @@ class Bundle(BaseModel):
         for kind in sorted(self.classifiers):
             paths += self.classifiers[kind]
         l2 = self.level2
-        paths += [l2.meta, l2.vocabulary, *l2.lightgbm, *l2.xgboost, self.vocabulary]
+        if l2.lightgbm or l2.xgboost:  # a blend without level 2 takes the blend's top class
+            paths += [l2.meta, l2.vocabulary, *l2.lightgbm, *l2.xgboost]
+        paths.append(self.vocabulary)
         return list(dict.fromkeys(paths))
 
     def missing(self, root: Store) -> list[str]:

@@ -27,7 +27,10 @@ def bundle(
 def evaluate(
     model: Annotated[str, typer.Option(help="Bundle key/path or models:/kz-recognizer@alias.")],
     dataset: Annotated[str, typer.Option(help="Labelled held-out dataset.")],
-    out: Annotated[str, typer.Option(help="Store key of the evaluation JSON.")] = "",
+    out: Annotated[str, typer.Option(help="Store key of the evaluation JSON.")],
+    predictions: Annotated[
+        str, typer.Option(help="Store prefix of the recognition outputs; default: beside --out.")
+    ] = "",
     store: StoreOption = None,
     profile: ProfileOption = "demo",
 ) -> None:
@@ -35,7 +38,7 @@ def evaluate(
     from kzjobs.evaluate import EvaluateJob
 
     emit(EvaluateJob(store_uri=store, profile_name=profile, model=model, dataset=dataset,
-                     out=out).run())
+                     out=out, predictions=predictions).run())
 
 
 def register(

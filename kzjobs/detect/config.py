@@ -35,7 +35,7 @@ class DetectConfig(BaseModel):
     page_size: int = 1024
     crop: tuple[int, int] = (384, 512)  # (height, width) of random training crops
     crops_per_page: int = 1  # random crops of each training page per epoch
-    scale_jitter: float = 0.2  # crops see pages scaled by 1 ± this
+    scale_range: tuple[float, float] = (0.8, 1.2)  # crops see the page scaled by this much
     min_visible: float = 0.5  # a cut box is kept if at least this much of it is in the crop
 
     # Training: SGD with momentum, linear warm-up then a cosine schedule (per iteration).

@@ -59,10 +59,11 @@ def scaled_boxes(boxes: Sequence[Box], scale: float, width: int, height: int) ->
 
 def train_transform(config: DetectConfig) -> A.Compose:
     height, width = config.crop
-    jitter = config.scale_jitter
+    low, high = config.scale_range
     return A.Compose(
         [
-            A.RandomScale(scale_limit=(-jitter, jitter), p=1.0 if jitter else 0.0),
+            # scale_limit is relative to 1: a factor drawn from [low, high]
+            A.RandomScale(scale_limit=(low - 1, high - 1), p=0.0 if low == high == 1 else 1.0),
             A.RandomCrop(height=height, width=width, pad_if_needed=True, fill=PAD_FILL,
                          pad_position="random"),
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=15,

@@ -172,6 +172,8 @@ class DetectTrainJob(Job):
             return store.read_json(metrics_key) | {"skipped": True}
 
         ds = Dataset.open(self.dataset, store)
+        if not ds.labelled:
+            raise ValueError(f"training needs a labelled dataset; {ds.uri} has no train.csv")
         train_ids, valid_ids = fold_split(ds, store, self.folds, self.fold)
         if not train_ids:
             raise ValueError(f"fold {self.fold} leaves no training pages in {ds.uri}")
@@ -210,7 +212,7 @@ class DetectTrainJob(Job):
             for epoch in range(start_epoch, config.epochs):
                 crops.set_epoch(epoch)
                 sampler = torch.utils.data.RandomSampler(
-                    crops, generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+                    crops, generator=torch.Generator().manual_seed(crops.seed * 1000 + epoch))
                 loader = torch.utils.data.DataLoader(
                     crops, batch_size=config.batch_size, sampler=sampler,
                     num_workers=config.workers, collate_fn=collate,
@@ -249,6 +251,7 @@ class DetectTrainJob(Job):
                 "train_pages": len(train_ids),
                 "valid_pages": len(valid_ids),
                 "valid_books": sorted({book_id(i) for i in valid_ids}),
+                "train_seconds": round(sum(h["epoch_seconds"] for h in history), 1),
                 "train_seconds_this_run": round(train_seconds, 1),
                 "valid": valid.as_dict(by_book=True) if valid_ids else None,
                 "quarantined": quarantine,
@@ -315,9 +318,8 @@ class DetectPredictJob(Job):
 
     def run(self) -> dict[str, Any]:
         from kzjobs.data.format import UNKNOWN, Box, write_annotations
-        from kzjobs.detect.config import DetectConfig
         from kzjobs.detect.engine import Detection, detect_page, label_by_iou
-        from kzjobs.detect.model import build_detector, set_inference_options
+        from kzjobs.detect.model import load_detector
         from kzjobs.images import ImageError
 
         store = self.store
@@ -340,21 +342,20 @@ class DetectPredictJob(Job):
         done = set(store.list(parts))
         todo = [i for i in image_ids if _part_key(parts, i) not in done]
 
+        seconds = 0.0
         if todo:
             import sys
 
             from tqdm import tqdm
 
             config = self.profile.detect
-            trained = DetectConfig.model_validate(ckpt["config"])
+            device = _setup_torch(config)
+            model, trained = load_detector(ckpt, config)
             if trained.page_size != config.page_size:
                 log.warning("model trained at page size %d, predicting at %d",
                             trained.page_size, config.page_size)
-            device = _setup_torch(config)
-            model = build_detector(trained, load_weights=False)
-            model.load_state_dict(ckpt["model"])
-            set_inference_options(model, config)
-            model.to(device).eval()
+            model.to(device)
+            started = time.perf_counter()
             for image_id in tqdm(todo, desc="detect", file=sys.stderr, disable=not self.progress,
                                  dynamic_ncols=True):
                 try:
@@ -367,6 +368,7 @@ class DetectPredictJob(Job):
                     part = {"image_id": image_id,
                             "boxes": [[d.x, d.y, d.w, d.h, round(d.score, 5)] for d in dets]}
                 store.write_json(_part_key(parts, image_id), part)
+            seconds = time.perf_counter() - started  # the pages: read, detect, write
 
         # Merge in dataset order: the output does not depend on which run did which page.
         pages: dict[str, list[Box]] = {}
@@ -390,6 +392,7 @@ class DetectPredictJob(Job):
             "pages": len(pages),
             "boxes": sum(len(b) for b in pages.values()),
             "predicted_this_run": len(todo),
+            "seconds": round(seconds, 2),
             "quarantined": len(quarantine),
             "quarantine": quarantine_key,
         }

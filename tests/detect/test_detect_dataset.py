@@ -85,7 +85,8 @@ def test_a_cut_box_is_kept_when_at_least_half_visible(tmp_path):
 
     box = Box("U+3042", 80, 80, 40, 40)
     ds = page_dataset(tmp_path, {"aa_001": ((200, 200), [box])})
-    config = DetectConfig(page_size=200, crop=(64, 64), crops_per_page=300, scale_jitter=0.0)
+    config = DetectConfig(page_size=200, crop=(64, 64), crops_per_page=300,
+                          scale_range=(1.0, 1.0))
     crops = PageCrops(ds, ["aa_001"], config, seed=1)
     kept_partial = dropped_partial = 0
     for i in range(len(crops)):

@@ -84,3 +84,29 @@ def test_user_weights_load_by_path(tmp_path):
     torch.save(resnet34().state_dict(), tmp_path / "resnet34.pt")
     with pytest.raises(ValueError, match="do not fit"):
         build_detector(DetectConfig(backbone_weights=str(tmp_path / "resnet34.pt"), **small))
+
+
+@pytest.mark.parametrize(("backbone", "trainable"), [("resnet18", 5), ("resnet18", 3),
+                                                     ("mobilenet_v3_large", 6),
+                                                     ("mobilenet_v3_large", 2)])
+def test_backbone_matches_torchvision_at_its_fpn_width(backbone, trainable):
+    """The width-configurable backbone is torchvision's own at width 256."""
+    from torch import nn
+    from torchvision.models.detection.backbone_utils import (
+        mobilenet_backbone,
+        resnet_fpn_backbone,
+    )
+
+    from kzjobs.detect.model import _backbone
+
+    mine, _ = _backbone(DetectConfig(backbone=backbone, trainable_layers=trainable))
+    if backbone.startswith("resnet"):
+        ref = resnet_fpn_backbone(backbone_name=backbone, weights=None,
+                                  norm_layer=nn.BatchNorm2d, trainable_layers=trainable)
+    else:
+        ref = mobilenet_backbone(backbone_name=backbone, weights=None, fpn=True,
+                                 norm_layer=nn.BatchNorm2d, trainable_layers=trainable)
+    shapes = {k: v.shape for k, v in ref.state_dict().items()}
+    assert {k: v.shape for k, v in mine.state_dict().items()} == shapes
+    trainable_names = {n for n, p in ref.named_parameters() if p.requires_grad}
+    assert {n for n, p in mine.named_parameters() if p.requires_grad} == trainable_names
