@@ -71,6 +71,7 @@ def _task(work: str, profile: str, kind: str, fold: int, train_boxes: str,
         "oof_unseen_books_seen_fonts": trained["valid"],
         "test_predictions": predicted["out"],
         "quarantined": predicted["quarantined"],
+        "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -202,6 +203,7 @@ def main() -> None:
         "prepare_seconds": round(prepare_s, 1),
         "total_wall_seconds": round(time.perf_counter() - started, 1),
         "parallel_jobs": args.jobs,
+        "torch_threads_per_job": profile.classify.threads or "torch default",
         "peak_rss_mb_parent": round(peak_rss_mb(), 1),
         "reference": SEED_REFERENCE,
     }

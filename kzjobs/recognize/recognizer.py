@@ -34,6 +34,7 @@ class LoadedClassifier:
     fold: int
     model: torch.nn.Module
     vocab: list[str]
+    page_size: int  # the scale it was trained at: a classifier reads pages at that scale
 
 
 class Recognizer:
@@ -81,7 +82,10 @@ class Recognizer:
             for path in bundle.classifiers[kind]:
                 ckpt = load_checkpoint(root.read_bytes(path))
                 model, vocab = load_model(ckpt)
-                classifiers.append(LoadedClassifier(kind, int(ckpt.get("fold", -1)), model, vocab))
+                page_size = int(ckpt.get("config", {}).get("page_size", prof.classify.page_size))
+                classifiers.append(
+                    LoadedClassifier(kind, int(ckpt.get("fold", -1)), model, vocab, page_size)
+                )
         level2 = None
         if bundle.level2.lightgbm:
             level2 = Level2Model.load(root, bundle.level2.prefix)
@@ -104,7 +108,7 @@ class Recognizer:
         frames = []
         for c in self.classifiers:
             logits = predict_logits(
-                c.model, array, boxes, page_size=cfg.page_size, scales=cfg.tta_scales,
+                c.model, array, boxes, page_size=c.page_size, scales=cfg.tta_scales,
                 device=self.device, amp=cfg.amp,
             )
             table = page_table(
