@@ -156,6 +156,7 @@ class RetrainPlan(BaseModel):
                         "--pseudo", self.pseudolabels,
                         *[a for c in self.incoming for a in ("--pseudo-dataset", c)],
                         "--init", join(self.classifier(kind, k), "model.pt"),
+                        "--name", f"{kind}-ft",
                         # A kind of its own for level 2 and the bundle, as in the seed.
                         "--out", self.classifier(f"{kind}-ft", k), "--no-progress")
                 for kind in self.kinds

@@ -34,6 +34,9 @@ def train(
     init: Annotated[
         str | None, typer.Option(help="A model.pt to fine-tune (fewer epochs, lower lr).")
     ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The model's name in its predictions (default: kind).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
     store: StoreOption = None,
     profile: ProfileOption = "demo",
@@ -44,7 +47,7 @@ def train(
     emit(ClassifyTrainJob(store_uri=store, profile_name=profile, dataset=dataset, folds=folds,
                           boxes=boxes, kind=kind, fold=fold, out=out, epochs=epochs,
                           pseudo=pseudo, pseudo_datasets=pseudo_dataset or [], init=init,
-                          progress=progress).run())
+                          name=name, progress=progress).run())
 
 
 @classify_app.command()

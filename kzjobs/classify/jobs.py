@@ -62,6 +62,9 @@ class ClassifyTrainJob(Job):
     folds: str  # folds JSON key (FoldsJob)
     boxes: str  # detector OOF boxes, train.csv format, labelled by IoU (seg_fp included)
     kind: str  # backbone name, e.g. resnet18, resnext101_32x8d
+    # The model's name in its predictions and checkpoint (default: ``kind``); a fine-tuned
+    # model is ``<kind>-ft``, so level 2 and the bundle see it as a kind of its own.
+    name: str | None = None
     fold: int = Field(ge=0)
     out: str  # prefix for model.pt, oof.parquet...: model_prefix(run, kind, fold) in a run
     epochs: int | None = Field(None, ge=1)  # overrides the profile's
@@ -72,6 +75,10 @@ class ClassifyTrainJob(Job):
     # A model.pt to fine-tune from (finetune_epochs at lr x finetune_lr_factor).
     init: str | None = None
     progress: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
 
     def run(self) -> dict[str, Any]:
         with torch_threads(self.profile.classify.threads):
@@ -191,7 +198,7 @@ class ClassifyTrainJob(Job):
         mlflow.set_tracking_uri(self.settings.tracking_uri)
         mlflow.set_experiment(EXPERIMENT)
         with mlflow.start_run(run_id=state["mlflow_run_id"],
-                              run_name=f"{self.kind}-fold{self.fold}") as run:
+                              run_name=f"{self.label}-fold{self.fold}") as run:
             if state["mlflow_run_id"] is None:
                 mlflow.log_params(_flat_params(cfg.model_dump()) | {
                     "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
@@ -214,7 +221,7 @@ class ClassifyTrainJob(Job):
                 if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
                         and epoch + 1 < cfg.epochs and valid_ids:
                     table, _ = predict_pages(model, vocab, data, boxes, valid_ids, cfg=cfg,
-                                             device=device, kind=self.kind, fold=self.fold,
+                                             device=device, kind=self.label, fold=self.fold,
                                              scales=(1.0,), progress=False)
                     found = evaluate(table, boxes, truth, judged_ids)
                     stats |= {f"valid_{k}": found[k] for k in ("accuracy", "f1")}
@@ -229,7 +236,7 @@ class ClassifyTrainJob(Job):
                 }))
 
             table, quarantine = predict_pages(
-                model, vocab, data, boxes, valid_ids, cfg=cfg, device=device, kind=self.kind,
+                model, vocab, data, boxes, valid_ids, cfg=cfg, device=device, kind=self.label,
                 fold=self.fold, store=store, out=keys["oof.parquet"], progress=self.progress,
             )
             store.write_json(quarantine_key(keys["oof.parquet"]), _quarantine_records(quarantine))
@@ -259,7 +266,7 @@ class ClassifyTrainJob(Job):
             store.write_json(keys["metrics.json"], result | {"confusion": found["confusion"]})
             store.write_bytes(keys["model.pt"], checkpoint_bytes({
                 "model": model.state_dict(), "vocabulary": vocab, "model_args": args,
-                "kind": self.kind, "fold": self.fold, "config": cfg.model_dump(mode="json"),
+                "kind": self.label, "fold": self.fold, "config": cfg.model_dump(mode="json"),
                 "profile": self.profile.name, "metrics": metrics,
             }))
         store.delete(keys["checkpoint.pt"])

@@ -52,6 +52,10 @@ def test_retrain_plan_chains_keys_from_job_to_job():
     assert all(any(p.startswith(f"{q}/") for q in prefixes) for p in preds)
     assert len(a["finetune"]) == 2
     assert all(_opt(x, "--pseudo") == _opt(a["pseudolabel"], "--out") for x in a["finetune"])
+    # Fine-tuning starts from its base classifier and is named as a kind of its own.
+    assert {_opt(x, "--init") for x in a["finetune"]} == classifiers
+    assert {_opt(x, "--name") for x in a["finetune"]} == {
+        f"{_opt(x, '--kind')}-ft" for x in a["finetune"]}
     assert _opt(a["evaluate"], "--model") == _opt(a["register"], "--bundle") == \
         _opt(a["bundle"], "--run") == plan.run
     assert _opt(a["evaluate"], "--out") == _opt(a["register"], "--evaluation")
