@@ -65,8 +65,8 @@ def generic_section(name: str, r: dict[str, Any]) -> list[str]:
     if "machine" in r:
         lines.append(f"- machine: {_machine(r['machine'])}")
     text = json.dumps(figures, indent=1, ensure_ascii=False)
-    if len(text) > 4000:
-        text = text[:4000] + "\n..."
+    if len(text) > 2500:
+        text = text[:2500] + "\n..."
     return [*lines, "", "```json", text, "```", ""]
 
 
