@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Backbone = Literal[
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v3_large"
@@ -50,3 +50,13 @@ class DetectConfig(BaseModel):
     amp: bool = True  # mixed precision on CUDA (no effect on the CPU)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (OMP_NUM_THREADS)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _enough_proposals(self) -> DetectConfig:
+        # each detection comes from a proposal: fewer proposals cap the detections
+        if self.proposals_test < self.detections_per_image:
+            raise ValueError(
+                f"proposals_test ({self.proposals_test}) must be at least "
+                f"detections_per_image ({self.detections_per_image})"
+            )
+        return self

@@ -40,6 +40,8 @@ def test_anchor_sizes_are_one_per_level_or_all_on_every_level():
 def test_too_few_detections_per_image_is_refused():
     with pytest.raises(ValueError, match="detections_per_image"):
         DetectConfig(detections_per_image=500)
+    with pytest.raises(ValueError, match="proposals_test"):
+        DetectConfig(detections_per_image=1500, proposals_test=1000)
 
 
 @pytest.mark.parametrize("training", [True, False])
