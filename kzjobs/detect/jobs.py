@@ -16,11 +16,11 @@ Heavy modules are imported inside ``run()``: building a job stays cheap.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from kzjobs.checkpoint import load_checkpoint, load_from_store, save_to_store
 from kzjobs.data.books import book_id, split_fold
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
@@ -54,23 +54,6 @@ def fold_split(ds: Dataset, store: Store, folds_key: str, fold: int) -> tuple[li
     return split_fold(ids, folds, fold)
 
 
-def save_torch(store: Store, key: str, obj: Any) -> None:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    store.write_bytes(key, buf.getvalue())
-
-
-def load_torch_bytes(blob: bytes) -> Any:
-    """A checkpoint dict: tensors and plain data only (``weights_only``), on the CPU."""
-    import torch
-
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-
-
-def load_torch(store: Store, key: str) -> Any:
-    return load_torch_bytes(store.read_bytes(key))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -190,7 +173,7 @@ class DetectTrainJob(Job):
 
         start_epoch, history, run_id = 0, [], None
         if store.exists(ckpt_key):
-            ckpt = load_torch(store, ckpt_key)
+            ckpt = load_from_store(store, ckpt_key)
             self._check_resumable(ckpt, config)
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -224,7 +207,7 @@ class DetectTrainJob(Job):
                 metrics["epoch_seconds"] = time.monotonic() - tic
                 history.append(metrics)
                 mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
-                save_torch(store, ckpt_key, {
+                save_to_store(store, ckpt_key, {
                     "format": CHECKPOINT_FORMAT,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -264,7 +247,7 @@ class DetectTrainJob(Job):
                     "valid_recall": valid.recall,
                     **{f"valid_f1_{b}": c.f1 for b, c in valid.by_book.items()},
                 })
-            save_torch(store, model_key, {
+            save_to_store(store, model_key, {
                 "format": CHECKPOINT_FORMAT,
                 "model": model.state_dict(),
                 "config": config.model_dump(mode="json"),
@@ -325,7 +308,7 @@ class DetectPredictJob(Job):
         store = self.store
         validate_key(self.out)
         blob = store.read_bytes(self.model)
-        ckpt = load_torch_bytes(blob)
+        ckpt = load_checkpoint(blob)
         ds = Dataset.open(self.dataset, store)
         image_ids, fold = self._image_ids(ds, ckpt)
 

@@ -74,8 +74,8 @@ def chance_f1(truth: dict[str, list[Box]], store) -> float:
 
 
 def test_tiny_profile_learns_to_find_characters_in_unseen_books(run):
+    from kzjobs.checkpoint import load_from_store
     from kzjobs.data.dataset import Dataset
-    from kzjobs.detect.jobs import load_torch
 
     store, summary = run["store"], run["summary"]
     assert summary["valid_books"] == ["synlA", "synlC"]
@@ -87,7 +87,7 @@ def test_tiny_profile_learns_to_find_characters_in_unseen_books(run):
     print(f"tiny detector: valid F1 {f1:.3f} (chance {chance:.3f})")
     assert f1 >= F1_FLOOR and f1 >= chance + ABOVE_CHANCE
 
-    ckpt = load_torch(store, "runs/r/detect/fold0/model.pt")  # weights_only: no pickled code
+    ckpt = load_from_store(store, "runs/r/detect/fold0/model.pt")  # weights_only: no pickled code
     assert ckpt["fold"] == 0 and ckpt["config"]["backbone"] == "resnet18"
     assert ckpt["metrics"]["valid_f1"] == f1
     assert not store.exists("runs/r/detect/fold0/checkpoint.pt")
@@ -200,8 +200,9 @@ def test_training_resumes_after_a_kill_from_the_last_epoch(run, tmp_path, monkey
     """An interrupted run, resumed, ends with the same weights as an uninterrupted one."""
     import mlflow
 
+    from kzjobs.checkpoint import load_from_store
     from kzjobs.detect import engine
-    from kzjobs.detect.jobs import DetectTrainJob, load_torch
+    from kzjobs.detect.jobs import DetectTrainJob
 
     store = run["store"]
     profile = tmp_path / "micro.yaml"
@@ -228,14 +229,14 @@ def test_training_resumes_after_a_kill_from_the_last_epoch(run, tmp_path, monkey
     monkeypatch.setattr(engine, "train_one_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         job("micro/resumed").run()
-    assert load_torch(store, "micro/resumed/checkpoint.pt")["epoch"] == 1
+    assert load_from_store(store, "micro/resumed/checkpoint.pt")["epoch"] == 1
     assert not store.exists("micro/resumed/model.pt")
     monkeypatch.setattr(engine, "train_one_epoch", real)
     resumed = job("micro/resumed").run()
 
     assert resumed["resumed_from_epoch"] == 1 and straight["resumed_from_epoch"] == 0
-    a = load_torch(store, "micro/straight/model.pt")["model"]
-    b = load_torch(store, "micro/resumed/model.pt")["model"]
+    a = load_from_store(store, "micro/straight/model.pt")["model"]
+    b = load_from_store(store, "micro/resumed/model.pt")["model"]
     for name, tensor in a.items():
         torch.testing.assert_close(b[name], tensor, msg=name)
     history = mlflow.MlflowClient().get_metric_history(resumed["mlflow_run_id"], "train_loss")
