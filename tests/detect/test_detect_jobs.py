@@ -239,5 +239,8 @@ def test_training_resumes_after_a_kill_from_the_last_epoch(run, tmp_path, monkey
     b = load_from_store(store, "micro/resumed/model.pt")["model"]
     for name, tensor in a.items():
         torch.testing.assert_close(b[name], tensor, msg=name)
-    history = mlflow.MlflowClient().get_metric_history(resumed["mlflow_run_id"], "train_loss")
+    from kzjobs.settings import get_settings
+
+    client = mlflow.MlflowClient(tracking_uri=get_settings().tracking_uri)
+    history = client.get_metric_history(resumed["mlflow_run_id"], "train_loss")
     assert [m.step for m in history] == [0, 1]  # one MLflow run across the kill
