@@ -67,14 +67,17 @@ def dag_test(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
         return f"{task_id}[{map_index}]" if map_index >= 0 else task_id
 
     with create_session() as session:
-        tasks = {name(ti.task_id, ti.map_index): str(ti.state)
-                 for ti in run.get_task_instances(session=session)}
+        instances = run.get_task_instances(session=session)
+        tasks = {name(ti.task_id, ti.map_index): str(ti.state) for ti in instances}
+        seconds = {name(ti.task_id, ti.map_index): round(ti.duration or 0.0, 1)
+                   for ti in instances}
         rows = session.query(XComModel).filter(
             XComModel.run_id == run.run_id, XComModel.dag_id == dag_id,
             XComModel.key == "return_value",
         )
         xcom = {name(r.task_id, r.map_index): XComModel.deserialize_value(r) for r in rows}
-    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks, "xcom": xcom}
+    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks,
+            "seconds": seconds, "xcom": xcom}
 
 
 def run_dag(dag_id: str, conf: dict[str, Any], env: dict[str, str], *,
@@ -163,7 +166,39 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
         "mlflow": settings.tracking_uri,
         "airflow_home": str(home / "airflow"),
         "logs": str(logs),
+        "stages": {dag_id: result.get("seconds", {}) for dag_id, result in
+                   (("kz_retrain", retrain), ("kz_promote", promote),
+                    ("kz_recognize", recognize))},
     }
+
+
+def report(summary: dict[str, Any], seconds: float) -> str:
+    """What the demo did, for a person: stages, held-out F1, where the outputs are."""
+    lines = [f"kzjobs demo finished in {seconds / 60:.1f} min", ""]
+    for dag_id, stages in summary["stages"].items():
+        lines.append(f"{dag_id}: {sum(stages.values()):.0f} s of task time")
+        lines += [f"  {task:<28} {secs:7.1f} s" for task, secs in stages.items()]
+    f1 = summary["heldout_f1"]
+    lines += ["", f"held-out F1 (competition metric): {f1:.3f}" if f1 is not None
+              else "held-out F1: not computed"]
+    lines += [f"  {book:<10} {value:.3f}" for book, value in
+              sorted(summary["heldout_f1_by_book"].items())]
+    registered = summary.get("registered") or {}
+    promotion = summary["promotion"]
+    lines += [
+        f"registered: {registered.get('name', '?')} version {registered.get('version', '?')}",
+        f"promotion:  {promotion.get('decision')} ({promotion.get('reason')}); "
+        f"champion is version {promotion.get('champion_after')}",
+        "recognized: {recognized} pages, {quarantined} quarantined, {characters} characters"
+        .format(**summary["recognized"]),
+        "",
+        f"predictions: {summary['submission']}",
+        f"review page: {summary['review']}",
+        f"DAG logs:    {summary['logs']}",
+        f"MLflow UI:   {sys.executable.rsplit('/', 1)[0]}/mlflow ui "
+        f"--backend-store-uri {summary['mlflow']}   (then open http://127.0.0.1:5000)",
+    ]
+    return "\n".join(lines)
 
 
 
@@ -174,9 +209,16 @@ def command(
     shards: Annotated[int, typer.Option(help="Recognition shards.")] = 2,
 ) -> None:
     """Retrain -> promote -> recognize through Airflow on this machine (var/)."""
-    from kzjobs.options import emit
+    import time
 
-    emit(demo(profile=profile, books=books, pages_per_book=pages_per_book, shards=shards))
+    from kzjobs.settings import get_settings
+
+    start = time.monotonic()
+    summary = demo(profile=profile, books=books, pages_per_book=pages_per_book, shards=shards)
+    path = get_settings().home / "demo-summary.json"
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    typer.echo(report(summary, time.monotonic() - start))
+    typer.echo(f"summary (JSON): {path}")
 
 
 if __name__ == "__main__":  # python -m kzjobs.demo DAG_ID CONF: one DAG run, for run_dag

@@ -11,7 +11,7 @@ from kzjobs.settings import get_settings
 @pytest.mark.slow
 def test_retrain_promote_recognize_through_airflow():
     from kzjobs.data.format import read_submission
-    from kzjobs.demo import demo
+    from kzjobs.demo import demo, report
     from kzjobs.registry import get_version
     from kzjobs.store import open_store
 
@@ -41,3 +41,14 @@ def test_retrain_promote_recognize_through_airflow():
     assert set(submission) == pages
     assert out["review"].endswith("review/index.html")
 
+    # What a person reads at the end: every stage with its time, the figures, the places.
+    text = report(out, 60.0)
+    retrain = out["stages"]["kz_retrain"]
+    assert {"detect_train[0]", "detect_train[1]", "level2", "evaluate", "register"} <= set(retrain)
+    assert retrain["detect_train[0]"] > 0  # durations come from the task instances
+    assert "recognize[1]" in out["stages"]["kz_recognize"]
+    for dag_id in ("kz_retrain", "kz_promote", "kz_recognize"):
+        assert dag_id in text
+    assert f"held-out F1 (competition metric): {out['heldout_f1']:.3f}" in text
+    assert out["review"] in text and out["submission"] in text
+    assert f"--backend-store-uri {get_settings().tracking_uri}" in text
