@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -146,40 +144,6 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
             "pages": len(truth), "characters": sum(len(v) for v in truth.values())}
 
 
-def recognize_speed(store_uri: str, run: str, collection: str, pages: int, profile: str,
-                    env: dict[str, str]) -> dict[str, Any]:
-    """``kzjobs recognize`` on the first ``pages`` pages, in a fresh process (peak RSS)."""
-    from kzjobs.store import open_store
-
-    store = open_store(store_uri)
-    src = sorted(k for k in store.list(f"{collection}/images"))
-    sub = f"bench-speed/p{pages}"
-    for i in range(pages):  # repeat the held-out pages to reach the count
-        key = src[i % len(src)]
-        name = f"{sub}/images/spd{i:04d}_{key.rsplit('/', 1)[-1]}"
-        if not store.exists(name):
-            store.write_bytes(name, store.read_bytes(key))
-    out = f"bench-speed/out{pages}-{int(time.time())}"
-    argv = [sys.executable, "-m", "kzjobs", "recognize", "--model", run, "--collection", sub,
-            "--out", out, "--profile", profile, "--store", store_uri]
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, text=True)
-        # wait4 gives this one process's peak RSS (RUSAGE_CHILDREN would mix in training).
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        stderr.seek(0)
-        if proc.returncode:
-            raise RuntimeError(stderr.read()[-3000:])
-        summary = json.loads(stdout.read())
-    return {"pages": pages, "wall_seconds": round(wall, 1),
-            "pages_per_second_job": summary.get("pages_per_second"),
-            "pages_per_second_wall": round(pages / wall, 3),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,7 +189,9 @@ def main() -> None:
 
     model_dir = work / "model"  # the final blend, for `kzjobs recognize --model var/bench/model`
     copy_bundle(Bundle.load(store.child(plan.run)), store.child(plan.run), model_dir)
-    speed = [recognize_speed(store_uri, plan.run, "datasets/heldout", n, args.profile, env)
+    from bench.scale import recognize_speed
+
+    speed = [recognize_speed(store_uri, plan.run, "datasets/heldout", n, env)
              for n in args.speed_pages]
     result = {
         "command": "python -m bench.pipeline " + " ".join(sys.argv[1:]),

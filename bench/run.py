@@ -14,14 +14,19 @@ from bench.report import record
 PARTS = {
     "synth": ["-m", "bench.synth_speed"],
     "validate": ["-m", "bench.validate"],
+    "detect": ["-m", "bench.detect", "--profiles", "bench", "demo"],
     "pipeline": ["-m", "bench.pipeline"],
+    "scale": ["-m", "bench.scale"],
+    # needs PostgreSQL and Redis on localhost (a real Airflow cluster): ask for it by name
+    "celery": ["-m", "bench.celery"],
 }
+DEFAULT = ["synth", "validate", "detect", "pipeline", "scale"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="bench")
-    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    parser.add_argument("--parts", nargs="+", default=DEFAULT, choices=list(PARTS))
     args = parser.parse_args()
     for part in args.parts:
         argv = [sys.executable, *PARTS[part]]

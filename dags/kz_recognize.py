@@ -32,7 +32,8 @@ predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
     catchup=False,
     params={
         "collection": Param("", type="string", description="Collection key in the store."),
-        "profile": Param("demo", type="string"),
+        "profile": Param("demo", type="string",
+                         description="Validation settings; the model brings its own."),
         "model": Param(champion_ref(), type="string", description="models:/ URI or bundle key."),
         "shards": Param(2, type="integer", minimum=1, description="Parallel recognition jobs."),
         "out_prefix": Param("predictions", type="string"),
@@ -55,7 +56,11 @@ def kz_recognize() -> None:
     chain(
         p,
         job("validate", "validate batch", p["validate"]),
-        mapped_job("recognize", "recognize", p),
+        # A shard whose worker dies (or whose job fails) runs again, on any worker, and
+        # reads only its missing pages; the delay between tries is Airflow's
+        # [core] default_task_retry_delay (300 s unless set). Validation and merge fail at
+        # once: their errors are the data's, and a failed run should say so quickly.
+        mapped_job("recognize", "recognize", p, retries=2),
         job("merge", "recognize merge", p["merge"], outlets=[predictions]),
     )
 

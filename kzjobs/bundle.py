@@ -146,7 +146,7 @@ class BundleJob(Job):
         report = root.read_json("level2/report.json") if root.exists("level2/report.json") else {}
         bundle = Bundle(
             profile=self.profile.name,
-            profile_data=self.profile.model_dump(mode="json"),
+            profile_data=self.profile.model_dump(mode="json", by_alias=True),
             detector=[f"detect/fold{k}/model.pt" for k in folds],
             classifiers={
                 kind: [f"classify/{kind}/fold{k}/model.pt" for k in level2_folds]

@@ -102,4 +102,14 @@ def synth(
 
 
 def main() -> None:
+    # A job's process: the package's INFO lines (pages done, epochs resumed) go to stderr,
+    # the task's log; stdout stays the JSON summary. Other libraries keep their levels.
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("kzjobs")
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
     app()

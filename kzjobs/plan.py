@@ -226,8 +226,9 @@ class RecognizePlan(BaseModel):
         return {
             "plan": self.model_dump(),
             "validate": self._p(self.collection, "--out", self.validation),
+            # no --profile: a blend recognizes with the settings it was evaluated with
             "recognize": [
-                self._p("--model", self.model, *where, "--shard", f"{i}/{self.shards}")
+                ["--model", self.model, *where, "--shard", f"{i}/{self.shards}"]
                 for i in range(self.shards)
             ],
             "merge": self._p(*where),

@@ -26,7 +26,7 @@ class DataConfig(BaseModel):
 
 
 class Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_by_name=True)  # bundles: either key
 
     name: str
     description: str = ""

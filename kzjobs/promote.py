@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,6 +112,14 @@ def promotion_lock(name: str, *, timeout: float = 600.0, poll: float = 1.0) -> I
             f"no lock that holds across workers for tracking URI {uri!r}: "
             "set KZ_LOCK_URI to a PostgreSQL URI (e.g. the MLflow database)"
         )
+
+
+def _finite_f1(f1: float) -> float:
+    # NaN compares false both ways: it would pass as a first version, and as a champion
+    # it could never be beaten. A score that is not a number is a failed evaluation.
+    if not math.isfinite(f1):
+        raise ValueError(f"F1 {f1!r} is not a finite number")
+    return f1
 
 
 class PromoteJob(Job):
@@ -208,15 +217,15 @@ class PromoteJob(Job):
             if tolerate:
                 return None, f"version status is {version.status}"
             raise RuntimeError(f"version {version.version} has status {version.status}")
-        if (cached := version.tags.get(eval_tag(hv))) is not None:
-            return float(cached), None
         try:
+            if (cached := version.tags.get(eval_tag(hv))) is not None:
+                return _finite_f1(float(cached)), None
             summary = evaluate(version, heldout, hv)
             if summary.get("dataset_version") not in (None, hv):
                 raise RuntimeError(
                     f"evaluated on {summary['dataset_version']}, expected held-out set {hv}"
                 )
-            f1 = float(summary["f1"])
+            f1 = _finite_f1(float(summary["f1"]))
         except Exception as exc:
             if not tolerate:
                 raise

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL URI for the promotion lock when MLflow is behind a server.",
     )
+    s3_max_attempts: int = Field(
+        default=5, ge=1,
+        description="Attempts per S3 request (botocore's standard retries), first included.",
+    )
     registry_model: str = "kz-recognizer"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     launcher: Literal["local", "docker", "kubernetes"] = "local"

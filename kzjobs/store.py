@@ -2,20 +2,26 @@
 
 Keys are ``/``-separated relative paths. Writes are atomic on both backends: a local
 write goes to a temporary file that is renamed into place, and an S3 PUT is atomic by
-the service's contract. Retries on S3 are botocore's (``retries={"mode": "standard"}``).
+the service's contract. Retries on S3 are botocore's (``retries={"mode": "standard"}``,
+``KZ_S3_MAX_ATTEMPTS`` attempts), plus re-reading a GET body cut short, which botocore
+does not retry.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import re
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+log = logging.getLogger(__name__)
 _SAFE_PART = re.compile(r"^[A-Za-z0-9._@=+\-]+$")
 
 
@@ -164,6 +170,8 @@ class S3Store(Store):
     """
 
     def __init__(self, uri: str, *, max_attempts: int = 5) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         import boto3
         from botocore.config import Config
 
@@ -173,8 +181,11 @@ class S3Store(Store):
         self.bucket = match.group(1)
         self.prefix = validate_key(match.group(2), allow_empty=True)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.max_attempts = max_attempts
         config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # botocore's "max_attempts" counts retries only; "total_max_attempts" counts
+            # every attempt, which is what ``max_attempts`` means here.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=10,
             read_timeout=60,
         )
@@ -190,14 +201,27 @@ class S3Store(Store):
     def read_bytes(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise KeyError(key) from None
-            raise self._fail("read", key, exc) from exc
-        except BotoCoreError as exc:
-            raise self._fail("read", key, exc) from exc
+        # botocore retries a GET until its headers arrive, but not the reading of the
+        # body after that: a connection dropped mid-body (or a body failing its
+        # checksum) is retried here, with the same attempt budget and a short backoff.
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise KeyError(key) from None
+                raise self._fail("read", key, exc) from exc
+            except BotoCoreError as exc:
+                raise self._fail("read", key, exc) from exc
+            try:
+                return body.read()
+            except BotoCoreError as exc:
+                body.close()
+                if attempt == self.max_attempts:
+                    raise self._fail("read", key, exc) from exc
+                log.warning("re-reading %r (attempt %d): %s", key, attempt + 1, exc)
+                time.sleep(random.random() * min(0.05 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -287,13 +311,13 @@ def open_store(uri: str | os.PathLike[str] | None = None) -> Store:
 
     With no URI, the settings' default (a folder under ``var/``).
     """
-    if uri is None:
-        from kzjobs.settings import get_settings
+    from kzjobs.settings import get_settings
 
+    if uri is None:
         uri = get_settings().store_uri
     uri = os.fspath(uri)
     if uri.startswith("s3://"):
-        return S3Store(uri)
+        return S3Store(uri, max_attempts=get_settings().s3_max_attempts)
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     return LocalStore(uri)
@@ -311,7 +335,9 @@ def split_uri(uri: str) -> tuple[Store, str]:
         head, _, name = uri.rpartition("/")
         if head == "s3:/":  # s3://bucket with no key
             raise ValueError(f"no object key in {uri!r}")
-        return S3Store(head), name
+        from kzjobs.settings import get_settings
+
+        return S3Store(head, max_attempts=get_settings().s3_max_attempts), name
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     return LocalStore(path.parent), path.name
 

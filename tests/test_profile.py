@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from kzjobs.profile import PROFILE_NAMES, load_profile
+from kzjobs.profile import PROFILE_NAMES, Profile, load_profile
 
 
 @pytest.mark.parametrize("name", PROFILE_NAMES)
@@ -47,3 +47,12 @@ def test_folds_job_writes_folds_to_the_store(tmp_path):
     assert json.loads(result.stdout)["n_folds"] == 2
     folds = load_folds(store, "runs/r/folds.json")
     assert set(folds) == {"aa", "bb", "cc"} and set(folds.values()) == {0, 1}
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+@pytest.mark.parametrize("by_alias", [True, False])
+def test_a_saved_profile_loads_back(name, by_alias):
+    # Bundles keep their profile as JSON; one written by an older kzjobs used field names
+    # (`validation`), a newer one the YAML's (`validate`). Both must load as they were.
+    profile = load_profile(name)
+    assert Profile.model_validate(profile.model_dump(mode="json", by_alias=by_alias)) == profile

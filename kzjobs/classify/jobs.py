@@ -195,8 +195,12 @@ class ClassifyTrainJob(Job):
             scaler.load_state_dict(ckpt["scaler"])
             state = {k: ckpt[k] for k in state}
 
-        mlflow.set_tracking_uri(self.settings.tracking_uri)
-        mlflow.set_experiment(EXPERIMENT)
+        from kzjobs import registry
+
+        # Created with the configured artifact root: mlflow.set_experiment alone would put
+        # a database-backed run's artifacts in ./mlruns of whatever folder the job runs in.
+        mlflow.set_experiment(experiment_id=registry.experiment_id(
+            registry.client(self.settings.tracking_uri), EXPERIMENT))
         with mlflow.start_run(run_id=state["mlflow_run_id"],
                               run_name=f"{self.label}-fold{self.fold}") as run:
             if state["mlflow_run_id"] is None:

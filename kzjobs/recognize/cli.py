@@ -36,7 +36,9 @@ def recognize(
     validation: Validation = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     store: StoreOption = None,
-    profile: ProfileOption = "demo",
+    profile: Annotated[str | None, typer.Option(
+        "--profile", "-p", help="Override the bundle's own inference settings "
+        "(tiny, demo, bench, full or a YAML).")] = None,
 ) -> None:
     """Recognize every page; with one shard, also merge the outputs."""
     if ctx.invoked_subcommand is not None:

@@ -8,6 +8,7 @@ bytes. Pages that cannot be read are quarantined with their reason and the rest 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -18,7 +19,7 @@ from pydantic import field_validator
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.recognize.outputs import done_pages, merge
-from kzjobs.store import Store, join
+from kzjobs.store import Store, UnsafeKeyError, join, validate_key
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"
@@ -34,13 +35,46 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return index, count
 
 
+def own_location(ref: str) -> bool:
+    """Whether ``ref`` is a folder path or URI of its own, not a key inside the store."""
+    return "://" in ref or ref.startswith(("/", ".", "~"))
+
+
 def open_location(ref: str, store: Store) -> Store:
     """A store key inside ``store``, or a folder path / URI of its own."""
-    if "://" in ref or ref.startswith(("/", ".", "~")):
+    if own_location(ref):
         from kzjobs.store import open_store
 
         return open_store(ref)
     return store.child(ref)
+
+
+MAX_ID_LENGTH = 128  # as validation's id pattern: a longer name may not fit a file system
+
+
+def safe_id(image_id: str) -> bool:
+    """An id usable as one part of a store key (``pages/<id>.json``), so never a path."""
+    try:
+        return "/" not in validate_key(image_id) and len(image_id) <= MAX_ID_LENGTH
+    except UnsafeKeyError:
+        return False
+
+
+def quarantine_key(image_id: str) -> str:
+    """Where a page's quarantine entry goes; an unsafe id gets a digest for a name."""
+    if safe_id(image_id):
+        return join(QUARANTINE, f"{image_id}.json")
+    digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return join(QUARANTINE, f"unsafe-id-{digest}.json")
+
+
+def _read_quarantine(out: Store) -> list[dict[str, Any]]:
+    return [out.read_json(k) for k in out.list(QUARANTINE) if k.endswith(".json")]
+
+
+def quarantined_pages(out: Store) -> set[str]:
+    """Ids quarantined by recognition (read from the entries: a file name may be a digest)."""
+    return {q["item"] for q in _read_quarantine(out)}
 
 
 class _CollectionJob(Job):
@@ -59,20 +93,22 @@ class _CollectionJob(Job):
     def output(self) -> Store:
         return open_location(self.out, self.store)
 
-    def pages(self, ds: Dataset) -> tuple[list[str], dict[str, str]]:
-        """(ids to recognize, {id: reason} quarantined by validation)."""
-        ids = ds.image_ids()
+    def pages(self, ds: Dataset) -> tuple[list[str], list[dict[str, Any]]]:
+        """(ids to recognize, validation's quarantine entries: one per bad file)."""
         if not self.validation:
-            return ids, {}
-        passed = set(self.store.read_json(join(self.validation, "passed.json")))
-        rejected = {
-            q["item"]: q["reason"]
-            for q in self.store.read_json(join(self.validation, "quarantine.json"))
-        }
-        return [i for i in ids if i in passed], rejected
+            return ds.image_ids(), []
+        # Validation judged every file of the collection, so its passed ids are the pages
+        # (not train.csv's ids: a labelled collection's other files would vanish), and
+        # every rejected file is kept, so two copies of one id are two pages in.
+        passed = self.store.read_json(join(self.validation, "passed.json"))
+        rejected = self.store.read_json(join(self.validation, "quarantine.json"))
+        return list(dict.fromkeys(passed)), rejected
 
 
 class RecognizeJob(_CollectionJob):
+    # Inference settings (page scale, thresholds, TTA) are the bundle's own, the ones it
+    # was trained and evaluated with; a profile given here overrides them.
+    profile_name: str | None = None  # type: ignore[assignment]
     model: str
     shard: str = "0/1"
     device: str | None = None
@@ -91,14 +127,13 @@ class RecognizeJob(_CollectionJob):
         from kzjobs.images import ImageError
         from kzjobs.recognize.outputs import write_page
         from kzjobs.recognize.recognizer import Recognizer
-        from kzjobs.store import UnsafeKeyError
 
         index, count = parse_shard(self.shard)
         ds = self.dataset()
         out = self.output()
         ids, _rejected = self.pages(ds)
         mine = sorted(ids)[index::count]
-        done = done_pages(out) | {k.rsplit("/", 1)[-1][:-5] for k in out.list(QUARANTINE)}
+        done = done_pages(out) | quarantined_pages(out)
         todo = [i for i in mine if i not in done]
         summary: dict[str, Any] = {
             "out": out.uri, "shard": self.shard, "pages": len(mine),
@@ -114,16 +149,22 @@ class RecognizeJob(_CollectionJob):
             for image_id in tqdm(todo, desc=f"recognize {self.shard}", file=sys.stderr,
                                  disable=not self.progress, dynamic_ncols=True):
                 try:
+                    if not safe_id(image_id):  # its outputs' keys would leave their folders
+                        raise UnsafeKeyError("unsafe image id")
                     image = ds.read_image(image_id)
                 except (ImageError, KeyError, UnsafeKeyError) as exc:
                     reason = getattr(exc, "reason", None) or str(exc).strip("'\"")
-                    log.warning("quarantined %s: %s", image_id, reason)
-                    out.write_json(join(QUARANTINE, f"{image_id}.json"),
+                    log.warning("quarantined %r: %s", image_id, reason)
+                    out.write_json(quarantine_key(image_id),
                                    {"item": image_id, "reason": reason, "stage": "recognize"})
                     summary["quarantined"] += 1
                     continue
-                write_page(out, recognizer.recognize_page(image_id, image), image)
+                result = recognizer.recognize_page(image_id, image)
+                write_page(out, result, image)
                 summary["recognized"] += 1
+                # One line per committed page: the job's progress in its task log, and what
+                # shows that a re-run after a crash redoes no finished page.
+                log.info("recognized %s: %d characters", image_id, len(result.chars))
             seconds = time.perf_counter() - started
             summary["seconds"] = round(seconds, 2)
             summary["pages_per_second"] = round(summary["recognized"] / seconds, 3)
@@ -132,7 +173,7 @@ class RecognizeJob(_CollectionJob):
         return summary
 
     def _merge_fields(self) -> dict[str, Any]:
-        fields = ("store_uri", "profile_name", "collection", "images", "out", "validation")
+        fields = ("store_uri", "collection", "images", "out", "validation")
         return {f: getattr(self, f) for f in fields}
 
 
@@ -148,8 +189,10 @@ class MergeJob(_CollectionJob):
         out = self.output()
         ids, rejected = self.pages(ds)
         done = done_pages(out)
-        quarantine = [{"item": i, "reason": r, "stage": "validate"} for i, r in rejected.items()]
-        quarantine += [out.read_json(k) for k in out.list(QUARANTINE) if k.endswith(".json")]
+        quarantine = [q | {"stage": "validate"} for q in rejected]
+        # Only this collection's pages: the output prefix may hold older runs' entries.
+        wanted = set(ids)
+        quarantine += [q for q in _read_quarantine(out) if q["item"] in wanted]
         quarantined = {q["item"] for q in quarantine}
         missing = [i for i in ids if i not in done and i not in quarantined]
         if missing:
@@ -158,15 +201,21 @@ class MergeJob(_CollectionJob):
             )
         recognized = [i for i in ids if i in done]
         merged = merge(out, recognized)
-        quarantine.sort(key=lambda q: q["item"])
+        quarantine.sort(key=lambda q: (q["item"], q.get("key", "")))
         report = {
+            # pages_in == recognized + quarantined: every file in is accounted for once.
             "pages_in": len(ids) + len(rejected),
             "recognized": len(recognized),
             "quarantined": len(quarantine),
             "characters": merged["characters"],
             "quarantine": quarantine,
-            "submission": join(self.out, "submission.csv") if not self.images else "",
+            # a key in the store, or the full URI when --out named a location of its own
+            # (an s3:// or absolute --out is no key: joining it failed, or lost its root)
+            "submission": "" if self.images else (
+                f"{out.uri}/submission.csv" if own_location(self.out)
+                else join(self.out, "submission.csv")),
             "review": f"{out.uri}/review/index.html",
+            "report": f"{out.uri}/report.json",
         }
         out.write_json("quarantine.json", quarantine)
         out.write_json("report.json", report)

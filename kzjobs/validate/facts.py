@@ -31,7 +31,7 @@ from kzjobs.data.format import (
     read_translation,
 )
 from kzjobs.images import ImageError, open_image
-from kzjobs.store import Store, StoreError, UnsafeKeyError, key_name
+from kzjobs.store import Store, UnsafeKeyError, key_name
 from kzjobs.validate.config import ValidateConfig
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def image_facts(store: Store, key: str, config: ValidateConfig, *, decode: bool)
     facts["expected_format"] = SUFFIX_FORMATS.get(split_name(key)[1])
     try:
         data = store.read_bytes(key)
-    except (KeyError, UnsafeKeyError, StoreError) as exc:
+    except (KeyError, UnsafeKeyError) as exc:  # a StoreError (S3 down) is no page's fault
         facts["image_error"] = f"cannot read {key!r}: {exc}"
         return facts
     facts["file_bytes"] = len(data)

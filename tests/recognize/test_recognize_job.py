@@ -9,19 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from kzjobs.bundle import Bundle
-from kzjobs.checkpoint import save_to_store
-from kzjobs.classify.model import build_model, model_args
-from kzjobs.detect.model import build_detector
-from kzjobs.profile import load_profile
+from bench.workload import write_seeded_bundle
 from kzjobs.recognize.job import MergeJob, RecognizeJob, parse_shard
 from kzjobs.store import open_store
 from kzjobs.synth import generate
-
-VOCAB = ["U+3042", "U+3044", "seg_fp"]
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +25,7 @@ def setup(tmp_path_factory):
     generate(store.child("coll"), books=1, pages_per_book=2, seed=3, fonts=["ipaex-mincho"],
              labelled=False)
     store.write_bytes("coll/images/synzA_009.jpg", b"\xff\xd8\xff\xe0 truncated")
-    profile = load_profile("tiny")
-    torch.manual_seed(0)
-    det_cfg = profile.detect.model_copy(update={"score_threshold": 0.0})
-    detector = build_detector(det_cfg, load_weights=False)
-    save_to_store(store, "model/detect.pt",
-                  {"config": det_cfg.model_dump(mode="json"), "model": detector.state_dict()})
-    kind = profile.classify.kinds[0]
-    args = model_args(kind, len(VOCAB), profile.classify)
-    save_to_store(store, "model/classify.pt",
-                  {"model_args": args, "model": build_model(args).state_dict(),
-                   "vocabulary": VOCAB, "kind": kind, "fold": 0})
-    store.write_json("model/vocabulary.json", {"U+3042": "あ", "U+3044": "い"})
-    data = profile.model_dump(mode="json", by_alias=True)
-    data["detect"]["score_threshold"] = 0.0  # an untrained detector still proposes boxes
-    data["detect"]["detections_per_image"] = 30
-    Bundle(profile="tiny", profile_data=data, detector=["detect.pt"],
-           classifiers={kind: ["classify.pt"]}, vocabulary="vocabulary.json",
-           ).save(store.child("model"))
+    write_seeded_bundle(store, "model")
     return root, store
 
 
@@ -116,3 +92,21 @@ def test_cli_and_plain_image_folder(setup, tmp_path):
 def test_bad_shard(bad):
     with pytest.raises(ValueError, match="shard"):
         parse_shard(bad)
+
+
+def test_a_blend_recognizes_with_its_own_settings_unless_told(setup):
+    """The bundle carries the profile it was trained and evaluated with (here the seeded
+    blend's score threshold 0); ``--profile`` overrides it, as a user asked."""
+    from kzjobs.bundle import open_bundle
+    from kzjobs.profile import load_profile
+    from kzjobs.recognize.recognizer import Recognizer
+
+    _root, store = setup
+    bundle, bundle_root = open_bundle("model", store)
+    own = Recognizer.from_bundle(bundle, bundle_root, device="cpu")
+    assert own.profile.detect.score_threshold == 0.0
+    assert own.profile.model_dump() == {**load_profile("tiny").model_dump(), "detect": {
+        **load_profile("tiny").detect.model_dump(), "score_threshold": 0.0}}
+    told = Recognizer.from_bundle(bundle, bundle_root, profile="demo", device="cpu")
+    assert told.profile == load_profile("demo")
+    assert own.detector.roi_heads.score_thresh == 0.0 != told.detector.roi_heads.score_thresh

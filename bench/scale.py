@@ -1,0 +1,106 @@
+"""Recognition at scale: pages/s and peak memory of one ``kzjobs recognize`` process as the
+collection grows (default 10, 100 and 500 pages). Memory should stay flat: pages stream.
+
+``python -m bench.scale [--pages 10 100 500] [--model KEY --store URI --source KEY]``
+writes ``bench/results/scale.json``. With no ``--model``, the workload is a seeded,
+untrained tiny blend (``bench/workload.py``) on synthetic pages: every stage of
+recognition runs (detector, classifier, outputs, review page), with fixed cost per page.
+``--model`` measures a trained bundle instead, on copies of ``--source``'s pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def recognize_speed(store_uri: str, model: str, source: str, pages: int,
+                    env: dict[str, str], profile: str | None = None) -> dict[str, Any]:
+    """``kzjobs recognize`` on ``pages`` pages (``source``'s, repeated), in a fresh process,
+    so that its peak RSS is its own."""
+    from kzjobs.store import open_store
+
+    store = open_store(store_uri)
+    src = sorted(store.list(f"{source}/images"))
+    sub = f"bench-speed/p{pages}"
+    for i in range(pages):
+        key = src[i % len(src)]
+        name = f"{sub}/images/spd{i:04d}_{key.rsplit('/', 1)[-1]}"
+        if not store.exists(name):
+            store.write_bytes(name, store.read_bytes(key))
+    out = f"bench-speed/out{pages}-{int(time.time())}"
+    argv = [sys.executable, "-m", "kzjobs", "recognize", "--model", model, "--collection", sub,
+            "--out", out, "--store", store_uri]
+    if profile:
+        argv += ["--profile", profile]
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, text=True)
+        # wait4: this one process's peak RSS (RUSAGE_CHILDREN would mix in earlier children).
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        stdout.seek(0)
+        stderr.seek(0)
+        if os.waitstatus_to_exitcode(status):
+            raise RuntimeError(stderr.read()[-3000:])
+        summary = json.loads(stdout.read())
+    return {"pages": pages, "recognized": summary["merge"]["recognized"],
+            "wall_seconds": round(wall, 1),
+            "pages_per_second_job": summary.get("pages_per_second"),
+            "pages_per_second_wall": round(pages / wall, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--model", help="A bundle key in --store (default: a seeded tiny blend).")
+    parser.add_argument("--store", help="The store holding --model and --source.")
+    parser.add_argument("--source", default="coll", help="Collection whose pages are copied.")
+    parser.add_argument("--profile", help="Inference settings (default: the bundle's own).")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="OMP_NUM_THREADS for the job (0: torch's default, every core).")
+    parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
+    args = parser.parse_args()
+    if bool(args.model) != bool(args.store):
+        parser.error("--model and --store go together")
+
+    from bench.machine import machine_info
+    from bench.workload import write_workload
+
+    with tempfile.TemporaryDirectory(prefix="kz-bench-scale-") as tmp:
+        env = {**os.environ, "KZ_HOME": str(Path(tmp) / "kz"), "GX_ANALYTICS_ENABLED": "false"}
+        if args.threads:
+            env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+        store, model, workload = args.store, args.model, "trained bundle"
+        if not model:
+            store, model = str(Path(tmp) / "store"), "model"
+            write_workload(store, books=2, pages_per_book=5, collection=args.source)
+            workload = "seeded untrained tiny blend (bench/workload.py), synthetic pages"
+        runs = []
+        for n in args.pages:
+            print(f"recognize {n} pages", flush=True)
+            runs.append(recognize_speed(store, model, args.source, n, env, args.profile))
+            print(json.dumps(runs[-1]), flush=True)
+    result = {
+        "command": "python -m bench.scale " + " ".join(sys.argv[1:]),
+        "workload": workload, "model": args.model or "seeded", "profile": args.profile,
+        "runs": runs,
+        "peak_rss_growth_mb": round(runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"], 1),
+        "machine": machine_info(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
