@@ -87,6 +87,8 @@ def synth(
         str | None, typer.Option(help="Lower-case letters before book names (default: seed).")
     ] = None,
     start_book: Annotated[int, typer.Option(help="Index of the first book's name.")] = 0,
+    vocabulary_size: Annotated[int | None, typer.Option(
+        help="Draw only the N most frequent code points (default: all 2,312).")] = None,
     store: StoreOption = None,
     profile: ProfileOption = "demo",
 ) -> None:
@@ -97,7 +99,7 @@ def synth(
     job = SynthJob(store_uri=store, profile_name=profile, out=out, books=books,
                    pages_per_book=pages_per_book, seed=seed, fonts=font_ids or None,
                    labelled=not unlabelled, book_prefix=book_prefix, start_book=start_book,
-                   progress=True)
+                   vocabulary_size=vocabulary_size, progress=True)
     emit(job.run())
 
 

@@ -36,8 +36,12 @@ def evaluate_model(
                               collection=dataset, out=out, progress=False).run()
     preds = read_submission(store.read_bytes(join(out, "submission.csv")))
     result = score(ds.annotations, preds).as_dict(by_book=True)
+    # Where the errors are: boxes missed or spurious (detection), or wrongly named.
+    detection = score(ds.annotations, preds, ignore_code=True)
     return {"model": model, "dataset": dataset, "dataset_version": dataset_version(ds),
-            "predictions": out, "quarantined": recognized["merge"]["quarantined"], **result}
+            "predictions": out, "quarantined": recognized["merge"]["quarantined"], **result,
+            "detection_f1": detection.f1,
+            "detection_f1_by_book": {b: c.f1 for b, c in detection.by_book.items()}}
 
 
 class EvaluateJob(Job):

@@ -233,8 +233,11 @@ def register_bundle(
             mlflow.log_params(
                 {"profile": bundle.profile, "dataset": dataset, "heldout": evaluation["dataset"]}
             )
+            detection = ({"heldout_detection_f1": float(evaluation["detection_f1"])}
+                         if "detection_f1" in evaluation else {})
             mlflow.log_metrics(
-                {"heldout_f1": f1, **{f"heldout_f1.{b}": v for b, v in by_book.items()}}
+                {"heldout_f1": f1, **{f"heldout_f1.{b}": v for b, v in by_book.items()},
+                 **detection}
             )
             mlflow.set_tags({k: v for k, v in tags.items() if not k.startswith("eval.")})
             info = mlflow.pyfunc.log_model(

@@ -104,10 +104,12 @@ def _is_current(out: Store, key: str, comment: str) -> bool:
 def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
              fonts: Sequence[str] | None = None, labelled: bool = True,
              book_prefix: str | None = None, start_book: int = 0,
-             progress: bool = False) -> dict[str, Any]:
+             vocabulary_size: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Write ``books`` synthetic books of ``pages_per_book`` pages into ``out``.
 
-    Books cycle through ``fonts`` (default: every font in :data:`FONTS`). See the module
+    Books cycle through ``fonts`` (default: every font in :data:`FONTS`).
+    ``vocabulary_size`` keeps only that many of the most frequent code points (default:
+    all 2,312), so that a few pages teach every class something. See the module
     docstring for names (``book_prefix``, ``start_book``), determinism and re-runs.
     Returns a summary (pages, boxes, books with their fonts, pages/s).
     """
@@ -124,6 +126,8 @@ def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
         raise ValueError(f"book_prefix must be lower-case letters a-z, got {prefix!r}")
 
     vocab = load_vocabulary()
+    if vocabulary_size is not None and vocabulary_size < len(vocab):
+        vocab = vocab.most_frequent(vocabulary_size)
     started = time.perf_counter()
     pages: dict[str, list] = {}
     meta: dict[str, Any] = {}
@@ -145,7 +149,7 @@ def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
             image_id = f"{name}_{p:03d}"
             key = f"images/{image_id}.jpg"
             comment = (f"kzjobs synth v{GENERATOR_VERSION} seed={seed} book={g} page={p} "
-                       f"font={font}")
+                       f"font={font}" + (f" vocabulary={len(vocab)}" if vocabulary_size else ""))
             if _is_current(out, key, comment):
                 layout = page_layout(style, vocab, seed, g, p)
             else:

@@ -18,6 +18,7 @@ class SynthJob(Job):
     labelled: bool = True
     book_prefix: str | None = None
     start_book: int = Field(default=0, ge=0)
+    vocabulary_size: int | None = Field(default=None, ge=1)
     progress: bool = False
 
     def run(self) -> dict[str, Any]:
@@ -35,5 +36,6 @@ class SynthJob(Job):
             labelled=self.labelled,
             book_prefix=self.book_prefix,
             start_book=self.start_book,
+            vocabulary_size=self.vocabulary_size,
             progress=self.progress,
         )

@@ -26,6 +26,7 @@ _HIRAGANA_ORDER = (
 HIRAGANA = (*(chr(c) for c in range(0x3041, 0x3097)), "ゝ", "ゞ")  # + iteration marks
 _KANA_TO_KATA = {h: chr(ord(h) + 0x60) for h in HIRAGANA[:-2]} | {"ゝ": "ヽ", "ゞ": "ヾ"}
 KATAKANA_SHARE = 0.12  # of kana: most kuzushiji books are written in hiragana
+TYPICAL_KANA_SHARE = 0.66  # the middle of a book style's kana share (style.py)
 ZIPF_KANA = 1.0
 ZIPF_KANJI = 0.85
 # Kanji common in Edo-period prose lead the ranking; then Kyōiku grades 1-6, then the rest.
@@ -74,6 +75,21 @@ class Vocabulary:
     @cached_property
     def kana(self) -> frozenset[str]:
         return frozenset(c for c, k in zip(self.chars, self.is_kana, strict=True) if k)
+
+    def most_frequent(self, n: int) -> Vocabulary:
+        """The ``n`` code points a typical book uses most (kana and kanji in the mix of
+        ``TYPICAL_KANA_SHARE``), each script's shares renormalised: a vocabulary small
+        enough to learn from a few pages, for demos and quick tests."""
+        if n < 1:
+            raise ValueError(f"a vocabulary needs at least one character, got {n}")
+        weight = self.share * np.where(self.is_kana, TYPICAL_KANA_SHARE, 1 - TYPICAL_KANA_SHARE)
+        keep = np.sort(np.argsort(-weight, kind="stable")[:n])
+        share = self.share[keep]
+        kana = self.is_kana[keep]
+        for part in (kana, ~kana):
+            if part.any():
+                share[part] /= share[part].sum()
+        return Vocabulary(tuple(self.chars[i] for i in keep), kana, share)
 
     @cached_property
     def translation(self) -> dict[str, str]:

@@ -57,3 +57,29 @@ def test_coverage_drops_what_a_font_lacks():
     assert coverage("aoyagi-kouzan", ["籠", "語"]) == ["語"]
     assert glyph_mask("aoyagi-kouzan", "籠", 40).size == 0  # it would be a blank box
     assert coverage("ipaex-mincho", ["\U0002a6d6", "あ"]) == ["あ"]
+
+
+def test_a_small_vocabulary_keeps_the_most_frequent_characters(tmp_path):
+    from kzjobs.store import open_store
+    from kzjobs.synth import generate
+
+    full = load_vocabulary()
+    small = full.most_frequent(200)
+    assert len(small) == 200 and set(small.chars) < set(full.chars)
+    # the commonest of each script stay, the rarest go; each script's shares sum to 1
+    assert {"の", "に", "人", "日"} <= set(small.chars)
+    assert full.chars[-1] not in small.chars
+    assert 0 < small.is_kana.sum() < 200
+    for part in (small.is_kana, ~small.is_kana):
+        assert small.share[part].sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        full.most_frequent(0)
+
+    store = open_store(tmp_path)
+    summary = generate(store, books=2, pages_per_book=2, seed=5, fonts=["kouzan-gyousyo"],
+                       vocabulary_size=60)
+    drawn = Counter(box.code for boxes in read_annotations(store.read_bytes("train.csv")).values()
+                    for box in boxes)
+    allowed = set(read_translation(store.read_bytes("unicode_translation.csv")))
+    assert summary["vocabulary"] == len(allowed) == 60
+    assert set(drawn) <= allowed and len(drawn) > 20
