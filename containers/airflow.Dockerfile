@@ -21,5 +21,7 @@ RUN pip install --no-cache-dir \
       "apache-airflow-providers-docker>=4.0" \
       "apache-airflow-providers-cncf-kubernetes>=10.0" \
       "apache-airflow-providers-celery>=3.10" \
+      "celery[redis]>=5.5,<5.7" \
+      "asyncpg>=0.30" \
       "/opt/kzjobs-src${KZ_EXTRAS:+[${KZ_EXTRAS}]}"
 COPY --chown=airflow:root dags /opt/airflow/dags

@@ -55,11 +55,12 @@ def run_killing_a_worker(cluster: CeleryCluster, shard_pages: dict[int, list[str
                 cluster.kill_worker(ti["hostname"])
                 killed.update(shard=ti["map_index"], worker=ti["hostname"], done=len(done),
                               try_number=ti["try_number"])
-                # The same shard by one uninterrupted process, for comparison; it runs
-                # while the scheduler waits out the killed task's heartbeat.
+                # The same shard by one uninterrupted process, for comparison (as the
+                # DAG's, with the blend's own settings); it runs while the scheduler waits
+                # out the killed task's heartbeat.
                 killed["reference"] = subprocess.Popen(
                     [sys.executable, "-m", "kzjobs", "recognize", "--model", "model",
-                     "--collection", "coll", "--out", str(ref), "--profile", "tiny",
+                     "--collection", "coll", "--out", str(ref),
                      "--shard", f"{ti['map_index']}/{SHARDS}", "--store", env["KZ_STORE"]],
                     env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL)
