@@ -53,11 +53,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def temporary_database(admin_uri: str = PG_ADMIN_URI) -> Iterator[str]:
-    """A fresh PostgreSQL database (a ``postgresql+psycopg2://`` URI), dropped afterwards."""
+def temporary_database(admin_uri: str = PG_ADMIN_URI, *,
+                       prefix: str = "kz_airflow") -> Iterator[str]:
+    """A fresh PostgreSQL database (a ``postgresql+psycopg2://`` URI), dropped afterwards.
+    SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the jobs ship psycopg2."""
     import psycopg2
 
-    name = f"kz_airflow_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(admin_uri)
     admin.autocommit = True
     try:

@@ -105,21 +105,10 @@ PG_ADMIN_URI = os.environ.get("KZ_TEST_PG", "postgresql://postgres@127.0.0.1:543
 @pytest.fixture
 def pg_uri() -> Iterator[str]:
     """A fresh PostgreSQL database with a unique name, dropped after the test."""
-    import psycopg2
+    from bench.airflow_cluster import temporary_database
 
-    name = f"kz_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(PG_ADMIN_URI)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the jobs ship psycopg2.
-        base = PG_ADMIN_URI.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
-        yield f"{base}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with temporary_database(PG_ADMIN_URI, prefix="kz_test") as uri:
+        yield uri
 
 
 @pytest.fixture

@@ -227,9 +227,12 @@ def read_submission(data: bytes | str) -> dict[str, list[Point]]:
     return out
 
 
-def write_submission(pages: Mapping[str, Iterable[Point]]) -> bytes:
+def write_submission(
+    pages: Mapping[str, Iterable[Point]] | Iterable[tuple[str, Iterable[Point]]],
+) -> bytes:
+    """``submission.csv`` from ``{image_id: points}`` or a stream of (image_id, points)."""
     rows = []
-    for image_id, points in pages.items():
+    for image_id, points in pages.items() if isinstance(pages, Mapping) else pages:
         points = list(points)
         if len(points) > MAX_PREDICTIONS_PER_PAGE:
             raise FormatError(

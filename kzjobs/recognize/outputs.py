@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 from PIL import Image
@@ -92,16 +92,23 @@ def done_pages(store: Store) -> set[str]:
     return {k[len(PAGES) + 1 : -len(".json")] for k in store.list(PAGES) if k.endswith(".json")}
 
 
-def read_pages(store: Store, image_ids: Iterable[str]) -> list[PageResult]:
-    return [PageResult.from_json(store.read_json(page_key(i))) for i in image_ids]
-
-
 def merge(store: Store, image_ids: Iterable[str]) -> dict:
-    """Build ``submission.csv`` and the review index from the per-page results."""
-    pages = read_pages(store, sorted(image_ids))
-    store.write_bytes("submission.csv", write_submission({p.image_id: p.points() for p in pages}))
-    store.write_text(f"{REVIEW}/index.html", review_index(pages))
-    return {"pages": len(pages), "characters": sum(len(p.chars) for p in pages)}
+    """Build ``submission.csv`` and the review index from the per-page results.
+
+    Pages are read one at a time and only their submission rows kept, so the merge of a
+    large collection holds text, not every page's parsed characters.
+    """
+    counts: dict[str, int] = {}
+
+    def rows() -> Iterator[tuple[str, list[Point]]]:
+        for image_id in sorted(image_ids):
+            page = PageResult.from_json(store.read_json(page_key(image_id)))
+            counts[image_id] = len(page.chars)
+            yield image_id, page.points()
+
+    store.write_bytes("submission.csv", write_submission(rows()))
+    store.write_text(f"{REVIEW}/index.html", review_index(counts))
+    return {"pages": len(counts), "characters": sum(counts.values())}
 
 
 _PAGE_STYLE = """
@@ -151,11 +158,12 @@ def review_page(result: PageResult, image: Image.Image, low_confidence: float = 
     )
 
 
-def review_index(pages: list[PageResult]) -> str:
+def review_index(pages: Mapping[str, int]) -> str:
+    """The review pages' index: each page id with its number of characters."""
     rows = "".join(
-        f'<li><a href="{html.escape(p.image_id)}.html">{html.escape(p.image_id)}</a> '
-        f"({len(p.chars)} characters)</li>"
-        for p in pages
+        f'<li><a href="{html.escape(image_id)}.html">{html.escape(image_id)}</a> '
+        f"({count} characters)</li>"
+        for image_id, count in pages.items()
     )
     return (
         '<!doctype html><html lang="ja"><head><meta charset="utf-8"><title>Review</title>'
