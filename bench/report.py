@@ -48,6 +48,21 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
     t = r["tesseract"]
     lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | {t['f1']:.4f} "
                  f"| detection-only {t['detection_f1']:.3f}, {t['pages_per_s_wall']} pages/s |")
+    if adapted := r.get("adaptation"):
+        ps, l2 = adapted["pseudolabels"], adapted["level2_oof"]
+        oof = ps["accuracy_on_labelled_oof_pages"] or {}
+        lines += [
+            "",
+            f"- pseudolabels ({ps['rule']} rule, threshold {ps['threshold']}): kept "
+            f"{ps['fraction_kept']:.1%} of {ps['boxes']} incoming boxes ({ps['seg_fp_kept']} "
+            f"as seg_fp); the rule on labelled OOF pages keeps {oof.get('fraction_kept', 0):.1%} "
+            f"at {oof.get('accuracy_kept') or 0:.1%} accuracy; the kept characters are "
+            f"{ps['heldout_precision_of_kept_characters']:.1%} right on the held-out truth",
+            f"- level 2 out of fold: F1 {l2['level2_oof_f1']:.4f} against the blend's "
+            f"{l2['blend_oof_f1']:.4f} (argmax rule {l2['argmax_oof_f1']:.4f}; fitted cut "
+            f"{l2['threshold']}; the true class among the candidates for "
+            f"{l2['candidate_recall']:.1%} of boxes)",
+        ]
     lines += ["", "| recognize | pages/s (job) | pages/s (wall, with model load) | peak RSS MB |",
               "| --- | --- | --- | --- |"]
     for s in r["recognize_speed"]:

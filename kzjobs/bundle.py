@@ -122,6 +122,8 @@ class BundleJob(Job):
 
     The classifier kinds and folds are level 2's (``level2/meta.json``); the detector
     has one checkpoint per fold of the run. The vocabulary is written next to them.
+    Level 2 joins the blend only when it beat the plain blend on the OOF pages
+    (``level2/report.json``); otherwise the blend's top class decides.
     """
 
     run_prefix: str
@@ -144,6 +146,7 @@ class BundleJob(Job):
         codes = [c for c in root.read_json("level2/vocab.json") if c.startswith("U+")]
         root.write_json("vocabulary.json", {c: names.get(c) or code_to_char(c) for c in codes})
         report = root.read_json("level2/report.json") if root.exists("level2/report.json") else {}
+        use_level2 = level2_helps(report)
         bundle = Bundle(
             profile=self.profile.name,
             profile_data=self.profile.model_dump(mode="json", by_alias=True),
@@ -153,11 +156,19 @@ class BundleJob(Job):
                 for kind in meta["kinds"]
             },
             level2=Level2Files(
-                lightgbm=[f"level2/fold{k}/lgb.txt" for k in level2_folds],
-                xgboost=[f"level2/fold{k}/xgb.ubj" for k in level2_folds],
+                lightgbm=[f"level2/fold{k}/lgb.txt" for k in level2_folds] if use_level2 else [],
+                xgboost=[f"level2/fold{k}/xgb.ubj" for k in level2_folds] if use_level2 else [],
             ),
             vocabulary="vocabulary.json",
-            metrics={k: v for k, v in report.items() if isinstance(v, int | float)},
+            metrics={k: v for k, v in report.items() if isinstance(v, int | float)}
+            | {"level2_used": float(use_level2)},
         )
         bundle.save(root)  # refuses a bundle with a missing file
-        return {"bundle": self.run_prefix, "files": bundle.files(), "metrics": bundle.metrics}
+        return {"bundle": self.run_prefix, "files": bundle.files(), "metrics": bundle.metrics,
+                "level2": use_level2}
+
+
+def level2_helps(report: dict[str, Any]) -> bool:
+    """Whether level 2's OOF F1 is at least the plain blend's (True when not measured)."""
+    level2, blend = report.get("level2_oof_f1"), report.get("blend_oof_f1")
+    return level2 is None or blend is None or level2 >= blend

@@ -12,11 +12,13 @@ production is a tracking server on PostgreSQL with S3 artifacts (``KZ_MLFLOW_URI
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,26 @@ def tracking_uri() -> str:
     return uri
 
 
+@contextlib.contextmanager
+def _sqlite_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock next to an SQLite database (nothing for other backends).
+
+    MLflow creates and migrates an SQLite schema on first use; two jobs starting
+    together on a fresh database (two folds side by side) would both try, and one fails.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{uri[len('sqlite:///'):]}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def client(uri: str | None = None) -> MlflowClient:
     """A client for the tracking server and registry at ``uri`` (default: the settings')."""
     import mlflow
@@ -55,7 +77,10 @@ def client(uri: str | None = None) -> MlflowClient:
     uri = uri or tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _sqlite_lock(uri):  # the stores create (or migrate) the schema here, one at a time
+        found = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        found.search_registered_models(max_results=1)
+    return found
 
 
 def experiment_id(mlflow_client: MlflowClient, name: str = EXPERIMENT) -> str:
@@ -71,7 +96,15 @@ def experiment_id(mlflow_client: MlflowClient, name: str = EXPERIMENT) -> str:
         # A database URI with no artifact root would write to ./mlruns wherever we run.
         root = (settings.home / "mlartifacts").resolve().as_uri()
     location = f"{root.rstrip('/')}/{name}" if root else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another job created it meanwhile
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def signature() -> Any:

@@ -141,6 +141,45 @@ def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
         Bundle.load(store.child("nothing"))
 
 
+@pytest.mark.parametrize(("level2_f1", "used"), [(0.40, False), (0.60, True)])
+def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bundle,
+                                                              make_heldout, level2_f1, used):
+    from kzjobs.bundle import BundleJob, open_bundle
+    from kzjobs.store import open_store
+
+    store = open_store(tmp_path)
+    make_bundle(store, "run")
+    store.delete("run/bundle.json")  # the run's files, before BundleJob names them
+    make_heldout(store, "train")
+    store.write_json("run/folds.json", {"books": {"ha": 0, "hb": 1}})
+    store.write_json("run/level2/meta.json", {"folds": [0, 1], "kinds": ["resnet18"]})
+    store.write_json("run/level2/vocab.json", ["U+3042", "U+3044", "seg_fp"])
+    store.write_json("run/level2/report.json", {"blend_oof_f1": 0.5,
+                                                "level2_oof_f1": level2_f1})
+    out = BundleJob(store_uri=str(tmp_path), profile_name="tiny", run_prefix="run",
+                    dataset="train").run()
+    bundle, _ = open_bundle("run", store)
+    assert out["level2"] is used and bundle.metrics["level2_used"] == float(used)
+    assert bool(bundle.level2.lightgbm) is used and bool(bundle.level2.xgboost) is used
+    assert ("level2/fold0/lgb.txt" in bundle.files()) is used
+    assert bundle.classifiers == {"resnet18": ["classify/resnet18/fold0/model.pt",
+                                               "classify/resnet18/fold1/model.pt"]}
+
+
+def test_jobs_starting_together_share_one_fresh_embedded_registry(tmp_path):
+    # Two folds start side by side on a new SQLite database: both create its schema and
+    # their experiment; neither may fail, and they get the same experiment.
+    code = ("from kzjobs import registry; "
+            "print(registry.experiment_id(registry.client(), 'kz-race'))")
+    env = {**os.environ, "KZ_HOME": str(tmp_path)}
+    env.pop("KZ_MLFLOW_URI", None)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1
+
+
 def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_path,
                                             monkeypatch, make_bundle, make_heldout):
     """Production: the jobs talk to `mlflow server` (PostgreSQL + S3), never to S3 for MLflow."""

@@ -46,6 +46,10 @@ class Level2Config(BaseModel):
     # each fold's models and averages level 2's probabilities over folds (what the seed
     # found better); "mean" averages the classifiers' logits over folds first.
     fold_mode: Literal["per_fold", "mean"] = "per_fold"
+    # "argmax": the most probable candidate wins, seg_fp included (the seed's rule).
+    # "fitted": the best character also wins when its probability reaches a cut fitted to
+    # the OOF rows' F1 (kzjobs.level2.features.fit_threshold; never worse than argmax there).
+    decision: Literal["fitted", "argmax"] = "fitted"
     threads: int = Field(1, ge=0)  # 0: every core (OpenMP threads spin badly on a busy CPU)
     seed: int = 0
 

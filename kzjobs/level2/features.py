@@ -200,16 +200,55 @@ def build(per_kind: Mapping[str, pd.DataFrame], kinds: Sequence[str], vocab: Voc
     return Candidates(boxes=boxes, rows=rows, X=X, names=feature_names(kinds, top_n))
 
 
-def winners(boxes: pd.DataFrame, rows: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
-    """Per box, the candidate with the highest probability: ``boxes`` with ``code``, ``prob``.
+def winners(boxes: pd.DataFrame, rows: pd.DataFrame, prob: np.ndarray,
+            threshold: float | None = None) -> pd.DataFrame:
+    """Per box, the winning candidate: ``boxes`` with ``code`` and its ``prob``.
 
     ``rows`` are candidate rows (``box`` = row of ``boxes``, ``cand``), ``prob`` theirs.
+    The most probable candidate wins, ``seg_fp`` included; with ``threshold``, the best
+    character also wins when its probability reaches it (see :func:`fit_threshold`).
     """
     box = rows["box"].to_numpy()
-    order = np.lexsort((-prob, box))
+    rank = prob
+    if threshold is not None:  # seg_fp competes at most at the threshold
+        rank = np.where(rows["cand"].to_numpy() == SEG_FP, np.minimum(prob, threshold), prob)
+    order = np.lexsort((-rank, box))
     # Every box has a seg_fp row, so the first row of each box, in box order, is its winner.
     first = order[np.r_[True, box[order][1:] != box[order][:-1]]] if len(order) else order
     out = boxes.copy()
     out["code"] = rows["cand"].to_numpy()[first]
     out["prob"] = prob[first].astype(np.float32)
     return out
+
+
+# Candidate thresholds of fit_threshold: coarse, so one number is all that is fitted.
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.5, 0.05))
+
+
+def fit_threshold(boxes: pd.DataFrame, rows: pd.DataFrame, prob: np.ndarray,
+                  true: np.ndarray) -> tuple[float | None, float]:
+    """The probability at which a character is kept even when ``seg_fp`` is likelier,
+    fitted to the box-level F1 of OOF rows; None when no threshold beats plain argmax.
+
+    A wrong character costs a false positive and a false negative, a dropped box only
+    the false negative: when the classifiers are weak, level 2 rightly finds ``seg_fp``
+    likelier than any character on many boxes, yet keeping the best one still pays
+    (the F1-best cut is about half the F1 reached). Returns ``(threshold, box F1)``.
+    """
+    best = (None, box_f1(true, winners(boxes, rows, prob)["code"].to_numpy(dtype=object)))
+    for t in THRESHOLDS:
+        f1 = box_f1(true, winners(boxes, rows, prob, t)["code"].to_numpy(dtype=object))
+        if f1 > best[1]:
+            best = (t, f1)
+    return best
+
+
+def box_f1(true: np.ndarray, pred: np.ndarray) -> float:
+    """Box-level F1: a kept box is a TP when right, else a FP; a character box that is not
+    predicted right is a FN (the detector's misses are not counted)."""
+    right = true == pred
+    char = true != SEG_FP
+    tp = int((right & char).sum())
+    fp = int(((pred != SEG_FP) & ~right).sum())
+    fn = int((char & ~right).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0

@@ -5,7 +5,8 @@ Saved in the boosters' native formats under a prefix of the store, never pickles
     <prefix>/vocab.json          class codes, in feature-integer order
     <prefix>/fold{K}/lgb.txt     LightGBM text model (trained without fold K)
     <prefix>/fold{K}/xgb.ubj     XGBoost UBJSON model (trained without fold K)
-    <prefix>/meta.json           kinds, top_n, features, folds, blend weight (written last)
+    <prefix>/meta.json           kinds, top_n, features, folds, blend weight, threshold
+                                 (written last)
 
 :func:`predict` is what the recognizer calls: per-kind prediction frames in, one
 winning code and its probability per box out.
@@ -76,6 +77,7 @@ class Level2Model:
     xgb: tuple[xgb.Booster, ...]
     lgb_weight: float = 0.5
     fold_mode: str = "per_fold"
+    threshold: float | None = None  # a character is kept from here on (None: argmax)
 
     @property
     def features(self) -> list[str]:
@@ -95,7 +97,7 @@ class Level2Model:
             "format": FORMAT, "kinds": list(self.kinds), "top_n": self.top_n,
             "features": self.features, "folds": list(self.folds),
             "lgb_weight": self.lgb_weight, "fold_mode": self.fold_mode,
-            "vocab_size": len(self.vocab),
+            "vocab_size": len(self.vocab), "threshold": self.threshold,
         }
 
     def save(self, store: Store, prefix: str) -> None:
@@ -123,7 +125,8 @@ class Level2Model:
             xgbs.append(pair[1])
         model = cls(kinds=tuple(meta["kinds"]), top_n=int(meta["top_n"]), vocab=vocab,
                     folds=tuple(meta["folds"]), lgb=tuple(lgbs), xgb=tuple(xgbs),
-                    lgb_weight=float(meta["lgb_weight"]), fold_mode=meta["fold_mode"])
+                    lgb_weight=float(meta["lgb_weight"]), fold_mode=meta["fold_mode"],
+                    threshold=meta.get("threshold"))
         for booster in (*model.lgb, *model.xgb):
             names = booster.feature_name() if hasattr(booster, "feature_name") else (
                 booster.feature_names)
@@ -180,11 +183,13 @@ def predict(frames: Iterable[pd.DataFrame], model: Level2Model, *, drop_seg_fp: 
         boxes = rows[[*KEY, *GEOMETRY]].drop_duplicates(KEY).reset_index(drop=True)
         box = pd.MultiIndex.from_frame(boxes[KEY]).get_indexer(
             pd.MultiIndex.from_frame(rows[KEY]))
-        result = winners(boxes, rows.assign(box=box), (rows["prob"] / rows["n"]).to_numpy())
+        result = winners(boxes, rows.assign(box=box), (rows["prob"] / rows["n"]).to_numpy(),
+                         model.threshold)
     else:
         cands = build(per_kind(frames, quarantine=quarantine), model.kinds, model.vocab,
                       model.top_n)
-        result = winners(cands.boxes, cands.rows, model.predict_proba(cands.X))
+        result = winners(cands.boxes, cands.rows, model.predict_proba(cands.X),
+                         model.threshold)
     if drop_seg_fp:
         result = result[result["code"] != SEG_FP]
     return result.sort_values(KEY, kind="stable").reset_index(drop=True)

@@ -19,7 +19,7 @@ import pandas as pd
 from kzjobs.blend import KEY, blend, box_folds, top_two
 from kzjobs.data.format import SEG_FP, Box
 from kzjobs.level2.config import Level2Config
-from kzjobs.level2.features import Vocabulary, build, winners
+from kzjobs.level2.features import Vocabulary, box_f1, build, fit_threshold, winners
 from kzjobs.level2.model import Level2Model, booster_proba, load_fold, per_kind, points, save_fold
 from kzjobs.store import Store
 
@@ -99,10 +99,15 @@ def train(frames: Sequence[pd.DataFrame], truth: pd.DataFrame, cfg: Level2Config
         xgbs.append(pair[1])
         oof_prob[held] = booster_proba(*pair, cands.X[held], cands.names, cfg.lgb_weight)
 
+    threshold = None
+    if cfg.decision == "fitted":
+        true = cands.boxes["true"].to_numpy(dtype=object)
+        threshold, _ = fit_threshold(cands.boxes, cands.rows, oof_prob, true)
     model = Level2Model(kinds=kinds, top_n=cfg.top_n, vocab=vocab, folds=tuple(folds),
                         lgb=tuple(lgbs), xgb=tuple(xgbs), lgb_weight=cfg.lgb_weight,
-                        fold_mode=cfg.fold_mode)
-    boxes = winners(cands.boxes, cands.rows, oof_prob)
+                        fold_mode=cfg.fold_mode, threshold=threshold)
+    argmax = winners(cands.boxes, cands.rows, oof_prob)
+    boxes = winners(cands.boxes, cands.rows, oof_prob, threshold)
     base = blend(frames)
     base_code, _, _ = top_two(base)
     boxes = boxes.merge(base[KEY].assign(blend=base_code), on=KEY, how="left")
@@ -112,7 +117,9 @@ def train(frames: Sequence[pd.DataFrame], truth: pd.DataFrame, cfg: Level2Config
         "vocab_size": len(vocab),
         # the best any level-2 pick could do: the true class (or seg_fp) is a candidate
         "candidate_recall": float(_listed(cands).mean()),
+        "threshold": threshold,
         "level2": _box_metrics(boxes["true"], boxes["code"]),
+        "level2_argmax": _box_metrics(argmax["true"], argmax["code"]),
         "blend": _box_metrics(boxes["true"], boxes["blend"]),
         "by_fold": {
             str(f): {"level2": _box_metrics(part["true"], part["code"]),
@@ -126,6 +133,7 @@ def train(frames: Sequence[pd.DataFrame], truth: pd.DataFrame, cfg: Level2Config
         ids = set(boxes["image_id"])
         gt = {i: list(b) for i, b in pages.items() if i in ids}
         report["level2"]["f1"] = score(gt, points(boxes)).f1
+        report["level2_argmax"]["f1"] = score(gt, points(argmax)).f1
         report["blend"]["f1"] = score(gt, points(boxes.assign(code=boxes["blend"]))).f1
     # The headline figures flat too: a bundle's metrics are its report's top-level numbers.
     for name in ("level2", "blend"):
@@ -142,18 +150,11 @@ def _listed(cands: Any) -> np.ndarray:
 
 
 def _box_metrics(true: pd.Series, pred: pd.Series) -> dict[str, float]:
-    """Box accuracy, and the box-level F1: a kept box is a TP when right, else a FP; a
-    character box that is not predicted right is a FN (detector misses not counted)."""
+    """Box accuracy, box-level F1 (:func:`~kzjobs.level2.features.box_f1`), seg_fp rate."""
     true = true.to_numpy(dtype=object)
     pred = pred.to_numpy(dtype=object)
-    right = true == pred
-    char = true != SEG_FP
-    kept = pred != SEG_FP
-    tp = int((right & char).sum())
-    fp = int((kept & ~right).sum())
-    fn = int((char & ~right).sum())
     return {
-        "accuracy": float(right.mean()) if len(right) else 0.0,
-        "box_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-        "seg_fp_rate": float((~kept).mean()) if len(kept) else 0.0,
+        "accuracy": float((true == pred).mean()) if len(true) else 0.0,
+        "box_f1": box_f1(true, pred),
+        "seg_fp_rate": float((pred == SEG_FP).mean()) if len(pred) else 0.0,
     }

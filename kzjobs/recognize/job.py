@@ -20,6 +20,7 @@ from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.recognize.outputs import done_pages, merge
 from kzjobs.store import Store, UnsafeKeyError, join, validate_key
+from kzjobs.validate.config import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"
@@ -47,9 +48,6 @@ def open_location(ref: str, store: Store) -> Store:
 
         return open_store(ref)
     return store.child(ref)
-
-
-MAX_ID_LENGTH = 128  # as validation's id pattern: a longer name may not fit a file system
 
 
 def safe_id(image_id: str) -> bool:

@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kzjobs.images import DEFAULT_MAX_PIXELS
 
+# A page id is a file name too: a longer one may not fit a file system.
+MAX_ID_LENGTH = 128
 
 class ValidateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -23,6 +25,6 @@ class ValidateConfig(BaseModel):
     modes: tuple[str, ...] = ("RGB", "L")
     # Ids become store keys and file names: letters, digits, '.', '_' and '-', starting
     # with a letter or digit (no '/', no '..', no leading '-').
-    id_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+    id_pattern: str = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_LENGTH - 1}}}$"
     # Threads that read and decode images (store reads are I/O; PIL decodes without the GIL).
     workers: int = Field(default=4, ge=1)

@@ -12,9 +12,12 @@ from kzjobs.level2.features import (
     SEG_FP_ID,
     UNKNOWN_ID,
     Vocabulary,
+    box_f1,
     box_overlap,
     build,
     feature_names,
+    fit_threshold,
+    winners,
 )
 
 
@@ -88,3 +91,26 @@ def test_a_kind_without_a_prediction_gives_nan_features_and_a_missing_kind_raise
     moved = b.assign(x=b["x"] + 1)
     with pytest.raises(ValueError, match="differ between kinds"):
         build({"a": a, "b": moved}, ["a", "b"], Vocabulary("AB"), 2)
+
+
+def test_the_fitted_cut_keeps_characters_that_seg_fp_outranks_when_that_pays():
+    # 100 boxes where level 2 finds seg_fp likelier (0.6) than the best character (0.35),
+    # right half of the time; 20 false boxes (character 0.1, seg_fp 0.9).
+    n_char, n_false = 100, 20
+    char_p = [0.35] * n_char + [0.1] * n_false
+    boxes = pd.DataFrame({"box_id": range(n_char + n_false)})
+    rows = pd.DataFrame({"box": np.repeat(boxes.index.to_numpy(), 2),
+                         "cand": ["U+3042", SEG_FP] * (n_char + n_false)})
+    prob = np.array([p for c in char_p for p in (c, 1 - c - 0.05)])
+    true = np.array(["U+3042", "U+3044"] * (n_char // 2) + [SEG_FP] * n_false, dtype=object)
+
+    argmax = winners(boxes, rows, prob)["code"].to_numpy(dtype=object)
+    assert (argmax == SEG_FP).all() and box_f1(true, argmax) == 0.0
+    threshold, f1 = fit_threshold(boxes, rows, prob, true)
+    assert 0.1 < threshold <= 0.35 and f1 == pytest.approx(0.5)  # 50 TP, 50 FP, 50 FN
+    kept = winners(boxes, rows, prob, threshold)
+    assert (kept["code"][:n_char] == "U+3042").all() and (kept["code"][n_char:] == SEG_FP).all()
+    assert kept["prob"][:n_char].tolist() == pytest.approx([0.35] * n_char)
+    # No threshold when none beats the plain argmax: every kept character would be wrong.
+    assert fit_threshold(boxes, rows, prob, np.where(true == "U+3042", "U+3044", true)) == (
+        None, 0.0)

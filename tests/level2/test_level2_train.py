@@ -71,6 +71,20 @@ def test_level2_beats_the_blended_top1_out_of_fold(trained):
     assert (boxes.loc[boxes["true"] != SEG_FP, "code"] == SEG_FP).mean() < 0.05
 
 
+def test_the_decision_rule_is_reported_and_saved_with_the_model(sim, trained, tmp_path):
+    report = trained.report
+    assert report["level2"]["box_f1"] >= report["level2_argmax"]["box_f1"]
+    argmax = train(sim.oof(), truth_frame(sim.boxes), CFG.model_copy(update={"decision": "argmax"}),
+                   vocab=VOCAB, pages=sim.truth)
+    assert argmax.model.threshold is None and argmax.report["level2"] == report["level2_argmax"]
+    store = open_store(tmp_path)
+    for name, result in (("fitted", trained), ("argmax", argmax)):
+        result.model.save(store, name)
+        loaded = Level2Model.load(store, name)
+        assert loaded.threshold == result.model.threshold
+        assert store.read_json(f"{name}/meta.json")["threshold"] == result.model.threshold
+
+
 def test_leave_one_fold_out_uses_no_row_of_the_held_out_fold(sim, trained):
     # Scramble everything of fold 0 (predictions and truth); model 0 must not change,
     # model 1 (trained on fold 0) must.
