@@ -35,6 +35,11 @@ def collection_name(collection: str) -> str:
     return safe_run_id(collection.strip("/").replace("/", "-"))
 
 
+def finetuned(kind: str) -> str:
+    """The name of a classifier kind once fine-tuned on pseudolabels."""
+    return f"{kind}-ft"
+
+
 class RetrainPlan(BaseModel):
     """The keys and jobs of one retraining run, all under ``run``."""
 
@@ -88,6 +93,13 @@ class RetrainPlan(BaseModel):
 
     def incoming_preds(self, collection: str, kind: str, fold: int) -> str:
         return join(self.incoming_prefix(collection), "preds", f"{kind}-fold{fold}.parquet")
+
+    @property
+    def blend_kinds(self) -> list[str]:
+        """The classifiers level 2 stacks and the bundle keeps: the fine-tuned ones when
+        there is something to adapt to (they supersede their base models; keeping both
+        would double the cost of reading every page)."""
+        return [finetuned(k) for k in self.kinds] if self.incoming else list(self.kinds)
 
     @property
     def pseudolabels(self) -> str:
@@ -156,13 +168,14 @@ class RetrainPlan(BaseModel):
                         "--pseudo", self.pseudolabels,
                         *[a for c in self.incoming for a in ("--pseudo-dataset", c)],
                         "--init", join(self.classifier(kind, k), "model.pt"),
-                        "--name", f"{kind}-ft",
+                        "--name", finetuned(kind),
                         # A kind of its own for level 2 and the bundle, as in the seed.
-                        "--out", self.classifier(f"{kind}-ft", k), "--no-progress")
+                        "--out", self.classifier(finetuned(kind), k), "--no-progress")
                 for kind in self.kinds
                 for k in folds
             ] if self.incoming else [],
-            "level2": self._p("--run", self.run, "--dataset", self.dataset),
+            "level2": self._p("--run", self.run, "--dataset", self.dataset,
+                              *[a for kind in self.blend_kinds for a in ("--kind", kind)]),
             "bundle": self._p("--run", self.run, "--dataset", self.dataset),
             "evaluate": self._p("--model", self.bundle, "--dataset", self.heldout,
                                 "--out", self.evaluation),

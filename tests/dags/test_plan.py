@@ -56,6 +56,9 @@ def test_retrain_plan_chains_keys_from_job_to_job():
     assert {_opt(x, "--init") for x in a["finetune"]} == classifiers
     assert {_opt(x, "--name") for x in a["finetune"]} == {
         f"{_opt(x, '--kind')}-ft" for x in a["finetune"]}
+    # Level 2 (and so the bundle) stacks the fine-tuned classifiers, not their bases too.
+    stacked = [a["level2"][i + 1] for i, v in enumerate(a["level2"]) if v == "--kind"]
+    assert stacked == sorted({_opt(x, "--name") for x in a["finetune"]}) == ["resnet18-ft"]
     assert _opt(a["evaluate"], "--model") == _opt(a["register"], "--bundle") == \
         _opt(a["bundle"], "--run") == plan.run
     assert _opt(a["evaluate"], "--out") == _opt(a["register"], "--evaluation")
@@ -68,6 +71,8 @@ def test_retrain_plan_chains_keys_from_job_to_job():
 def test_retrain_without_incoming_has_nothing_to_adapt():
     a = RetrainPlan.build({"profile": "tiny", "dataset": "d", "heldout": "h"}, RUN_ID).args()
     assert a["detect_incoming"] == a["classify_incoming"] == a["finetune"] == []
+    assert [a["level2"][i + 1] for i, v in enumerate(a["level2"]) if v == "--kind"] == [
+        "resnet18"]
 
 
 def test_recognize_plan_shards_and_validation():
