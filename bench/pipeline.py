@@ -158,6 +158,17 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
             "pages": len(truth), "characters": sum(len(v) for v in truth.values())}
 
 
+def model_train_seconds(store: Any, run: str) -> dict[str, float]:
+    """Each model's own training time (its metrics.json; summed over resumes), so the
+    figures hold when a stage was resumed or skipped in this process."""
+    seconds = {}
+    for key in sorted(store.list(run)):
+        name = key.removeprefix(f"{run}/").removesuffix("/metrics.json")
+        if key.endswith("/metrics.json") and name.startswith(("detect/", "classify/")):
+            seconds[name] = round(store.read_json(key).get("train_seconds", 0.0), 1)
+    return seconds
+
+
 def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     """What pseudolabelling kept of the incoming pages (the held-out books) and how right
     it was against their truth; level 2's out-of-fold figures and its decision rule."""
@@ -255,6 +266,7 @@ def main() -> None:
                  "seconds": data_seconds},
         "train_seconds": stage_seconds,
         "train_minutes_total": round(sum(stage_seconds.values()) / 60, 1),
+        "model_train_seconds": model_train_seconds(store, plan.run),
         "quality": quality,
         "adaptation": adapted,
         "tesseract": {k: tesseract[k] for k in tesseract if k not in ("pages_detail",)},

@@ -31,11 +31,14 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
         f"- command: `{r['command']}`",
         f"- machine: {_machine(r['machine'])}",
         f"- training fonts {', '.join(r['data']['train_fonts'])} ({r['data']['train_pages']} "
-        f"pages); held-out fonts never seen in training: "
+        f"pages, vocabulary {r['data'].get('vocabulary_size', 'all')}); held-out fonts never "
+        "seen in training: "
         f"{', '.join(r['data']['heldout_fonts'])} ({q['pages']} pages, {q['characters']} "
         "characters)",
         f"- training time: {r['train_minutes_total']} min "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in r['train_seconds'].items())})",
+        "- each model's own training time (summed over resumes): " + ", ".join(
+            f"{k} {v:.0f}s" for k, v in r.get("model_train_seconds", {}).items()),
         "",
         "| rung | F1 on held-out books | per book |",
         "| --- | --- | --- |",
