@@ -35,9 +35,6 @@ from bench.machine import machine_info, peak_rss_mb
 
 OUT = Path(__file__).parent / "results" / "classify.json"
 TRAIN_FONTS = ("kouzan-sousyo", "kouzan-gyousyo", "aoyagi-kouzan", "ipaex-mincho")
-# Books take fonts in this cycle and alternate between two folds (assign_folds orders
-# them by name), so the cycle is laid out for each fold to hold every training font.
-TRAIN_FONT_CYCLE = (*TRAIN_FONTS, *(TRAIN_FONTS[i ^ 1] for i in range(len(TRAIN_FONTS))))
 TEST_FONTS = ("kouzan-brush", "hanazono")
 SEED_REFERENCE = "the seed's single models: 0.88-0.94 F1 on real books (GPU, ImageNet/WSL)"
 
@@ -79,14 +76,16 @@ def _prepare(work: str, args: argparse.Namespace) -> dict[str, Any]:
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import write_annotations
     from kzjobs.folds import FoldsJob
+    from kzjobs.profile import load_profile
     from kzjobs.store import open_store
-    from kzjobs.synth import generate
+    from kzjobs.synth import fonts_across_folds, generate
     from tests.classify.oof_boxes import oof_like_boxes
 
     store = open_store(work)
     info: dict[str, Any] = {}
     for name, fonts, books, pages, seed in (
-        ("train", TRAIN_FONT_CYCLE, args.train_books, args.pages, args.seed),
+        ("train", fonts_across_folds(TRAIN_FONTS, load_profile(args.profile).data.n_folds),
+         args.train_books, args.pages, args.seed),
         ("test", TEST_FONTS, args.test_books, args.test_pages, args.seed + 1),
     ):
         made = generate(store.child(name), books=books, pages_per_book=pages, seed=seed,

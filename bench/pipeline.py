@@ -49,13 +49,16 @@ STAGES = [
 
 def make_data(store: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Training, held-out and incoming collections (skipped when already there)."""
-    from kzjobs.synth import generate
+    from kzjobs.profile import load_profile
+    from kzjobs.synth import fonts_across_folds, generate
 
     made: dict[str, Any] = {}
     if not store.exists("datasets/train/train.csv"):
+        # Every fold's models see every training font (and its OOF books too).
+        fonts = fonts_across_folds(args.train_fonts, load_profile(args.profile).data.n_folds)
         made["train"] = generate(store.child("datasets/train"), books=args.train_books,
                                  pages_per_book=args.pages, seed=args.seed,
-                                 fonts=args.train_fonts, vocabulary_size=args.vocabulary_size)
+                                 fonts=fonts, vocabulary_size=args.vocabulary_size)
     if not store.exists("datasets/heldout/train.csv"):
         made["heldout"] = generate(store.child("datasets/heldout"), books=args.heldout_books,
                                    pages_per_book=args.heldout_pages, seed=args.seed + 1,

@@ -9,6 +9,6 @@ masks), ``vocab`` (code points and frequencies), ``style`` (a book's style),
 """
 
 from kzjobs.synth.fonts import FONTS
-from kzjobs.synth.generator import generate
+from kzjobs.synth.generator import fonts_across_folds, generate
 
-__all__ = ["FONTS", "generate"]
+__all__ = ["FONTS", "fonts_across_folds", "generate"]

@@ -101,6 +101,15 @@ def _is_current(out: Store, key: str, comment: str) -> bool:
         return False
 
 
+def fonts_across_folds(fonts: Sequence[str], n_folds: int) -> list[str]:
+    """A font cycle for :func:`generate` under which each of ``n_folds`` folds gets books in
+    every font: books of equal page counts go to folds in turn (book ``i`` to fold
+    ``i mod n``, :func:`kzjobs.data.books.assign_folds`), so a plain cycle of an even
+    number of fonts would give each fold only some of them."""
+    n = len(fonts)
+    return [fonts[(b // n_folds + b % n_folds) % n] for b in range(n * n_folds)]
+
+
 def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
              fonts: Sequence[str] | None = None, labelled: bool = True,
              book_prefix: str | None = None, start_book: int = 0,

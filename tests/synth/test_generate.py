@@ -7,11 +7,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from kzjobs.data.books import book_id
+from kzjobs.data.books import assign_folds, book_id
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import read_annotations, read_translation
 from kzjobs.store import open_store
-from kzjobs.synth import FONTS, generate
+from kzjobs.synth import FONTS, fonts_across_folds, generate
 from kzjobs.synth.generator import book_name, letters
 
 
@@ -161,3 +161,13 @@ def test_generate_into_s3(s3_env):
     assert first["painted"] == 1
     assert generate(store, **args)["painted"] == 0
     assert Dataset(store).read_image("synjA_000").height >= 1600
+
+
+@pytest.mark.parametrize(("n_fonts", "n_folds"), [(4, 2), (3, 2), (2, 2), (3, 3), (4, 5)])
+def test_fonts_across_folds_give_every_fold_every_font(n_fonts, n_folds):
+    fonts = [f"font{i}" for i in range(n_fonts)]
+    cycle = fonts_across_folds(fonts, n_folds)
+    books = [book_name("s", i) for i in range(len(cycle))]  # as generate names them
+    folds = assign_folds([f"{b}_001" for b in books], n_folds)  # one page each
+    for fold in range(n_folds):
+        assert sorted(cycle[i] for i, b in enumerate(books) if folds[b] == fold) == fonts
