@@ -111,11 +111,10 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     root = store.child(run)
     bundle = Bundle.load(root)
     # Load every classifier of the run (base kinds and fine-tuned), not only the bundle's.
-    kinds = sorted({k.split("/")[2] for k in root.list("classify") if k.endswith("model.pt")})
+    models = [k for k in root.list("classify") if k.endswith("/model.pt")]  # classify/<kind>/..
+    kinds = sorted({k.split("/")[1] for k in models})
     everything = bundle.model_copy(update={"classifiers": {
-        kind: sorted(k.removeprefix(f"{run}/") for k in store.list(f"{run}/classify/{kind}")
-                     if k.endswith("/model.pt"))
-        for kind in kinds}})
+        kind: sorted(k for k in models if k.split("/")[1] == kind) for kind in kinds}})
     rec = Recognizer.from_bundle(everything, root, profile=profile)
     ds = Dataset.open(heldout, store)
     truth = ds.annotations
@@ -127,7 +126,6 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
         boxes_by_page[image_id] = boxes
         if boxes:
             frames += rec.classify(image_id, image, boxes)
-    preds = pd.concat(frames, ignore_index=True)
 
     def f1_of(decided: pd.DataFrame) -> dict[str, Any]:
         points: dict[str, list[Point]] = {i: [] for i in truth}
@@ -137,22 +135,29 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
         return {"f1": round(result.f1, 4),
                 "by_book": {b: round(c.f1, 4) for b, c in sorted(result.by_book.items())}}
 
+    # One frame per model (a frame holds a box once: blending joins frames on the box).
+    every = pd.concat(frames, ignore_index=True)
+    models = {f"{kind} fold{fold}": part for (kind, fold), part in every.groupby(["kind", "fold"])}
+
+    def of_kinds(chosen: list[str]) -> list[pd.DataFrame]:
+        return [part for name, part in models.items() if name.split()[0] in chosen]
+
     base = [k for k in kinds if not k.endswith("-ft")]
     tuned = [k for k in kinds if k.endswith("-ft")]
-    ladder: dict[str, Any] = {}
-    for (kind, fold), part in preds.groupby(["kind", "fold"]):
-        ladder[f"single {kind} fold{fold}"] = f1_of(top_class([part]))
-    singles = {k: v["f1"] for k, v in ladder.items() if k.split()[1] in base}
-    ladder["best single model"] = ladder[max(singles, key=singles.get)] | {
-        "model": max(singles, key=singles.get)}
-    ladder["blend"] = f1_of(top_class([preds[preds["kind"].isin(base)]]))
+    ladder: dict[str, Any] = {f"single {name}": f1_of(top_class([part]))
+                              for name, part in models.items()}
+    singles = {name: ladder[f"single {name}"]["f1"] for name in models
+               if name.split()[0] in base}
+    best = max(singles, key=singles.get)
+    ladder["best single model"] = ladder[f"single {best}"] | {"model": best}
+    ladder["blend"] = f1_of(top_class(of_kinds(base)))
     if tuned:
-        ladder["blend + pseudolabels"] = f1_of(top_class([preds[preds["kind"].isin(tuned)]]))
+        ladder["blend + pseudolabels"] = f1_of(top_class(of_kinds(tuned)))
     if root.exists("level2/meta.json"):  # measured even when the bundle left it out
         from kzjobs.level2.model import Level2Model, predict
 
         level2 = Level2Model.load(root, "level2")
-        ladder["+ level 2"] = f1_of(predict([preds], level2)) | {
+        ladder["+ level 2"] = f1_of(predict(of_kinds(list(level2.kinds)), level2)) | {
             "kinds": list(level2.kinds), "threshold": level2.threshold,
             "in_bundle": rec.level2 is not None}
     detection = score(truth, boxes_to_points(boxes_by_page), ignore_code=True)
