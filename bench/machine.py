@@ -8,6 +8,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 
 
 def machine_info() -> dict:
@@ -45,3 +46,26 @@ def machine_info() -> dict:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def wait_peak_rss(proc: Any, poll: float = 0.1) -> tuple[int, float]:
+    """Wait for a child; return its exit code and its own peak RSS in MB.
+
+    The peak is the child's ``VmHWM``, read while it runs: ``wait4``'s ``ru_maxrss`` of a
+    child forked from a big process (a benchmark holding models) reports the parent's
+    size, because Linux carries the pre-exec high-water mark over.
+    """
+    peak_kb = 0
+    while True:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        peak_kb = max(peak_kb, int(line.split()[1]))
+        except OSError:
+            pass
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't reap again
+            return proc.returncode, peak_kb / 1024
+        time.sleep(poll)

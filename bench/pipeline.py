@@ -197,7 +197,8 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
             "fraction_kept": round(report["fraction_kept"], 4), "kept": report["kept"],
             "boxes": report["boxes"], "seg_fp_kept": report["seg_fp_kept"],
             "accuracy_on_labelled_oof_pages": report["validation"],
-            "heldout_precision_of_kept_characters": round(found.precision, 4),
+            "heldout_precision_of_kept_characters": (
+                round(found.precision, 4) if any(chars.values()) else None),
         },
         "level2_oof": {k: level2.get(k) for k in (
             "threshold", "level2_oof_f1", "blend_oof_f1", "candidate_recall")}

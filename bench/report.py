@@ -35,7 +35,8 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
         "seen in training: "
         f"{', '.join(r['data']['heldout_fonts'])} ({q['pages']} pages, {q['characters']} "
         "characters)",
-        f"- training time: {r['train_minutes_total']} min "
+        f"- stage wall time in this process (a stage finished by an earlier run of the same "
+        f"command only shows its check): {r['train_minutes_total']} min "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in r['train_seconds'].items())})",
         "- each model's own training time (summed over resumes): " + ", ".join(
             f"{k} {v:.0f}s" for k, v in r.get("model_train_seconds", {}).items()),
@@ -49,8 +50,10 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
     books = ", ".join(f"{b} {f:.3f}" for b, f in q["detection_by_book"].items())
     lines.append(f"| detection only (detector boxes) | {q['detection_f1']:.4f} | {books} |")
     t = r["tesseract"]
-    lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | {t['f1']:.4f} "
-                 f"| detection-only {t['detection_f1']:.3f}, {t['pages_per_s_wall']} pages/s |")
+    books = ", ".join(f"{b} {c['f1']:.3f}" for b, c in t["f1"]["by_book"].items())
+    lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | {t['f1']['f1']:.4f} "
+                 f"| {books}; detection-only {t['detection_f1']['f1']:.3f}; "
+                 f"{t['pages_per_s_wall']} pages/s |")
     if adapted := r.get("adaptation"):
         ps, l2 = adapted["pseudolabels"], adapted["level2_oof"]
         oof = ps["accuracy_on_labelled_oof_pages"] or {}
@@ -59,8 +62,9 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
             f"- pseudolabels ({ps['rule']} rule, threshold {ps['threshold']}): kept "
             f"{ps['fraction_kept']:.1%} of {ps['boxes']} incoming boxes ({ps['seg_fp_kept']} "
             f"as seg_fp); the rule on labelled OOF pages keeps {oof.get('fraction_kept', 0):.1%} "
-            f"at {oof.get('accuracy_kept') or 0:.1%} accuracy; the kept characters are "
-            f"{ps['heldout_precision_of_kept_characters']:.1%} right on the held-out truth",
+            f"at {oof.get('accuracy_kept') or 0:.1%} accuracy; of the kept characters "
+            f"{ps['heldout_precision_of_kept_characters'] or 0:.1%} are right on the held-out "
+            "truth",
             f"- level 2 out of fold: F1 {l2['level2_oof_f1']:.4f} against the blend's "
             f"{l2['blend_oof_f1']:.4f} (argmax rule {l2['argmax_oof_f1']:.4f}; fitted cut "
             f"{l2['threshold']}; the true class among the candidates for "

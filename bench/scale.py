@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.machine import wait_peak_rss
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -45,19 +47,18 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, text=True)
-        # wait4: this one process's peak RSS (RUSAGE_CHILDREN would mix in earlier children).
-        _pid, status, usage = os.wait4(proc.pid, 0)
+        code, peak_mb = wait_peak_rss(proc)  # this one process's peak, not its parent's
         wall = time.perf_counter() - started
         stdout.seek(0)
         stderr.seek(0)
-        if os.waitstatus_to_exitcode(status):
+        if code:
             raise RuntimeError(stderr.read()[-3000:])
         summary = json.loads(stdout.read())
     return {"pages": pages, "recognized": summary["merge"]["recognized"],
             "wall_seconds": round(wall, 1),
             "pages_per_second_job": summary.get("pages_per_second"),
             "pages_per_second_wall": round(pages / wall, 3),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(peak_mb, 1)}
 
 
 def main() -> None:
