@@ -57,15 +57,21 @@ def wait_peak_rss(proc: Any, poll: float = 0.1) -> tuple[int, float]:
     """
     peak_kb = 0
     while True:
-        try:
-            with open(f"/proc/{proc.pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmHWM:"):
-                        peak_kb = max(peak_kb, int(line.split()[1]))
-        except OSError:
-            pass
+        peak_kb = max(peak_kb, vm_hwm_kb(proc.pid))
         pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't reap again
             return proc.returncode, peak_kb / 1024
         time.sleep(poll)
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """A running process's own peak RSS in KiB (``VmHWM``; 0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -13,9 +13,10 @@ it reads is kept, including ones outside the dataset's vocabulary: those are fal
 positives, as any OCR output's would be (the count is reported as
 ``out_of_vocabulary``).
 
-Cost is measured per child with ``os.wait4`` (the per-process form of
-``getrusage(RUSAGE_CHILDREN)``): a caller such as the end-to-end benchmark has other
-children, whose peak RSS the process-wide figure would mix in.
+Cost is measured per child: CPU time with ``os.wait4`` (the per-process form of
+``getrusage(RUSAGE_CHILDREN)``, which would mix in a caller's other children) and peak RSS
+from the child's ``VmHWM`` (``wait4`` would report the size of a big caller such as the
+end-to-end benchmark, which Linux carries over exec).
 ``OMP_THREAD_LIMIT=1`` by default: the Debian build uses OpenMP, whose second thread on
 a 2-core machine roughly tripled CPU time per page here for no wall-clock gain.
 
@@ -39,6 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.machine import vm_hwm_kb
 from kzjobs.data.format import MAX_PREDICTIONS_PER_PAGE, Point, char_to_code
 
 if TYPE_CHECKING:
@@ -177,8 +179,10 @@ def run_tesseract(
     psm: int = DEFAULT_PSM,
     threads: int | None = 1,
     timeout: float = TIMEOUT_S,
-) -> tuple[str, Any]:
-    """Run the binary on one page; returns (TSV text, the child's ``resource.struct_rusage``).
+) -> tuple[str, Any, int]:
+    """Run the binary on one page; returns (TSV text, the child's ``resource.struct_rusage``,
+    its peak RSS in KiB read from ``VmHWM``: wait4's ``ru_maxrss`` carries a big parent's
+    size over exec).
 
     Raises ``TesseractError`` when the binary is missing, fails, or times out.
     """
@@ -201,24 +205,26 @@ def run_tesseract(
             )
             # Output goes to files, so nothing blocks while we reap the child with
             # wait4 (subprocess's own wait discards the child's rusage).
-            status, usage = _wait(proc, timeout)
+            status, usage, peak_kb = _wait(proc, timeout)
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read(), err.read()
     if status != 0:
         tail = stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
         raise TesseractError(f"tesseract exited with {status}: {' | '.join(tail)}")
-    return stdout.decode("utf-8", "replace"), usage
+    return stdout.decode("utf-8", "replace"), usage, peak_kb
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, Any]:
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, Any, int]:
     deadline = time.monotonic() + timeout
     delay = 0.001
+    peak_kb = 0
     while True:
+        peak_kb = max(peak_kb, vm_hwm_kb(proc.pid))
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't reap again
-            return proc.returncode, usage
+            return proc.returncode, usage, peak_kb
         if time.monotonic() > deadline:
             proc.kill()
             _, status, _ = os.wait4(proc.pid, 0)
@@ -255,7 +261,7 @@ def recognize_tesseract(
     """
     if spread not in SPREADS:
         raise ValueError(f"spread must be one of {', '.join(SPREADS)}, not {spread!r}")
-    tsv, _ = run_tesseract(image, lang=lang, psm=psm, threads=threads)
+    tsv, _, _ = run_tesseract(image, lang=lang, psm=psm, threads=threads)
     units = _units(tsv, spread)
     return _cap(words_to_points(units), units)
 
@@ -292,7 +298,7 @@ def run_tesseract_bench(
     for image_id in image_ids:
         try:
             data = dataset.store.read_bytes(dataset.image_keys[image_id])
-            tsv, usage = run_tesseract(data, lang=lang, psm=psm, threads=threads)
+            tsv, usage, page_peak_kb = run_tesseract(data, lang=lang, psm=psm, threads=threads)
             units = {s: _units(tsv, s) for s in SPREADS}
         except (KeyError, OSError, TesseractError) as err:
             failed[image_id] = getattr(err, "reason", None) or str(err)
@@ -304,7 +310,7 @@ def run_tesseract_bench(
             capped += s == spread and len(points) > MAX_PREDICTIONS_PER_PAGE
             preds[s][image_id] = _cap(points, words)
         cpu_s += usage.ru_utime + usage.ru_stime
-        peak_kb = max(peak_kb, usage.ru_maxrss)  # Linux: KiB
+        peak_kb = max(peak_kb, page_peak_kb)
     wall_s = time.perf_counter() - start
 
     if submission is not None:
