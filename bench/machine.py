@@ -48,21 +48,29 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def wait_peak_rss(proc: Any, poll: float = 0.1) -> tuple[int, float]:
-    """Wait for a child; return its exit code and its own peak RSS in MB.
+def wait_child(proc: Any, timeout: float | None = None) -> tuple[int, Any, int]:
+    """Wait for a child; return its exit code, its ``rusage`` and its own peak RSS in KiB.
 
     The peak is the child's ``VmHWM``, read while it runs: ``wait4``'s ``ru_maxrss`` of a
     child forked from a big process (a benchmark holding models) reports the parent's
-    size, because Linux carries the pre-exec high-water mark over.
+    size, because Linux carries the pre-exec high-water mark over. Past ``timeout``
+    seconds the child is killed and ``TimeoutError`` raised.
     """
-    peak_kb = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay, peak_kb = 0.001, 0
     while True:
         peak_kb = max(peak_kb, vm_hwm_kb(proc.pid))
-        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't reap again
-            return proc.returncode, peak_kb / 1024
-        time.sleep(poll)
+            return proc.returncode, usage, peak_kb
+        if deadline is not None and time.monotonic() > deadline:
+            proc.kill()
+            _, status, _ = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            raise TimeoutError(f"pid {proc.pid} timed out after {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def vm_hwm_kb(pid: int) -> int:

@@ -106,6 +106,7 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import Point, boxes_to_points
     from kzjobs.metric import score
+    from kzjobs.plan import finetuned
     from kzjobs.recognize.recognizer import Recognizer, top_class
 
     root = store.child(run)
@@ -142,8 +143,8 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     def of_kinds(chosen: list[str]) -> list[pd.DataFrame]:
         return [part for name, part in models.items() if name.split()[0] in chosen]
 
-    base = [k for k in kinds if not k.endswith("-ft")]
-    tuned = [k for k in kinds if k.endswith("-ft")]
+    tuned = [finetuned(k) for k in kinds if finetuned(k) in kinds]
+    base = [k for k in kinds if k not in tuned]
     ladder: dict[str, Any] = {f"single {name}": f1_of(top_class([part]))
                               for name, part in models.items()}
     singles = {name: ladder[f"single {name}"]["f1"] for name in models
@@ -183,8 +184,9 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, SEG_FP, boxes_to_points, read_annotations
     from kzjobs.metric import score
+    from kzjobs.pseudo import default_report_key
 
-    report = store.read_json(plan.pseudolabels.rsplit(".", 1)[0] + ".json")
+    report = store.read_json(default_report_key(plan.pseudolabels))
     labels = read_annotations(store.read_bytes(plan.pseudolabels), allow=BOX_CODES)
     chars = {i: [b for b in boxes if b.code != SEG_FP] for i, boxes in labels.items()}
     truth = Dataset.open(heldout, store).annotations

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.machine import wait_peak_rss
+from bench.machine import wait_child
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,7 +47,7 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, text=True)
-        code, peak_mb = wait_peak_rss(proc)  # this one process's peak, not its parent's
+        code, _, peak_kb = wait_child(proc)  # this one process's peak, not its parent's
         wall = time.perf_counter() - started
         stdout.seek(0)
         stderr.seek(0)
@@ -58,7 +58,7 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
             "wall_seconds": round(wall, 1),
             "pages_per_second_job": summary.get("pages_per_second"),
             "pages_per_second_wall": round(pages / wall, 3),
-            "peak_rss_mb": round(peak_mb, 1)}
+            "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.machine import vm_hwm_kb
+from bench.machine import wait_child
 from kzjobs.data.format import MAX_PREDICTIONS_PER_PAGE, Point, char_to_code
 
 if TYPE_CHECKING:
@@ -216,22 +216,10 @@ def run_tesseract(
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, Any, int]:
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    peak_kb = 0
-    while True:
-        peak_kb = max(peak_kb, vm_hwm_kb(proc.pid))
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen won't reap again
-            return proc.returncode, usage, peak_kb
-        if time.monotonic() > deadline:
-            proc.kill()
-            _, status, _ = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            raise TesseractError(f"tesseract timed out after {timeout:.0f} s")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    try:
+        return wait_child(proc, timeout)
+    except TimeoutError:
+        raise TesseractError(f"tesseract timed out after {timeout:.0f} s") from None
 
 
 def _cap(points: list[Point], words: Sequence[Word]) -> list[Point]:

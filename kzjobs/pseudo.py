@@ -136,6 +136,11 @@ def _finite(value: float) -> float | None:
     return value if value != float("inf") else None
 
 
+def default_report_key(out: str) -> str:
+    """Where the pseudolabel job reports on its labels file by default: ``x.csv`` -> ``x.json``."""
+    return f"{out.rsplit('.', 1)[0]}.json"
+
+
 class PseudoJob(Job):
     """Pseudolabel an incoming collection from its classifier predictions."""
 
@@ -146,7 +151,7 @@ class PseudoJob(Job):
 
     @property
     def report_key(self) -> str:
-        return self.report or f"{self.out.rsplit('.', 1)[0]}.json"
+        return self.report or default_report_key(self.out)
 
     def run(self) -> dict[str, Any]:
         from kzjobs.blend import attach_truth, blend, box_folds, load_oof, load_predictions

@@ -52,14 +52,11 @@ def tracking_uri() -> str:
 
 @contextlib.contextmanager
 def _sqlite_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock next to an SQLite database (nothing for other backends).
+    """Hold an exclusive lock next to an SQLite database.
 
     MLflow creates and migrates an SQLite schema on first use; two jobs starting
     together on a fresh database (two folds side by side) would both try, and one fails.
     """
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
     import fcntl
 
     with open(f"{uri[len('sqlite:///'):]}.lock", "a") as lock:
@@ -77,7 +74,9 @@ def client(uri: str | None = None) -> MlflowClient:
     uri = uri or tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    with _sqlite_lock(uri):  # the stores create (or migrate) the schema here, one at a time
+    if not uri.startswith("sqlite:///"):
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _sqlite_lock(uri):  # both stores create (or migrate) the schema here, one at a time
         found = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         found.search_registered_models(max_results=1)
     return found
