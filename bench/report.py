@@ -73,7 +73,9 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
     lines += ["", "| recognize | pages/s (job) | pages/s (wall, with model load) | peak RSS MB |",
               "| --- | --- | --- | --- |"]
     for s in r["recognize_speed"]:
-        lines.append(f"| {s['pages']} pages | {s['pages_per_second_job']} | "
+        shards = s.get("shards", 1)
+        where = f" in {shards} shards side by side" if shards > 1 else ""
+        lines.append(f"| {s['pages']} pages{where} | {s['pages_per_second_job']} | "
                      f"{s['pages_per_second_wall']} | {s['peak_rss_mb']} |")
     lines += ["", f"The final blend is at `{r['bundle']}`.", ""]
     return lines

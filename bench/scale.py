@@ -26,9 +26,16 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def recognize_speed(store_uri: str, model: str, source: str, pages: int,
-                    env: dict[str, str], profile: str | None = None) -> dict[str, Any]:
-    """``kzjobs recognize`` on ``pages`` pages (``source``'s, repeated), in a fresh process,
-    so that its peak RSS is its own."""
+                    env: dict[str, str], profile: str | None = None,
+                    shards: int = 1) -> dict[str, Any]:
+    """``kzjobs recognize`` on ``pages`` pages (``source``'s, repeated), in fresh processes,
+    so that each peak RSS is its own.
+
+    With ``shards`` > 1 the shards run side by side (as the bulk DAG maps them), the cores
+    shared out between them, then ``kzjobs recognize merge``; the wall time covers all.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from kzjobs.store import open_store
 
     store = open_store(store_uri)
@@ -39,26 +46,37 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
         name = f"{sub}/images/spd{i:04d}_{key.rsplit('/', 1)[-1]}"
         if not store.exists(name):
             store.write_bytes(name, store.read_bytes(key))
-    out = f"bench-speed/out{pages}-{int(time.time())}"
-    argv = [sys.executable, "-m", "kzjobs", "recognize", "--model", model, "--collection", sub,
-            "--out", out, "--store", store_uri]
-    if profile:
-        argv += ["--profile", profile]
+    out = f"bench-speed/out{pages}-s{shards}-{int(time.time())}"
+    kzjobs = [sys.executable, "-m", "kzjobs", "recognize"]
+    where = ["--collection", sub, "--out", out, "--store", store_uri]
+    argv = [*kzjobs, "--model", model, *where, *(["--profile", profile] if profile else [])]
+    threads = str(max(1, (os.cpu_count() or 1) // shards))
+    shard_env = env if shards == 1 else env | {"OMP_NUM_THREADS": threads,
+                                                "MKL_NUM_THREADS": threads}
+    started = time.perf_counter()
+    with ThreadPoolExecutor(shards) as pool:  # a thread per child: each one's VmHWM is read
+        runs = list(pool.map(lambda i: _run([*argv, "--shard", f"{i}/{shards}"], shard_env),
+                             range(shards)))
+    merged = runs[0][0]["merge"] if shards == 1 else _run([*kzjobs, "merge", *where], env)[0]
+    wall = time.perf_counter() - started
+    job_rates = [summary.get("pages_per_second") or 0.0 for summary, _ in runs]
+    return {"pages": pages, "shards": shards, "recognized": merged["recognized"],
+            "wall_seconds": round(wall, 1),
+            "pages_per_second_job": round(sum(job_rates), 3),
+            "pages_per_second_wall": round(pages / wall, 3),
+            "peak_rss_mb": round(max(peak for _, peak in runs) / 1024, 1)}
+
+
+def _run(argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], int]:
+    """A ``kzjobs`` command's JSON summary and its own peak RSS in KiB."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        started = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, text=True)
         code, _, peak_kb = wait_child(proc)  # this one process's peak, not its parent's
-        wall = time.perf_counter() - started
         stdout.seek(0)
         stderr.seek(0)
         if code:
             raise RuntimeError(stderr.read()[-3000:])
-        summary = json.loads(stdout.read())
-    return {"pages": pages, "recognized": summary["merge"]["recognized"],
-            "wall_seconds": round(wall, 1),
-            "pages_per_second_job": summary.get("pages_per_second"),
-            "pages_per_second_wall": round(pages / wall, 3),
-            "peak_rss_mb": round(peak_kb / 1024, 1)}
+        return json.loads(stdout.read()), peak_kb
 
 
 def main() -> None:
@@ -68,6 +86,8 @@ def main() -> None:
     parser.add_argument("--store", help="The store holding --model and --source.")
     parser.add_argument("--source", default="coll", help="Collection whose pages are copied.")
     parser.add_argument("--profile", help="Inference settings (default: the bundle's own).")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="Recognize shards run side by side, the cores shared out.")
     parser.add_argument("--threads", type=int, default=0,
                         help="OMP_NUM_THREADS for the job (0: torch's default, every core).")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
@@ -90,7 +110,8 @@ def main() -> None:
         runs = []
         for n in args.pages:
             print(f"recognize {n} pages", flush=True)
-            runs.append(recognize_speed(store, model, args.source, n, env, args.profile))
+            runs.append(recognize_speed(store, model, args.source, n, env, args.profile,
+                                        args.shards))
             print(json.dumps(runs[-1]), flush=True)
     result = {
         "command": "python -m bench.scale " + " ".join(sys.argv[1:]),

@@ -67,7 +67,7 @@ def predict_logits(
         tensor = page_transform(round(page_size * scale))(image=image)["image"]
         fx, fy = tensor.shape[2] / width, tensor.shape[1] / height
         scaled = xyxy * torch.tensor([fx, fy, fx, fy])
-        with torch.inference_mode(), autocast(device, amp):
+        with torch.inference_mode(), autocast(device, amp, cpu_bf16=True):
             logits = model(tensor[None].to(device), [scaled.to(device)])
         total += logits.float().cpu()
     return total / len(scales)

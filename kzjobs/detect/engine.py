@@ -111,8 +111,16 @@ def detect_page(model: torch.nn.Module, image: Image.Image, config: DetectConfig
     """Boxes on a full page, run at the profile's scale and mapped back to original pixels."""
     model.eval()
     array, scale = scale_page(image, config.page_size)
+    # GeneralizedRCNN's forward, split so that only the backbone may run in bf16 on the
+    # CPU: the heads regress box coordinates, which bf16 would round by pixels.
+    images, _ = model.transform([to_tensor(array).to(device)])
+    with autocast(device, amp, cpu_bf16=True):
+        features = model.backbone(images.tensors)
+    features = {name: f.float() for name, f in features.items()}
     with autocast(device, amp):
-        out = model([to_tensor(array).to(device)])[0]
+        proposals, _ = model.rpn(images, features)
+        found, _ = model.roi_heads(features, proposals, images.image_sizes)
+    out = model.transform.postprocess(found, images.image_sizes, [tuple(array.shape[:2])])[0]
     boxes = out["boxes"].float().cpu() / scale
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image.height)

@@ -70,3 +70,41 @@ def test_learning_rate_warms_up_then_decays_and_resumes():
         opt.step()
         sched.step()
     assert resumed == pytest.approx(lrs[40:])
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, amx):
+    """detect_page splits GeneralizedRCNN's forward (a bf16 backbone where the CPU has
+    AMX): in fp32 it finds exactly the model's own boxes, scaled back to page pixels; with
+    a bf16 backbone, boxes near the model's own."""
+    import numpy as np
+    from PIL import Image
+
+    import kzjobs.device
+    from kzjobs.detect.dataset import scale_page, to_tensor
+    from kzjobs.detect.engine import detect_page
+    from kzjobs.detect.model import build_detector
+
+    if amx and not kzjobs.device.cpu_has_amx():
+        pytest.skip("this CPU has no AMX: bf16 is never used here")
+    monkeypatch.setattr(kzjobs.device, "cpu_has_amx", lambda: amx)
+    config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256,
+                          score_threshold=0.0)
+    torch.manual_seed(0)
+    model = build_detector(config, load_weights=False).eval()
+    page = Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 300, 3), np.uint8))
+    cpu = torch.device("cpu")
+    found = detect_page(model, page, config, cpu)
+    array, scale = scale_page(page, config.page_size)
+    with torch.inference_mode():
+        own = model([to_tensor(array)])[0]
+    expected = (own["boxes"] / scale).round()
+    got = torch.tensor([[d.x, d.y, d.x + d.w, d.y + d.h] for d in found], dtype=torch.float32)
+    assert len(found) > 10
+    if not amx:
+        assert got.shape == expected.shape and torch.equal(got, expected)
+        assert [d.score for d in found] == own["scores"].tolist()
+    else:  # the heads are fp32: only the features moved, by bf16 rounding
+        from torchvision.ops import box_iou
+
+        assert box_iou(got, expected).max(dim=1).values.median() > 0.8
