@@ -33,6 +33,8 @@ def recognize(
     images: Images = None,
     out: Out = "",
     shard: Annotated[str, typer.Option(help="i/n: this job's share of the pages.")] = "0/1",
+    batch: Annotated[int, typer.Option(
+        help="Pages read before level 2 decides for them in one call.")] = 8,
     validation: Validation = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     store: StoreOption = None,
@@ -48,7 +50,8 @@ def recognize(
     from kzjobs.recognize.job import RecognizeJob
 
     emit(RecognizeJob(store_uri=store, profile_name=profile, model=model, collection=collection,
-                      images=images, out=out, shard=shard, validation=validation,
+                      images=images, out=out, shard=shard, batch=batch,
+                      validation=validation,
                       device=device).run())
 
 

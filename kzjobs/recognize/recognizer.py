@@ -8,6 +8,7 @@ top class, which is the ablation's "blend" step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -125,20 +126,39 @@ class Recognizer:
             return predict(frames, self.level2)
         return top_class(frames)
 
+    def recognize_pages(self, pages: Sequence[tuple[str, Image.Image]]) -> list[PageResult]:
+        """Several pages at once: the networks read them one by one, level 2 decides for
+        all of them in one call (on one page its fixed cost is two thirds of its time).
+        A page's result does not depend on the pages it is read with."""
+        import pandas as pd
+
+        results, frames_of_pages = [], []
+        for image_id, image in pages:
+            results.append(PageResult(image_id, image.width, image.height))
+            boxes = self.detect(image)
+            if boxes:
+                frames_of_pages.append(self.classify(image_id, image, boxes))
+        if not frames_of_pages:
+            return results
+        per_model = zip(*frames_of_pages, strict=True)  # one frame per classifier, every page
+        frames = [pd.concat(parts, ignore_index=True) for parts in per_model]
+        decided = self.decide(frames)
+        by_page = dict(tuple(decided.groupby("image_id", sort=False)))
+        for result in results:
+            page = by_page.get(result.image_id)
+            if page is None:
+                continue
+            result.chars = [
+                Char(code, int(x), int(y), int(w), int(h), round(float(p), 4))
+                for code, x, y, w, h, p in zip(
+                    page["code"], page["x"], page["y"], page["w"], page["h"], page["prob"],
+                    strict=True,
+                )
+            ]
+        return results
+
     def recognize_page(self, image_id: str, image: Image.Image) -> PageResult:
-        boxes = self.detect(image)
-        result = PageResult(image_id, image.width, image.height)
-        if not boxes:
-            return result
-        decided = self.decide(self.classify(image_id, image, boxes))
-        result.chars = [
-            Char(code, int(x), int(y), int(w), int(h), round(float(p), 4))
-            for code, x, y, w, h, p in zip(
-                decided["code"], decided["x"], decided["y"], decided["w"], decided["h"],
-                decided["prob"], strict=True,
-            )
-        ]
-        return result
+        return self.recognize_pages([(image_id, image)])[0]
 
 
 def top_class(frames: list[pd.DataFrame]) -> pd.DataFrame:

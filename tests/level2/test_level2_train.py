@@ -155,6 +155,10 @@ def test_predict_on_incoming_pages_per_fold_and_mean(trained):
     assert predict(shuffled, trained.model).equals(per_fold)
     full = predict(new.frames, trained.model, drop_seg_fp=False)
     assert len(full) == len(truth) and (full["code"] == SEG_FP).sum() == len(full) - len(per_fold)
+    # page by page (as recognize may batch them): each page's answer as in the whole set
+    pages = [predict([f[f["image_id"] == page] for f in new.frames], trained.model)
+             for page in sorted(per_fold["image_id"].unique())]
+    pd.testing.assert_frame_equal(pd.concat(pages, ignore_index=True), per_fold)
 
 
 def test_predict_quarantines_bad_rows_and_goes_on(trained):

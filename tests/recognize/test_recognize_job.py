@@ -49,6 +49,11 @@ def test_shards_resume_and_merge_identically(setup):
     assert report["quarantine"][0]["item"] == "synzA_009"
     assert "decode" in report["quarantine"][0]["reason"]
     assert whole["merge"]["characters"] > 0
+    # Level 2 decides for a batch of pages at once (8 by default: both pages here); a
+    # page's result does not depend on the pages it was read with.
+    run(root, "out/one-by-one", batch=1)
+    alone = {k.split("/", 2)[2]: v for k, v in outputs(store, "out/one-by-one").items()}
+    assert alone == {k.split("/", 2)[2]: v for k, v in outputs(store, "out/whole").items()}
 
     # Two shards, the merge refusing until both are done.
     first = run(root, "out/sharded", shard="0/2")
