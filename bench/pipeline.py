@@ -98,13 +98,27 @@ def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int) -> dic
     return seconds
 
 
+def decided_f1(truth: dict[str, Any], decided: Any) -> dict[str, Any]:
+    """Competition F1 (overall and per book) of a decided frame (``image_id, x, y, w, h,
+    code`` per kept box): each box counts as its centre."""
+    from kzjobs.data.format import Point
+    from kzjobs.metric import score
+
+    points: dict[str, list[Point]] = {i: [] for i in truth}
+    for row in decided.itertuples(index=False):
+        points[row.image_id].append(Point(row.code, row.x + row.w / 2, row.y + row.h / 2))
+    result = score(truth, points)
+    return {"f1": round(result.f1, 4),
+            "by_book": {b: round(c.f1, 4) for b, c in sorted(result.by_book.items())}}
+
+
 def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]:
     """F1 of each rung of the ladder, from one pass of every model over the held-out pages."""
     import pandas as pd
 
     from kzjobs.bundle import Bundle
     from kzjobs.data.dataset import Dataset
-    from kzjobs.data.format import Point, boxes_to_points
+    from kzjobs.data.format import boxes_to_points
     from kzjobs.metric import score
     from kzjobs.plan import finetuned
     from kzjobs.recognize.recognizer import Recognizer, top_class
@@ -129,12 +143,7 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
             frames += rec.classify(image_id, image, boxes)
 
     def f1_of(decided: pd.DataFrame) -> dict[str, Any]:
-        points: dict[str, list[Point]] = {i: [] for i in truth}
-        for row in decided.itertuples(index=False):
-            points[row.image_id].append(Point(row.code, row.x + row.w / 2, row.y + row.h / 2))
-        result = score(truth, points)
-        return {"f1": round(result.f1, 4),
-                "by_book": {b: round(c.f1, 4) for b, c in sorted(result.by_book.items())}}
+        return decided_f1(truth, decided)
 
     # One frame per model (a frame holds a box once: blending joins frames on the box).
     every = pd.concat(frames, ignore_index=True)
