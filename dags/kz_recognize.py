@@ -36,6 +36,8 @@ predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
                          description="Validation settings; the model brings its own."),
         "model": Param(champion_ref(), type="string", description="models:/ URI or bundle key."),
         "shards": Param(2, type="integer", minimum=1, description="Parallel recognition jobs."),
+        "batch": Param(8, type="integer", minimum=1,
+                       description="Pages per level-2 call; a crash redoes at most this many."),
         "out_prefix": Param("predictions", type="string"),
     },
     tags=["kzjobs"],

@@ -209,6 +209,7 @@ class RecognizePlan(BaseModel):
     model: str
     collection: str
     shards: int
+    batch: int = 8  # pages per level-2 call (`kzjobs recognize --batch`)
     out: str
 
     @classmethod
@@ -222,6 +223,7 @@ class RecognizePlan(BaseModel):
             model=params.get("model") or champion_ref(),
             collection=collection,
             shards=max(1, int(params.get("shards") or 1)),
+            batch=max(1, int(params.get("batch") or 8)),
             out=join(params.get("out_prefix") or "predictions", name),
         )
 
@@ -241,7 +243,8 @@ class RecognizePlan(BaseModel):
             "validate": self._p(self.collection, "--out", self.validation),
             # no --profile: a blend recognizes with the settings it was evaluated with
             "recognize": [
-                ["--model", self.model, *where, "--shard", f"{i}/{self.shards}"]
+                ["--model", self.model, *where, "--shard", f"{i}/{self.shards}",
+                 "--batch", str(self.batch)]
                 for i in range(self.shards)
             ],
             "merge": self._p(*where),

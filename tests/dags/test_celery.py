@@ -39,8 +39,9 @@ def run_killing_a_worker(cluster: CeleryCluster, shard_pages: dict[int, list[str
                          out: Path, ref: Path, env: dict[str, str]) -> dict[str, Any]:
     """Trigger the DAG; SIGKILL the worker of the first shard seen half done; wait for the
     run's end. What was killed, the run's id and state, and the reference's exit code."""
+    # Batches of 2 pages: a shard of 3 is seen half done after its first batch.
     run_id = cluster.trigger(DAG, {"collection": "coll", "profile": "tiny", "model": "model",
-                                   "shards": SHARDS, "out_prefix": "predictions"})
+                                   "shards": SHARDS, "batch": 2, "out_prefix": "predictions"})
     killed: dict[str, Any] = {"run_id": run_id}
 
     def kill_a_worker_mid_shard() -> None:

@@ -80,6 +80,9 @@ def test_recognize_plan_shards_and_validation():
     a = plan.args()
     assert _opt(a["recognize"][0], "--model") == "models:/kz-recognizer@champion"
     assert [_opt(x, "--shard") for x in a["recognize"]] == ["0/3", "1/3", "2/3"]
+    assert {_opt(x, "--batch") for x in a["recognize"]} == {"8"}
+    batched = RecognizePlan.build({"profile": "tiny", "batch": 2}, RUN_ID, "incoming/batch-7")
+    assert _opt(batched.args()["recognize"][0], "--batch") == "2"
     validation = _opt(a["validate"], "--out")
     assert all(_opt(x, "--validation") == validation for x in [*a["recognize"], a["merge"]])
     assert {_opt(x, "--out") for x in [*a["recognize"], a["merge"]]} == {
