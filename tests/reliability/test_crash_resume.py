@@ -180,8 +180,11 @@ class Recognition:
     page_seconds: float  # the uninterrupted run's time per page
 
     def argv(self, out: str) -> list[str]:
+        # One page a batch, so that kills land at every moment of a page's life (the
+        # uninterrupted run used the default batch: the outputs must not differ). A killed
+        # batched shard is tested in tests/dags/test_celery.py.
         return kzjobs("recognize", "--model", "model", "--collection", "coll", "--out", out,
-                      "--store", self.root, "--profile", self.profile)
+                      "--store", self.root, "--profile", self.profile, "--batch", "1")
 
 
 @pytest.fixture(scope="module")
