@@ -29,12 +29,12 @@ def compare(store: Any, run: str, heldout: str) -> dict[str, Any]:
     from kzjobs.bundle import Bundle
     from kzjobs.data.dataset import Dataset
     from kzjobs.device import cpu_has_amx
-    from kzjobs.recognize.recognizer import Recognizer
+    from kzjobs.recognize.recognizer import Recognizer, frames_per_model
 
-    root = store.child(run)
-    rec = Recognizer.from_bundle(Bundle.load(root), root)
     if not cpu_has_amx():
         return {"bf16": "not used: this CPU has no AMX, so classifiers run in fp32"}
+    root = store.child(run)
+    rec = Recognizer.from_bundle(Bundle.load(root), root)
     # `amp` off: fp32 everywhere; on: bf16 for the classifiers on this CPU.
     profiles = {name: rec.profile.model_copy(update={"classify": rec.profile.classify.model_copy(
         update={"amp": amp})}) for name, amp in (("fp32", False), ("bf16", True))}
@@ -53,7 +53,7 @@ def compare(store: Any, run: str, heldout: str) -> dict[str, Any]:
     top = {}
     for name, profile in profiles.items():
         rec.profile = profile
-        frames = [pd.concat(parts, ignore_index=True) for parts in zip(*pages[name], strict=True)]
+        frames = frames_per_model(pages[name])
         top[name] = top_two(blend(frames))[0]
         out[name] = {"f1": decided_f1(ds.annotations, rec.decide(frames)),
                      "classify_seconds_per_page": round(seconds[name] / out["pages"], 3)}

@@ -15,6 +15,7 @@ from airflow.sdk import Asset, Param, chain, dag, task
 from kzjobs.launch import job, mapped_job
 from kzjobs.plan import (
     COLLECTION_ASSET,
+    PAGES_PER_BATCH,
     PREDICTIONS_ASSET,
     RecognizePlan,
     champion_ref,
@@ -36,7 +37,7 @@ predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
                          description="Validation settings; the model brings its own."),
         "model": Param(champion_ref(), type="string", description="models:/ URI or bundle key."),
         "shards": Param(2, type="integer", minimum=1, description="Parallel recognition jobs."),
-        "batch": Param(8, type="integer", minimum=1,
+        "batch": Param(PAGES_PER_BATCH, type="integer", minimum=1,
                        description="Pages per level-2 call; a crash redoes at most this many."),
         "out_prefix": Param("predictions", type="string"),
     },

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kzjobs.profile import load_profile
+from kzjobs.recognize import PAGES_PER_BATCH
 from kzjobs.settings import get_settings
 from kzjobs.store import join
 
@@ -209,7 +210,7 @@ class RecognizePlan(BaseModel):
     model: str
     collection: str
     shards: int
-    batch: int = 8  # pages per level-2 call (`kzjobs recognize --batch`)
+    batch: int = PAGES_PER_BATCH  # pages per level-2 call (`kzjobs recognize --batch`)
     out: str
 
     @classmethod
@@ -223,7 +224,7 @@ class RecognizePlan(BaseModel):
             model=params.get("model") or champion_ref(),
             collection=collection,
             shards=max(1, int(params.get("shards") or 1)),
-            batch=max(1, int(params.get("batch") or 8)),
+            batch=max(1, int(params.get("batch") or PAGES_PER_BATCH)),
             out=join(params.get("out_prefix") or "predictions", name),
         )
 

@@ -41,15 +41,16 @@ class KzRecognizerModel(mlflow.pyfunc.PythonModel):
 
         from kzjobs.data.format import format_points
         from kzjobs.images import open_image
+        from kzjobs.recognize import PAGES_PER_BATCH
         from kzjobs.store import read_uri
 
-        recognizer = self.recognizer()
-        ids, labels = [], []
-        for image_id, image in zip(model_input["image_id"], model_input["image"], strict=True):
-            result = recognizer.recognize_page(str(image_id), open_image(read_uri(str(image))))
-            ids.append(str(image_id))
-            labels.append(format_points(result.points()))
-        return pd.DataFrame({"image_id": ids, "labels": labels})
+        pages = ((str(image_id), open_image(read_uri(str(image))))  # read a batch at a time
+                 for image_id, image in zip(model_input["image_id"], model_input["image"],
+                                            strict=True))
+        results = [result for result, _ in
+                   self.recognizer().recognize_stream(pages, PAGES_PER_BATCH)]
+        return pd.DataFrame({"image_id": [r.image_id for r in results],
+                             "labels": [format_points(r.points()) for r in results]})
 
 
 set_model(KzRecognizerModel())

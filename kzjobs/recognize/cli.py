@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from kzjobs.options import ProfileOption, StoreOption, emit
+from kzjobs.recognize import PAGES_PER_BATCH
 
 recognize_app = typer.Typer(
     help="Recognize a collection with a blend (a bundle or models:/kz-recognizer@champion).",
@@ -34,7 +35,7 @@ def recognize(
     out: Out = "",
     shard: Annotated[str, typer.Option(help="i/n: this job's share of the pages.")] = "0/1",
     batch: Annotated[int, typer.Option(
-        help="Pages read before level 2 decides for them in one call.")] = 8,
+        help="Pages read before level 2 decides for them in one call.")] = PAGES_PER_BATCH,
     validation: Validation = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     store: StoreOption = None,

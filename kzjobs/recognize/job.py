@@ -12,12 +12,14 @@ import hashlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
+from kzjobs.recognize import PAGES_PER_BATCH
 from kzjobs.recognize.outputs import done_pages, merge
 from kzjobs.store import Store, UnsafeKeyError, join, validate_key
 from kzjobs.validate.config import MAX_ID_LENGTH
@@ -109,9 +111,7 @@ class RecognizeJob(_CollectionJob):
     profile_name: str | None = None  # type: ignore[assignment]
     model: str
     shard: str = "0/1"
-    # Pages read before level 2 decides for all of them at once; a crash loses at most
-    # this many pages' work.
-    batch: int = Field(8, ge=1)
+    batch: int = Field(PAGES_PER_BATCH, ge=1)
     device: str | None = None
     progress: bool = True
 
@@ -147,30 +147,30 @@ class RecognizeJob(_CollectionJob):
                 device=self.device or self.settings.device,
             )
             started = time.perf_counter()
-            batch: list[tuple[str, Any]] = []
-            for n, image_id in enumerate(tqdm(todo, desc=f"recognize {self.shard}",
-                                              file=sys.stderr, disable=not self.progress,
-                                              dynamic_ncols=True), start=1):
-                try:
-                    if not safe_id(image_id):  # its outputs' keys would leave their folders
-                        raise UnsafeKeyError("unsafe image id")
-                    batch.append((image_id, ds.read_image(image_id)))
-                except (ImageError, KeyError, UnsafeKeyError) as exc:
-                    reason = getattr(exc, "reason", None) or str(exc).strip("'\"")
-                    log.warning("quarantined %r: %s", image_id, reason)
-                    out.write_json(quarantine_key(image_id),
-                                   {"item": image_id, "reason": reason, "stage": "recognize"})
-                    summary["quarantined"] += 1
-                if len(batch) == self.batch or (n == len(todo) and batch):
-                    for result, (_, image) in zip(recognizer.recognize_pages(batch), batch,
-                                                  strict=True):
-                        write_page(out, result, image)
-                        summary["recognized"] += 1
-                        # One line per committed page: the job's progress in its task log,
-                        # and what shows that a re-run after a crash redoes no finished page.
-                        log.info("recognized %s: %d characters", result.image_id,
-                                 len(result.chars))
-                    batch = []
+
+            def readable() -> Iterator[tuple[str, Any]]:
+                """The shard's pages that decode; the others are quarantined here."""
+                for image_id in tqdm(todo, desc=f"recognize {self.shard}", file=sys.stderr,
+                                     disable=not self.progress, dynamic_ncols=True):
+                    try:
+                        if not safe_id(image_id):  # its outputs' keys would leave their folders
+                            raise UnsafeKeyError("unsafe image id")
+                        image = ds.read_image(image_id)
+                    except (ImageError, KeyError, UnsafeKeyError) as exc:
+                        reason = getattr(exc, "reason", None) or str(exc).strip("'\"")
+                        log.warning("quarantined %r: %s", image_id, reason)
+                        out.write_json(quarantine_key(image_id), {
+                            "item": image_id, "reason": reason, "stage": "recognize"})
+                        summary["quarantined"] += 1
+                        continue
+                    yield image_id, image
+
+            for result, image in recognizer.recognize_stream(readable(), self.batch):
+                write_page(out, result, image)
+                summary["recognized"] += 1
+                # One line per committed page: the job's progress in its task log, and what
+                # shows that a re-run after a crash redoes no finished page.
+                log.info("recognized %s: %d characters", result.image_id, len(result.chars))
             seconds = time.perf_counter() - started
             summary["seconds"] = round(seconds, 2)
             summary["pages_per_second"] = round(summary["recognized"] / seconds, 3)

@@ -8,7 +8,7 @@ top class, which is the ablation's "blend" step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -130,8 +130,6 @@ class Recognizer:
         """Several pages at once: the networks read them one by one, level 2 decides for
         all of them in one call (on one page its fixed cost is two thirds of its time).
         A page's result does not depend on the pages it is read with."""
-        import pandas as pd
-
         results, frames_of_pages = [], []
         for image_id, image in pages:
             results.append(PageResult(image_id, image.width, image.height))
@@ -140,9 +138,7 @@ class Recognizer:
                 frames_of_pages.append(self.classify(image_id, image, boxes))
         if not frames_of_pages:
             return results
-        per_model = zip(*frames_of_pages, strict=True)  # one frame per classifier, every page
-        frames = [pd.concat(parts, ignore_index=True) for parts in per_model]
-        decided = self.decide(frames)
+        decided = self.decide(frames_per_model(frames_of_pages))
         by_page = dict(tuple(decided.groupby("image_id", sort=False)))
         for result in results:
             page = by_page.get(result.image_id)
@@ -159,6 +155,26 @@ class Recognizer:
 
     def recognize_page(self, image_id: str, image: Image.Image) -> PageResult:
         return self.recognize_pages([(image_id, image)])[0]
+
+    def recognize_stream(self, pages: Iterable[tuple[str, Image.Image]], batch: int
+                         ) -> Iterator[tuple[PageResult, Image.Image]]:
+        """Each page's result with its image, ``batch`` pages to a level-2 call; ``pages``
+        is read lazily, so memory holds one batch whatever the collection's size."""
+        chunk: list[tuple[str, Image.Image]] = []
+        for page in pages:
+            chunk.append(page)
+            if len(chunk) == batch:
+                yield from zip(self.recognize_pages(chunk), (im for _, im in chunk), strict=True)
+                chunk = []
+        if chunk:
+            yield from zip(self.recognize_pages(chunk), (im for _, im in chunk), strict=True)
+
+
+def frames_per_model(frames_of_pages: Sequence[Sequence[pd.DataFrame]]) -> list[pd.DataFrame]:
+    """Per-page prediction frames (one per classifier) joined into one frame per classifier."""
+    import pandas as pd
+
+    return [pd.concat(parts, ignore_index=True) for parts in zip(*frames_of_pages, strict=True)]
 
 
 def top_class(frames: list[pd.DataFrame]) -> pd.DataFrame:
