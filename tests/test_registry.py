@@ -225,3 +225,43 @@ def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_pat
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
+    """A seeded blend registered and loaded back as a pyfunc: its labels for a batch of
+    page files are the recognize job's submission rows for the same pages."""
+    import mlflow
+    import pandas as pd
+
+    from bench.workload import write_seeded_bundle
+    from kzjobs import registry
+    from kzjobs.data.format import parse_points, read_submission
+    from kzjobs.recognize.job import RecognizeJob
+    from kzjobs.store import open_store
+    from kzjobs.synth import generate
+
+    store = open_store(tmp_path / "store")
+    generate(store.child("coll"), books=1, pages_per_book=3, seed=3, fonts=["ipaex-mincho"])
+    write_seeded_bundle(store, "model")
+    ev = _evaluation(store, "coll", 0.5)
+    registry.register_bundle("model", store, evaluation=ev, dataset="coll",
+                             dataset_version=ev["dataset_version"])
+    RecognizeJob(store_uri=store.uri, model="model", collection="coll", out="out",
+                 progress=False).run()
+    expected = read_submission(store.read_bytes("out/submission.csv"))
+
+    ds = Dataset.open("coll", store)
+    ids = ds.image_ids()
+    pages = pd.DataFrame({"image_id": ids,
+                          "image": [f"{ds.store.uri}/{ds.image_keys[i]}" for i in ids]})
+    got = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate").predict(pages)
+    assert list(got["image_id"]) == ids
+    assert sum(len(expected[i]) for i in ids) > 0
+
+    # The same points; the submission lists them in reading order, the pyfunc by box.
+    read = dict(zip(got["image_id"], got["labels"], strict=True))
+    def key(p):
+        return p.code, p.x, p.y
+
+    assert [sorted(parse_points(i, read[i]), key=key) for i in ids] == [
+        sorted(expected[i], key=key) for i in ids]
