@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-FONT_PACKAGES := fonts-kouzan-mouhitsu fonts-aoyagi-kouzan-t fonts-ipaexfont-mincho fonts-hanazono
+FONT_PACKAGES := fonts-kouzan-mouhitsu fonts-aoyagi-kouzan-t fonts-ipaexfont-mincho fonts-hanazono \
+	fonts-aoyagi-soseki fonts-kiloji fonts-seto fonts-klee fonts-dejima-mincho \
+	fonts-oradano-mincho-gsrr fonts-horai-umefont fonts-sawarabi-mincho
 BENCH_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false

@@ -15,11 +15,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     GX_ANALYTICS_ENABLED=false \
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 
-# Python, and the brush and Mincho fonts of the synthetic books (kzjobs synth).
+# Python, and the fonts of the synthetic books (kzjobs.synth.fonts, the Makefile's fonts).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       python3 python3-venv ca-certificates libgomp1 \
       fonts-kouzan-mouhitsu fonts-aoyagi-kouzan-t fonts-ipaexfont-mincho fonts-hanazono \
+      fonts-aoyagi-soseki fonts-kiloji fonts-seto fonts-klee fonts-dejima-mincho \
+      fonts-oradano-mincho-gsrr fonts-horai-umefont fonts-sawarabi-mincho \
  && rm -rf /var/lib/apt/lists/*
 
 RUN python3 -m venv /opt/kzjobs

@@ -77,6 +77,19 @@ def test_job_image():
     assert f"-t {JOB_IMAGE}" in JOB_DOCKERFILE.read_text()
 
 
+def test_every_font_of_the_synthetic_books_is_installed_by_make_and_the_job_image():
+    from kzjobs.synth.fonts import FONT_SPECS
+
+    makefile = re.sub(r"\\\n", " ", (REPO / "Makefile").read_text())
+    make_packages = set(re.search(r"^FONT_PACKAGES :=(.*)$", makefile, re.M).group(1).split())
+    image_packages = set(" ".join(a for k, a in instructions(JOB_DOCKERFILE)
+                                  if k == "RUN").split())
+    needed = {spec.package for spec in FONT_SPECS.values()}
+    assert needed <= make_packages, needed - make_packages
+    assert needed <= image_packages, needed - image_packages
+    assert {p for p in make_packages if p.startswith("fonts-")} == needed  # none left over
+
+
 def test_airflow_image():
     ins = instructions(AIRFLOW_DOCKERFILE)
     args = dict(a.split("=", 1) for k, a in ins if k == "ARG" and "=" in a)

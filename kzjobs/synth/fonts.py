@@ -28,7 +28,9 @@ class FontSpec:
     id: str
     file: str  # path under a font root, as the Debian package installs it
     package: str  # the Debian package that ships it
-    style: str  # "cursive" (brush) or "print" (Mincho)
+    # "cursive": a brush hand, drawn as it is; "print": Mincho and pen hands, drawn with a
+    # heavier brush and more rotation so that they look less typeset (style.sample_style).
+    style: str
 
 
 _SPECS = (
@@ -43,6 +45,21 @@ _SPECS = (
     FontSpec("ipaex-mincho", "opentype/ipaexfont-mincho/ipaexm.ttf",
              "fonts-ipaexfont-mincho", "print"),
     FontSpec("hanazono", "truetype/hanazono/HanaMinA.ttf", "fonts-hanazono", "print"),
+    # More hands for training (each draws 397-400 of the bench's 400 characters):
+    # one more brush, three pen hands and four old-style Mincho faces.
+    FontSpec("aoyagi-soseki", "truetype/aoyagi-soseki/aoyagi-soseki.ttf",
+             "fonts-aoyagi-soseki", "cursive"),
+    FontSpec("kiloji", "truetype/kiloji/kiloji.ttf", "fonts-kiloji", "print"),
+    FontSpec("seto", "truetype/seto/setofont.ttf", "fonts-seto", "print"),
+    FontSpec("klee", "truetype/klee/KleeOne-Regular.ttf", "fonts-klee", "print"),
+    FontSpec("dejima-mincho", "truetype/dejima-mincho/dejima-mincho-r227.ttf",
+             "fonts-dejima-mincho", "print"),
+    FontSpec("oradano-mincho", "truetype/oradano-mincho/OradanoGSRR.ttf",
+             "fonts-oradano-mincho-gsrr", "print"),
+    FontSpec("ume-mincho", "truetype/horai-umefont/ume-tmo3.ttf", "fonts-horai-umefont",
+             "print"),
+    FontSpec("sawarabi-mincho", "truetype/sawarabi-mincho/sawarabi-mincho-medium.ttf",
+             "fonts-sawarabi-mincho", "print"),
 )
 FONT_SPECS: dict[str, FontSpec] = {s.id: s for s in _SPECS}
 FONTS: tuple[str, ...] = tuple(FONT_SPECS)
