@@ -57,9 +57,10 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
     if adapted := r.get("adaptation"):
         ps, l2 = adapted["pseudolabels"], adapted["level2_oof"]
         oof = ps["accuracy_on_labelled_oof_pages"] or {}
+        threshold = "none reached" if ps["threshold"] is None else f"{ps['threshold']:.3g}"
         lines += [
             "",
-            f"- pseudolabels ({ps['rule']} rule, threshold {ps['threshold']:.3g}): kept "
+            f"- pseudolabels ({ps['rule']} rule, threshold {threshold}): kept "
             f"{ps['fraction_kept']:.1%} of {ps['boxes']} incoming boxes ({ps['seg_fp_kept']} "
             f"as seg_fp); the rule on labelled OOF pages keeps {oof.get('fraction_kept', 0):.1%} "
             f"at {oof.get('accuracy_kept') or 0:.1%} accuracy; of the kept characters "
