@@ -49,16 +49,13 @@ STAGES = [
 
 def make_data(store: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Training, held-out and incoming collections (skipped when already there)."""
-    from kzjobs.profile import load_profile
-    from kzjobs.synth import fonts_across_folds, generate
+    from kzjobs.synth import generate
 
     made: dict[str, Any] = {}
     if not store.exists("datasets/train/train.csv"):
-        # Every fold's models see every training font (and its OOF books too).
-        fonts = fonts_across_folds(args.train_fonts, load_profile(args.profile).data.n_folds)
         made["train"] = generate(store.child("datasets/train"), books=args.train_books,
                                  pages_per_book=args.pages, seed=args.seed,
-                                 fonts=fonts, vocabulary_size=args.vocabulary_size)
+                                 fonts=args.font_cycle, vocabulary_size=args.vocabulary_size)
     if not store.exists("datasets/heldout/train.csv"):
         made["heldout"] = generate(store.child("datasets/heldout"), books=args.heldout_books,
                                    pages_per_book=args.heldout_pages, seed=args.seed + 1,
@@ -222,9 +219,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="bench")
     parser.add_argument("--work", default="var/bench")
-    # 24 books of 4 pages: one book per fold in each of the 12 training fonts (more hands
-    # at the same 96 pages: the held-out fonts are judged against more styles of stroke).
-    parser.add_argument("--train-books", type=int, default=24)
+    # Default: one book per fold in each training font (12 fonts x 2 folds x 4 pages = 96
+    # pages; more hands at the same pages judge the held-out fonts against more strokes).
+    parser.add_argument("--train-books", type=int,
+                        help="Default: one book per fold in each training font.")
     parser.add_argument("--pages", type=int, default=4, help="Pages per training book.")
     parser.add_argument("--heldout-books", type=int, default=2)
     parser.add_argument("--heldout-pages", type=int, default=5)
@@ -247,11 +245,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "pipeline.json"))
     args = parser.parse_args()
     args.vocabulary_size = args.vocabulary_size or None
-    from kzjobs.synth import FONTS
+    from kzjobs.profile import load_profile
+    from kzjobs.synth import FONTS, fonts_across_folds
 
     args.train_fonts = args.train_fonts or [f for f in FONTS if f not in args.heldout_fonts]
     if seen := set(args.train_fonts) & set(args.heldout_fonts):
         parser.error(f"held-out fonts must be unseen in training: {sorted(seen)}")
+    # Every fold's models see every training font (and its OOF books too).
+    args.font_cycle = fonts_across_folds(args.train_fonts,
+                                         load_profile(args.profile).data.n_folds)
+    args.train_books = args.train_books or len(args.font_cycle)
 
     from kzjobs.plan import RetrainPlan
     from kzjobs.store import open_store
