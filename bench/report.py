@@ -82,6 +82,22 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def inference_section(r: dict[str, Any]) -> list[str]:
+    lines = ["### Inference settings of the trained blend (`bench.inference`)", "",
+             f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}", "",
+             "| variant | F1 | per book | detect s/page | classify s/page | decide s/page "
+             "| pages/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for v in r["variants"]:
+        sec = v["seconds_per_page"]
+        books = ", ".join(f"{b} {f:.3f}" for b, f in v["by_book"].items())
+        lines.append(f"| {v['name']} | {v['f1']:.4f} | {books} | {sec['detect']} | "
+                     f"{sec['classify']} | {sec['decide']} | {v['pages_per_second']} |")
+    return [*lines, ""]
+
+
+SECTIONS = {"pipeline": pipeline_section, "inference": inference_section}
+
+
 def generic_section(name: str, r: dict[str, Any]) -> list[str]:
     figures = {k: v for k, v in r.items() if k not in ("machine", "command")}
     lines = [f"### {name}", ""]
@@ -103,7 +119,7 @@ def render(parts: list[str]) -> str:
             lines += [f"### {part}", "", "not measured in this run", ""]
             continue
         data = json.loads(path.read_text())
-        lines += pipeline_section(data) if part == "pipeline" else generic_section(part, data)
+        lines += SECTIONS[part](data) if part in SECTIONS else generic_section(part, data)
     return "\n".join(lines)
 
 

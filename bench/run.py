@@ -16,12 +16,12 @@ PARTS = {
     "validate": ["-m", "bench.validate"],
     "detect": ["-m", "bench.detect", "--profiles", "bench", "demo"],
     "pipeline": ["-m", "bench.pipeline"],
-    "precision": ["-m", "bench.precision"],  # reads the blend bench.pipeline trained
+    "inference": ["-m", "bench.inference"],  # reads the blend bench.pipeline trained
     "scale": ["-m", "bench.scale"],
     # needs PostgreSQL and Redis on localhost (a real Airflow cluster): ask for it by name
     "celery": ["-m", "bench.celery"],
 }
-DEFAULT = ["synth", "validate", "detect", "pipeline", "precision", "scale"]
+DEFAULT = ["synth", "validate", "detect", "pipeline", "inference", "scale"]
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
         argv = [sys.executable, *PARTS[part]]
         if part == "pipeline":
             argv += ["--profile", args.profile]
-        if part == "precision":  # the run bench.pipeline trained
+        if part == "inference":  # the run bench.pipeline trained
             argv += ["--run", f"runs/retrain/bench-{args.profile}"]
         print(f"== bench {part}: {' '.join(argv[1:])}", flush=True)
         subprocess.run(argv, check=True)

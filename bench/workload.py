@@ -16,8 +16,8 @@ VOCAB = ["U+3042", "U+3044", "seg_fp"]
 
 
 def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "tiny",
-                        seed: int = 0, propose_all: bool = True) -> str:
-    """Write a bundle (detector, one classifier, vocabulary) under ``prefix``.
+                        seed: int = 0, propose_all: bool = True, folds: int = 1) -> str:
+    """Write a bundle (detector, one classifier per fold, vocabulary) under ``prefix``.
 
     ``profile`` is a profile name or YAML path. With ``propose_all`` the detector's score
     threshold is 0, so that an untrained model still proposes boxes.
@@ -41,12 +41,13 @@ def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "
                                       "model": detector.state_dict()})
     kind = loaded.classify.kinds[0]
     args = model_args(kind, len(VOCAB), loaded.classify)
-    save_to_store(root, "classify.pt",
-                  {"model_args": args, "model": build_model(args).state_dict(),
-                   "vocabulary": VOCAB, "kind": kind, "fold": 0})
+    classifiers = ["classify.pt", *(f"classify-fold{fold}.pt" for fold in range(1, folds))]
+    for fold, key in enumerate(classifiers):
+        save_to_store(root, key, {"model_args": args, "model": build_model(args).state_dict(),
+                                  "vocabulary": VOCAB, "kind": kind, "fold": fold})
     root.write_json("vocabulary.json", {"U+3042": "あ", "U+3044": "い"})
     Bundle(profile=loaded.name, profile_data=loaded.model_dump(mode="json", by_alias=True),
-           detector=["detect.pt"], classifiers={kind: ["classify.pt"]},
+           detector=["detect.pt"], classifiers={kind: classifiers},
            vocabulary="vocabulary.json").save(root)
     return prefix
 

@@ -49,6 +49,9 @@ class ClassifyConfig(BaseModel):
     seed: int = 0
     eval_every: int = 0  # validate on full pages every N epochs (0: after the last only)
     tta_scales: tuple[float, ...] = (1.0,)
+    # Folds of each kind that read a page at inference (0: every fold). Each is a trunk
+    # pass over the page; level 2 learnt from out-of-fold logits, which are one fold's.
+    inference_folds: int = Field(0, ge=0)
     top_k: int = Field(10, ge=1)  # classes kept per box in the predictions (>= 10 in profiles)
     workers: int = 0
     cache_pages: int = Field(0, ge=0)  # decoded, scaled training pages kept per loader process

@@ -36,6 +36,9 @@ class DetectConfig(BaseModel):
     crop: tuple[int, int] = (384, 512)  # (height, width) of random training crops
     crops_per_page: int = 1  # random crops of each training page per epoch
     scale_range: tuple[float, float] = (0.8, 1.2)  # crops see the page scaled by this much
+    # Inference reads pages at page_size x test_scale. Below 1 is faster (the backbone's
+    # cost goes with the pixels); it must stay in scale_range, the sizes training saw.
+    test_scale: float = Field(1.0, gt=0.0)
     min_visible: float = 0.5  # a cut box is kept if at least this much of it is in the crop
 
     # Training: SGD with momentum, linear warm-up then a cosine schedule (per iteration).
@@ -60,3 +63,18 @@ class DetectConfig(BaseModel):
                 f"detections_per_image ({self.detections_per_image})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _test_scale_was_trained(self) -> DetectConfig:
+        low, high = self.scale_range
+        if not low <= self.test_scale <= high:
+            raise ValueError(
+                f"test_scale {self.test_scale} is outside scale_range {self.scale_range}: "
+                "the detector never saw characters at that size"
+            )
+        return self
+
+    @property
+    def test_page_size(self) -> int:
+        """The longest page side, in px, that inference reads."""
+        return max(1, round(self.page_size * self.test_scale))

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from kzjobs.data.format import SEG_FP, Box, Point
 from kzjobs.detect.config import DetectConfig
 from kzjobs.detect.dataset import scale_page, to_tensor
-from kzjobs.device import autocast
+from kzjobs.device import autocast, layout_of
 from kzjobs.metric import Score, score
 
 
@@ -108,14 +108,15 @@ def train_one_epoch(
 @torch.inference_mode()
 def detect_page(model: torch.nn.Module, image: Image.Image, config: DetectConfig,
                 device: torch.device, *, amp: bool = True) -> list[Detection]:
-    """Boxes on a full page, run at the profile's scale and mapped back to original pixels."""
+    """Boxes on a full page, run at the profile's test scale and mapped back to original
+    pixels. A model in channels_last (``load_detector``) reads the page in that layout."""
     model.eval()
-    array, scale = scale_page(image, config.page_size)
+    array, scale = scale_page(image, config.test_page_size)
     # GeneralizedRCNN's forward, split so that only the backbone may run in bf16 on the
     # CPU: the heads regress box coordinates, which bf16 would round by pixels.
     images, _ = model.transform([to_tensor(array).to(device)])
     with autocast(device, amp, cpu_bf16=True):
-        features = model.backbone(images.tensors)
+        features = model.backbone(images.tensors.contiguous(memory_format=layout_of(model)))
     features = {name: f.float() for name, f in features.items()}
     with autocast(device, amp):
         proposals, _ = model.rpn(images, features)

@@ -130,19 +130,22 @@ def set_inference_options(model: FasterRCNN, config: DetectConfig) -> None:
     model.rpn._post_nms_top_n["testing"] = config.proposals_test
 
 
-def load_detector(checkpoint: dict[str, Any],
-                  inference: DetectConfig | None = None) -> tuple[FasterRCNN, DetectConfig]:
-    """The detector of a ``model.pt``/``checkpoint.pt`` dict, in eval mode on the CPU.
+def load_detector(checkpoint: dict[str, Any], inference: DetectConfig | None = None,
+                  device: torch.device | None = None) -> tuple[FasterRCNN, DetectConfig]:
+    """The detector of a ``model.pt``/``checkpoint.pt`` dict, ready for inference on
+    ``device`` (default the CPU): eval mode, channels_last (``kzjobs.device.for_inference``).
 
     The architecture comes from the checkpoint's config; ``inference`` (e.g. the
     profile's) may override the inference knobs (thresholds, detections per page).
     """
+    from kzjobs.device import for_inference
+
     config = DetectConfig.model_validate(checkpoint["config"])
     model = build_detector(config, load_weights=False)
     model.load_state_dict(checkpoint["model"])
     if inference is not None:
         set_inference_options(model, inference)
-    return model.eval(), config
+    return for_inference(model, device or torch.device("cpu")), config
 
 
 def read_weights(path: str | Path) -> Any:

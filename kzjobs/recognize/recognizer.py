@@ -48,7 +48,7 @@ class Recognizer:
         device: torch.device,
     ) -> None:
         self.profile = profile
-        self.detector = detector.to(device).eval()
+        self.detector = detector.to(device).eval()  # load_detector's layout is kept
         self.classifiers = classifiers
         for c in classifiers:
             c.model.to(device).eval()
@@ -62,8 +62,7 @@ class Recognizer:
         """Load every model the bundle names; ``profile`` overrides the inference knobs."""
         from kzjobs.checkpoint import load_checkpoint
         from kzjobs.classify.model import load_model
-        from kzjobs.detect.config import DetectConfig
-        from kzjobs.detect.model import build_detector, set_inference_options
+        from kzjobs.detect.model import load_detector
         from kzjobs.level2.model import Level2Model
 
         prof = (
@@ -74,13 +73,11 @@ class Recognizer:
         torch_device = select_device(device)
         # One detector: the first fold's. Every fold's detector reaches ~the same boxes,
         # and detection is the cheaper half of the errors (the seed's finding too).
-        ckpt = load_checkpoint(root.read_bytes(bundle.detector[0]))
-        detector = build_detector(DetectConfig.model_validate(ckpt["config"]), load_weights=False)
-        detector.load_state_dict(ckpt["model"])
-        set_inference_options(detector, prof.detect)
+        detector, _ = load_detector(load_checkpoint(root.read_bytes(bundle.detector[0])),
+                                    prof.detect, torch_device)
         classifiers = []
         for kind in sorted(bundle.classifiers):
-            for path in bundle.classifiers[kind]:
+            for path in bundle.classifiers[kind][: prof.classify.inference_folds or None]:
                 ckpt = load_checkpoint(root.read_bytes(path))
                 model, vocab = load_model(ckpt)
                 page_size = int(ckpt.get("config", {}).get("page_size", prof.classify.page_size))

@@ -72,11 +72,11 @@ def test_learning_rate_warms_up_then_decays_and_resumes():
     assert resumed == pytest.approx(lrs[40:])
 
 
-@pytest.mark.parametrize("amx", [False, True])
-def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, amx):
+@pytest.mark.parametrize(("amx", "test_scale"), [(False, 1.0), (False, 0.75), (True, 1.0)])
+def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, amx, test_scale):
     """detect_page splits GeneralizedRCNN's forward (a bf16 backbone where the CPU has
-    AMX): in fp32 it finds exactly the model's own boxes, scaled back to page pixels; with
-    a bf16 backbone, boxes near the model's own."""
+    AMX): in fp32 it finds exactly the model's own boxes on the page read at the test
+    scale, mapped back to page pixels; with a bf16 backbone, boxes near the model's own."""
     import numpy as np
     from PIL import Image
 
@@ -89,13 +89,14 @@ def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, a
         pytest.skip("this CPU has no AMX: bf16 is never used here")
     monkeypatch.setattr(kzjobs.device, "cpu_has_amx", lambda: amx)
     config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256,
-                          score_threshold=0.0)
+                          score_threshold=0.0, scale_range=(0.5, 1.5), test_scale=test_scale)
     torch.manual_seed(0)
     model = build_detector(config, load_weights=False).eval()
     page = Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 300, 3), np.uint8))
     cpu = torch.device("cpu")
     found = detect_page(model, page, config, cpu)
-    array, scale = scale_page(page, config.page_size)
+    array, scale = scale_page(page, config.test_page_size)
+    assert max(array.shape) == round(256 * test_scale)
     with torch.inference_mode():
         own = model([to_tensor(array)])[0]
     expected = (own["boxes"] / scale).round()
@@ -108,3 +109,33 @@ def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, a
         from torchvision.ops import box_iou
 
         assert box_iou(got, expected).max(dim=1).values.median() > 0.8
+
+
+def test_a_detector_loaded_for_inference_runs_channels_last_and_finds_the_same_boxes():
+    """load_detector puts the weights in channels_last (faster convolutions); detect_page
+    feeds the page in that layout. The boxes are those of the model in NCHW layout, up to
+    float rounding."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.ops import box_iou
+
+    from kzjobs.detect.engine import detect_page
+    from kzjobs.detect.model import build_detector, load_detector
+    from kzjobs.device import layout_of
+
+    config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256,
+                          score_threshold=0.0)
+    torch.manual_seed(0)
+    plain = build_detector(config, load_weights=False).eval()
+    loaded, _ = load_detector({"config": config.model_dump(mode="json"),
+                               "model": plain.state_dict()}, config)
+    assert layout_of(plain) == torch.contiguous_format
+    assert layout_of(loaded) == torch.channels_last
+    assert loaded.backbone.body.layer1[0].conv1.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    page = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 300, 3), np.uint8))
+    cpu = torch.device("cpu")
+    a, b = (detect_page(m, page, config, cpu) for m in (plain, loaded))
+    assert len(a) > 10 and abs(len(a) - len(b)) <= len(a) // 20
+    boxes = [torch.tensor([d.xyxy for d in found], dtype=torch.float32) for found in (a, b)]
+    assert box_iou(*boxes).max(dim=1).values.median() > 0.95

@@ -44,6 +44,12 @@ def test_too_few_detections_per_image_is_refused():
         DetectConfig(detections_per_image=1500, proposals_test=1000)
 
 
+def test_a_test_scale_outside_the_trained_scales_is_refused():
+    assert DetectConfig(scale_range=(0.7, 1.5), test_scale=0.75).test_page_size == 768
+    with pytest.raises(ValueError, match="never saw characters at that size"):
+        DetectConfig(scale_range=(0.8, 1.2), test_scale=0.75)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_the_model_does_not_rescale_pages(training):
     """The dataset sets the page scale: torchvision's transform must keep every size."""

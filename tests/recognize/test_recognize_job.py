@@ -115,3 +115,25 @@ def test_a_blend_recognizes_with_its_own_settings_unless_told(setup):
     told = Recognizer.from_bundle(bundle, bundle_root, profile="demo", device="cpu")
     assert told.profile == load_profile("demo")
     assert own.detector.roi_heads.score_thresh == 0.0 != told.detector.roi_heads.score_thresh
+
+
+def test_inference_folds_reads_pages_with_the_first_folds_of_each_kind(tmp_path):
+    """``classify.inference_folds`` trades the fold blend for speed: N > 0 loads each
+    kind's first N folds, 0 all of them."""
+    import yaml
+
+    from kzjobs.bundle import open_bundle
+    from kzjobs.profile import load_profile
+    from kzjobs.recognize.recognizer import Recognizer
+
+    store = open_store(tmp_path / "store")
+    write_seeded_bundle(store, "model", folds=2)
+    bundle, root = open_bundle("model", store)
+    one_fold = load_profile("tiny").model_dump(mode="json", by_alias=True)
+    one_fold["classify"]["inference_folds"] = 1
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(one_fold))
+    every = Recognizer.from_bundle(bundle, root, device="cpu")
+    first = Recognizer.from_bundle(bundle, root, profile=str(tmp_path / "one.yaml"),
+                                   device="cpu")
+    assert [c.fold for c in every.classifiers] == [0, 1]
+    assert [c.fold for c in first.classifiers] == [0]

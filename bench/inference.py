@@ -1,0 +1,121 @@
+"""Inference settings of the trained blend against F1 and speed: the same held-out pages,
+read by the bundle ``bench.pipeline`` left, once per variant of its profile's inference
+knobs (detector scale and proposals, classifier scale and folds, layout; fp32 against
+bf16 where the CPU has AMX).
+
+``python -m bench.inference [--work var/bench]`` writes ``bench/results/inference.json``:
+per variant the F1 (overall and per book), the seconds a page of each step, and pages/s
+of the three steps together (pages decoded beforehand, outputs not written; ``bench.
+pipeline``'s recognize figures are the end-to-end ones). A variant is a profile override,
+the same YAML a user passes as ``kzjobs recognize --profile``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.machine import machine_info
+
+OUT = Path(__file__).parent / "results" / "inference.json"
+
+# name -> (overrides of the bundle's profile, detector layout). The first is the baseline.
+VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], str]] = {
+    "as trained": ({}, "channels_last"),  # the bundle's own settings
+    "detector in NCHW layout": ({}, "contiguous"),
+    "detector at 0.85 scale": ({"detect": {"test_scale": 0.85}}, "channels_last"),
+    "detector at 0.75 scale": ({"detect": {"test_scale": 0.75}}, "channels_last"),
+    "1000 proposals": ({"detect": {"proposals_test": 1000, "detections_per_image": 1000}},
+                       "channels_last"),
+    "classifiers at 0.85 scale": ({"classify": {"tta_scales": [0.85]}}, "channels_last"),
+    "one fold": ({"classify": {"inference_folds": 1}}, "channels_last"),
+    "one fold, detector at 0.75, 1000 proposals": ({
+        "classify": {"inference_folds": 1},
+        "detect": {"test_scale": 0.75, "proposals_test": 1000, "detections_per_image": 1000},
+    }, "channels_last"),
+    # Only where bf16 is used at all (CPUs with AMX): elsewhere it is the first variant.
+    "fp32 classifiers": ({"classify": {"amp": False}}, "channels_last"),
+}
+
+
+def variant_profile(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The bundle's profile with some of its sections' fields replaced."""
+    return base | {section: base.get(section, {}) | fields
+                   for section, fields in overrides.items()}
+
+
+def read_with(store: Any, run: str, heldout: str, name: str,
+              overrides: dict[str, dict[str, Any]], layout: str) -> dict[str, Any]:
+    import torch
+    import yaml
+
+    from bench.pipeline import decided_f1
+    from kzjobs.bundle import Bundle
+    from kzjobs.data.dataset import Dataset
+    from kzjobs.recognize.recognizer import Recognizer, frames_per_model
+
+    root = store.child(run)
+    bundle = Bundle.load(root)
+    base = dict(bundle.profile_data) or {"name": bundle.profile}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(variant_profile(base, overrides), f)
+        f.flush()
+        rec = Recognizer.from_bundle(bundle, root, profile=f.name)
+    if layout == "contiguous":
+        rec.detector.to(memory_format=torch.contiguous_format)
+    ds = Dataset.open(heldout, store)
+    pages = [(image_id, ds.read_image(image_id)) for image_id in ds.image_ids()]
+    rec.recognize_page(*pages[0])  # warm-up: oneDNN picks its kernels on the first call
+    seconds = {"detect": 0.0, "classify": 0.0, "decide": 0.0}
+    frames_of_pages = []
+    for image_id, image in pages:
+        started = time.perf_counter()
+        boxes = rec.detect(image)
+        detected = time.perf_counter()
+        frames_of_pages.append(rec.classify(image_id, image, boxes))
+        seconds["detect"] += detected - started
+        seconds["classify"] += time.perf_counter() - detected
+    started = time.perf_counter()
+    decided = rec.decide(frames_per_model(frames_of_pages))
+    seconds["decide"] = time.perf_counter() - started
+    total = sum(seconds.values())
+    return {
+        "name": name, "overrides": overrides, "detector_layout": layout,
+        "classifiers": len(rec.classifiers), "pages": len(pages),
+        **decided_f1(ds.annotations, decided),
+        "seconds_per_page": {k: round(v / len(pages), 3) for k, v in seconds.items()},
+        "pages_per_second": round(len(pages) / total, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default="var/bench", help="bench.pipeline's --work")
+    parser.add_argument("--run", default="runs/retrain/bench-bench")
+    parser.add_argument("--heldout", default="datasets/heldout")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    from kzjobs.device import cpu_has_amx
+    from kzjobs.store import open_store
+
+    store = open_store(str(Path(args.work).resolve() / "store"))
+    variants = [v for v in args.variants if cpu_has_amx() or "amp" not in
+                VARIANTS[v][0].get("classify", {})]  # bf16 is slower than fp32 without AMX
+    results = []
+    for name in variants:
+        results.append(read_with(store, args.run, args.heldout, name, *VARIANTS[name]))
+        print(json.dumps(results[-1]), flush=True)
+    result = {"command": "python -m bench.inference", "machine": machine_info(),
+              "variants": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

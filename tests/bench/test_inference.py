@@ -1,0 +1,41 @@
+"""bench.inference: each variant is a profile override read by the real recognizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.inference import VARIANTS, read_with, variant_profile
+from bench.workload import write_seeded_bundle
+from kzjobs.profile import Profile, load_profile
+from kzjobs.store import open_store
+from kzjobs.synth import generate
+
+
+def test_a_variant_replaces_only_the_fields_it_names():
+    base = load_profile("bench").model_dump(mode="json", by_alias=True)
+    for overrides, _layout in VARIANTS.values():
+        merged = Profile.model_validate(variant_profile(base, overrides))  # each one is valid
+        for section, fields in overrides.items():
+            assert {k: getattr(getattr(merged, section), k) for k in fields} == {
+                k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    one_fold = variant_profile(base, VARIANTS["one fold"][0])
+    assert one_fold["detect"] == base["detect"]
+    assert one_fold["classify"] == base["classify"] | {"inference_folds": 1}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = open_store(tmp_path_factory.mktemp("inference"))
+    generate(store.child("heldout"), books=1, pages_per_book=2, seed=4, fonts=["ipaex-mincho"])
+    write_seeded_bundle(store, "run", folds=2)
+    return store
+
+
+@pytest.mark.parametrize(("name", "classifiers"), [("as trained", 2), ("one fold", 1)])
+def test_each_variant_reads_every_held_out_page_and_scores_it(store, name, classifiers):
+    result = read_with(store, "run", "heldout", name, *VARIANTS[name])
+    assert result["classifiers"] == classifiers
+    assert result["pages"] == 2
+    assert 0.0 <= result["f1"] <= 1.0 and len(result["by_book"]) == 1  # one book
+    assert set(result["seconds_per_page"]) == {"detect", "classify", "decide"}
+    assert result["pages_per_second"] > 0
