@@ -6,15 +6,14 @@ bf16 where the CPU has AMX).
 ``python -m bench.inference [--work var/bench]`` writes ``bench/results/inference.json``:
 per variant the F1 (overall and per book), the seconds a page of each step, and pages/s
 of the three steps together (pages decoded beforehand, outputs not written; ``bench.
-pipeline``'s recognize figures are the end-to-end ones). A variant is a profile override,
-the same YAML a user passes as ``kzjobs recognize --profile``.
+pipeline``'s and ``bench.scale``'s recognize figures are the end-to-end ones). A variant
+overrides the bundle's profile, as a YAML passed to ``kzjobs recognize --profile`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,20 +50,18 @@ def variant_profile(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) 
 def read_with(store: Any, run: str, heldout: str, name: str,
               overrides: dict[str, dict[str, Any]], layout: str) -> dict[str, Any]:
     import torch
-    import yaml
 
     from bench.pipeline import decided_f1
     from kzjobs.bundle import Bundle
     from kzjobs.data.dataset import Dataset
+    from kzjobs.profile import Profile
     from kzjobs.recognize.recognizer import Recognizer, frames_per_model
 
     root = store.child(run)
     bundle = Bundle.load(root)
     base = dict(bundle.profile_data) or {"name": bundle.profile}
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-        yaml.safe_dump(variant_profile(base, overrides), f)
-        f.flush()
-        rec = Recognizer.from_bundle(bundle, root, profile=f.name)
+    profile = Profile.model_validate(variant_profile(base, overrides))
+    rec = Recognizer.from_bundle(bundle, root, profile=profile)
     if layout == "contiguous":
         rec.detector.to(memory_format=torch.contiguous_format)
     ds = Dataset.open(heldout, store)

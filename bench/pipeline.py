@@ -118,6 +118,7 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     from kzjobs.data.format import boxes_to_points
     from kzjobs.metric import score
     from kzjobs.plan import finetuned
+    from kzjobs.profile import load_profile
     from kzjobs.recognize.recognizer import Recognizer, top_class
 
     root = store.child(run)
@@ -127,7 +128,10 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     kinds = sorted({k.split("/")[1] for k in models})
     everything = bundle.model_copy(update={"classifiers": {
         kind: sorted(k for k in models if k.split("/")[1] == kind) for kind in kinds}})
-    rec = Recognizer.from_bundle(everything, root, profile=profile)
+    prof = load_profile(profile)  # every fold, whatever the profile reads pages with
+    prof = prof.model_copy(update={"classify": prof.classify.model_copy(
+        update={"inference_folds": 0})})
+    rec = Recognizer.from_bundle(everything, root, profile=prof)
     ds = Dataset.open(heldout, store)
     truth = ds.annotations
     frames: list[pd.DataFrame] = []

@@ -57,19 +57,22 @@ class Recognizer:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, root: Store, *, profile: str | None = None, device: str = "auto"
+        cls, bundle: Bundle, root: Store, *, profile: str | Profile | None = None,
+        device: str = "auto",
     ) -> Recognizer:
-        """Load every model the bundle names; ``profile`` overrides the inference knobs."""
+        """Load the models the bundle names (``classify.inference_folds`` of each kind);
+        ``profile`` (a name, a YAML path or a Profile) overrides the inference knobs."""
         from kzjobs.checkpoint import load_checkpoint
         from kzjobs.classify.model import load_model
         from kzjobs.detect.model import load_detector
         from kzjobs.level2.model import Level2Model
 
-        prof = (
-            load_profile(profile)
-            if profile
-            else Profile.model_validate(bundle.profile_data or {"name": bundle.profile})
-        )
+        if isinstance(profile, Profile):
+            prof = profile
+        elif profile:
+            prof = load_profile(profile)
+        else:
+            prof = Profile.model_validate(bundle.profile_data or {"name": bundle.profile})
         torch_device = select_device(device)
         # One detector: the first fold's. Every fold's detector reaches ~the same boxes,
         # and detection is the cheaper half of the errors (the seed's finding too).
