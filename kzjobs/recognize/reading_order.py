@@ -20,15 +20,16 @@ def columns(boxes: Sequence[Box]) -> list[list[int]]:
     tolerance = 0.5 * median(b.w for b in boxes)
     order = sorted(range(len(boxes)), key=lambda i: -boxes[i].center[0])
     cols: list[list[int]] = []
-    centre = None
+    centre = total = 0.0  # the current column's centre line: the running mean of its centres
     for i in order:
         cx = boxes[i].center[0]
-        if centre is None or abs(cx - centre) > tolerance:
+        if not cols or abs(cx - centre) > tolerance:
             cols.append([i])
+            total = 0.0
         else:
             cols[-1].append(i)
-        members = cols[-1]
-        centre = sum(boxes[j].center[0] for j in members) / len(members)
+        total += cx
+        centre = total / len(cols[-1])
     return [sorted(col, key=lambda i: boxes[i].center[1]) for col in cols]
 
 
