@@ -39,10 +39,10 @@ def autocast(device: torch.device, enabled: bool = True, *, cpu_bf16: bool = Fal
              ) -> Iterator[None]:
     """fp16 autocast on CUDA. On the CPU full precision, unless ``cpu_bf16`` and the CPU
     has AMX: there the bench blend's classifiers read a page in 0.39 s against 0.52 s in
-    fp32, with the same top class for 99.4% of boxes (``bench.precision``); without AMX
-    bf16 is slower than fp32. Callers whose outputs are coordinates (the detector's
-    heads) leave it off: bf16 keeps 8 bits of mantissa, so a box edge near x=1000 would
-    move by up to 4 px.
+    fp32, with the same top class for 99.4% of boxes (RESULTS.md, 03:42 run; now
+    ``bench.inference``); without AMX bf16 is slower than fp32. Callers whose outputs
+    are coordinates (the detector's heads) leave it off: bf16 keeps 8 bits of mantissa,
+    so a box edge near x=1000 would move by up to 4 px.
     """
     import torch
 
