@@ -36,6 +36,10 @@ VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], str]] = {
         "classify": {"inference_folds": 1},
         "detect": {"test_scale": 0.75, "proposals_test": 1000, "detections_per_image": 1000},
     }, "channels_last"),
+    "... and classifiers at 0.85 scale": ({
+        "classify": {"inference_folds": 1, "tta_scales": [0.85]},
+        "detect": {"test_scale": 0.75, "proposals_test": 1000, "detections_per_image": 1000},
+    }, "channels_last"),
     # Only where bf16 is used at all (CPUs with AMX): elsewhere it is the first variant.
     "fp32 classifiers": ({"classify": {"amp": False}}, "channels_last"),
 }
