@@ -68,7 +68,8 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
             "truth",
             f"- level 2 out of fold: F1 {l2['level2_oof_f1']:.4f} against the blend's "
             f"{l2['blend_oof_f1']:.4f} (argmax rule {l2['argmax_oof_f1']:.4f}; fitted cut "
-            f"{l2['threshold']}; the true class among the candidates for "
+            f"{'none beat argmax' if l2['threshold'] is None else l2['threshold']}; "
+            "the true class among the candidates for "
             f"{l2['candidate_recall']:.1%} of boxes)",
         ]
     lines += ["", "| recognize | pages/s (job) | pages/s (wall, with model load) | peak RSS MB |",
