@@ -51,13 +51,14 @@ def variant_profile(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) 
                    for section, fields in overrides.items()}
 
 
-def read_with(store: Any, run: str, heldout: str, name: str,
+def read_with(store: Any, run: str, heldout: Any, pages: list[tuple[str, Any]], name: str,
               overrides: dict[str, dict[str, Any]], layout: str) -> dict[str, Any]:
+    """One variant over ``pages`` (decoded once for every variant) of the ``heldout``
+    Dataset."""
     import torch
 
     from bench.pipeline import decided_f1
     from kzjobs.bundle import Bundle
-    from kzjobs.data.dataset import Dataset
     from kzjobs.profile import Profile
     from kzjobs.recognize.recognizer import Recognizer, frames_per_model
 
@@ -68,8 +69,6 @@ def read_with(store: Any, run: str, heldout: str, name: str,
     rec = Recognizer.from_bundle(bundle, root, profile=profile)
     if layout == "contiguous":
         rec.detector.to(memory_format=torch.contiguous_format)
-    ds = Dataset.open(heldout, store)
-    pages = [(image_id, ds.read_image(image_id)) for image_id in ds.image_ids()]
     rec.recognize_page(*pages[0])  # warm-up: oneDNN picks its kernels on the first call
     seconds = {"detect": 0.0, "classify": 0.0, "decide": 0.0}
     frames_of_pages = []
@@ -87,7 +86,7 @@ def read_with(store: Any, run: str, heldout: str, name: str,
     return {
         "name": name, "overrides": overrides, "detector_layout": layout,
         "classifiers": len(rec.classifiers), "pages": len(pages),
-        **decided_f1(ds.annotations, decided),
+        **decided_f1(heldout.annotations, decided),
         "seconds_per_page": {k: round(v / len(pages), 3) for k, v in seconds.items()},
         "pages_per_second": round(len(pages) / total, 3),
     }
@@ -102,15 +101,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
+    from kzjobs.data.dataset import Dataset
     from kzjobs.device import cpu_has_amx
     from kzjobs.store import open_store
 
     store = open_store(str(Path(args.work).resolve() / "store"))
+    heldout = Dataset.open(args.heldout, store)
+    pages = [(image_id, heldout.read_image(image_id)) for image_id in heldout.image_ids()]
     variants = [v for v in args.variants if cpu_has_amx() or "amp" not in
                 VARIANTS[v][0].get("classify", {})]  # bf16 is slower than fp32 without AMX
     results = []
     for name in variants:
-        results.append(read_with(store, args.run, args.heldout, name, *VARIANTS[name]))
+        results.append(read_with(store, args.run, heldout, pages, name, *VARIANTS[name]))
         print(json.dumps(results[-1]), flush=True)
     result = {"command": "python -m bench.inference", "machine": machine_info(),
               "variants": results}

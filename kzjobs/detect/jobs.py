@@ -333,10 +333,7 @@ class DetectPredictJob(Job):
 
             config = self.profile.detect
             device = _setup_torch(config)
-            model, trained = load_detector(ckpt, config, device)
-            if trained.page_size != config.page_size:
-                log.warning("model trained at page size %d, predicting at %d",
-                            trained.page_size, config.page_size)
+            model, _ = load_detector(ckpt, config, device)
             started = time.perf_counter()
             for image_id in tqdm(todo, desc="detect", file=sys.stderr, disable=not self.progress,
                                  dynamic_ncols=True):

@@ -136,7 +136,8 @@ def load_detector(checkpoint: dict[str, Any], inference: DetectConfig | None = N
     ``device`` (default the CPU): eval mode, channels_last (``kzjobs.device.for_inference``).
 
     The architecture comes from the checkpoint's config; ``inference`` (e.g. the
-    profile's) may override the inference knobs (thresholds, detections per page).
+    profile's) may override the inference knobs (thresholds, detections per page, the
+    page size read). A page size outside the scales the detector trained on is warned of.
     """
     from kzjobs.device import for_inference
 
@@ -145,6 +146,10 @@ def load_detector(checkpoint: dict[str, Any], inference: DetectConfig | None = N
     model.load_state_dict(checkpoint["model"])
     if inference is not None:
         set_inference_options(model, inference)
+        low, high = config.scale_range
+        if not low <= inference.test_page_size / config.page_size <= high:
+            log.warning("reading pages at %d px: the detector trained on %d px pages scaled "
+                        "%.2f-%.2f", inference.test_page_size, config.page_size, low, high)
     return for_inference(model, device or torch.device("cpu")), config
 
 

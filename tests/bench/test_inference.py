@@ -33,7 +33,11 @@ def store(tmp_path_factory):
 
 @pytest.mark.parametrize(("name", "classifiers"), [("as trained", 2), ("one fold", 1)])
 def test_each_variant_reads_every_held_out_page_and_scores_it(store, name, classifiers):
-    result = read_with(store, "run", "heldout", name, *VARIANTS[name])
+    from kzjobs.data.dataset import Dataset
+
+    heldout = Dataset.open("heldout", store)
+    pages = [(i, heldout.read_image(i)) for i in heldout.image_ids()]
+    result = read_with(store, "run", heldout, pages, name, *VARIANTS[name])
     assert result["classifiers"] == classifiers
     assert result["pages"] == 2
     assert 0.0 <= result["f1"] <= 1.0 and len(result["by_book"]) == 1  # one book

@@ -118,3 +118,15 @@ def test_backbone_matches_torchvision_at_its_fpn_width(backbone, trainable):
     assert {k: v.shape for k, v in mine.state_dict().items()} == shapes
     trainable_names = {n for n, p in ref.named_parameters() if p.requires_grad}
     assert {n for n, p in mine.named_parameters() if p.requires_grad} == trainable_names
+
+
+def test_reading_pages_at_a_size_the_detector_never_trained_on_is_warned_of(caplog):
+    from kzjobs.detect.model import build_detector, load_detector
+
+    trained = DetectConfig(fpn_channels=32, box_head_size=64, page_size=256)
+    ckpt = {"config": trained.model_dump(mode="json"),
+            "model": build_detector(trained, load_weights=False).state_dict()}
+    load_detector(ckpt, trained.model_copy(update={"page_size": 280}))  # 1.09: trained
+    assert "never" not in caplog.text and "reading pages" not in caplog.text
+    load_detector(ckpt, trained.model_copy(update={"page_size": 512}))  # 2.0: not
+    assert "reading pages at 512 px: the detector trained on 256 px pages" in caplog.text
