@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # torchvision ResNet trunks the classifier accepts by name (layer4 and fc are dropped).
@@ -38,8 +40,9 @@ class ClassifyConfig(BaseModel):
     frozen: tuple[str, ...] = ("conv1", "bn1", "layer1")  # no grad, BatchNorm in eval mode
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(4, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD with momentum, or AdamW (decoupled decay)
     lr: float = 0.01
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
     amp: bool = True  # fp16 on CUDA; bf16 for inference on CPUs with AMX (kzjobs.device)
     # Fine-tuning a trained model (``--init``, e.g. with pseudolabels): the seed ran 5

@@ -1,4 +1,5 @@
-"""One training epoch, and the evaluation of a model's predictions on held-out pages."""
+"""The optimizer, one training epoch, and the evaluation of a model's predictions on
+held-out pages."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from kzjobs.classify.predict import to_points
 from kzjobs.data.format import SEG_FP, Box
 from kzjobs.device import autocast
 from kzjobs.metric import score
+
+
+def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    """The profile's optimizer (``classify.optimizer``) over the trainable parameters."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
 
 
 def train_one_epoch(

@@ -112,7 +112,7 @@ class ClassifyTrainJob(Job):
         from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
         from kzjobs.classify.config import KINDS
         from kzjobs.classify.dataset import CropDataset, describe, loader, vocabulary
-        from kzjobs.classify.engine import evaluate, train_one_epoch
+        from kzjobs.classify.engine import evaluate, make_optimizer, train_one_epoch
         from kzjobs.classify.model import build_model, model_args
         from kzjobs.classify.predict import predict_pages
         from kzjobs.data.books import book_id, split_fold
@@ -175,8 +175,7 @@ class ClassifyTrainJob(Job):
         generator = torch.Generator()
         batches = loader(crops, cfg, generator, pin_memory=device.type == "cuda")
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(params, cfg)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(1, cfg.epochs * len(batches))
         )

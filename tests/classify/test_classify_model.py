@@ -95,3 +95,42 @@ def test_checkpoint_round_trip_is_weights_only():
     images, boxes = torch.rand(1, 3, 64, 64), [torch.tensor([[1.0, 1, 30, 30]])]
     with torch.no_grad():
         assert torch.equal(model(images, boxes), again(images, boxes))
+
+
+@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.05), ("adamw", 0.003)])
+def test_each_optimizer_of_the_profile_learns_patterns_and_leaves_frozen_parts(optimizer, lr):
+    from kzjobs.classify.config import ClassifyConfig
+    from kzjobs.classify.engine import make_optimizer
+
+    torch.manual_seed(0)
+    cfg = ClassifyConfig(optimizer=optimizer, lr=lr, weight_decay=0.01)
+    model = RoIClassifier("resnet18", n_classes=3, dropout=0.0)
+    # Three box contents: blank paper, a vertical stroke, a horizontal stroke.
+    images = torch.ones(2, 3, 96, 96)
+    boxes, targets = [], []
+    for i in range(2):
+        mine = []
+        for j, kind in enumerate((0, 1, 2, 1, 2, 0)):
+            x, y = 16 * j, 8 + 40 * i
+            if kind == 1:
+                images[i, :, y:y + 16, x + 6:x + 10] = 0
+            elif kind == 2:
+                images[i, :, y + 6:y + 10, x:x + 16] = 0
+            mine.append([x, y, x + 16, y + 16])
+            targets.append(kind)
+        boxes.append(torch.tensor(mine, dtype=torch.float32))
+    targets = torch.tensor(targets)
+    frozen = model.conv1.weight.detach().clone()
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    assert type(opt).__name__ == {"sgd": "SGD", "adamw": "AdamW"}[optimizer]
+    model.train()
+    losses = []
+    for _ in range(40):
+        loss = nn.functional.cross_entropy(model(images, boxes), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+    assert (model.eval()(images, boxes).argmax(1) == targets).all()
+    assert torch.equal(model.conv1.weight, frozen)
