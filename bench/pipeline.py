@@ -69,15 +69,19 @@ def make_data(store: Any, args: argparse.Namespace) -> dict[str, Any]:
     return made
 
 
-def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int) -> dict[str, float]:
+def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store: Any,
+               timings: str) -> dict[str, float]:
     """Each stage's calls (folds, kinds) run ``jobs`` at a time, as the DAG's mapped tasks
     do; the cores are shared out between them (two torch processes each using every core
-    are much slower than one thread each)."""
+    are much slower than one thread each).
+
+    Each stage's wall time is added to the store's ``timings`` file as it ends, so the
+    figures sum every process of a run that was stopped and resumed."""
     from concurrent.futures import ThreadPoolExecutor
 
     from kzjobs.launch import run_local
 
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float] = store.read_json(timings) if store.exists(timings) else {}
     cores = os.cpu_count() or 1
     for stage, command in STAGES:
         calls = plan_args[stage]
@@ -91,7 +95,8 @@ def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int) -> dic
             futures = [pool.submit(run_local, command, call, env=call_env) for call in calls]
             for future in futures:
                 future.result()
-        seconds[stage] = round(time.perf_counter() - started, 1)
+        seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - started, 1)
+        store.write_json(timings, seconds)
     return seconds
 
 
@@ -275,7 +280,8 @@ def main() -> None:
     plan = RetrainPlan.build({"profile": args.profile, "dataset": "datasets/train",
                               "heldout": "datasets/heldout", "incoming": ["datasets/incoming"]},
                              f"bench-{args.profile}")
-    stage_seconds = run_stages(plan.args(), env, args.jobs)
+    stage_seconds = run_stages(plan.args(), env, args.jobs, store,
+                               f"{plan.run}/bench-stage-seconds.json")
     quality = ablation(store, plan.run, "datasets/heldout", args.profile)
     adapted = adaptation(store, plan, "datasets/heldout")
 

@@ -35,8 +35,8 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
         "seen in training: "
         f"{', '.join(r['data']['heldout_fonts'])} ({q['pages']} pages, {q['characters']} "
         "characters)",
-        f"- stage wall time in this process (a stage finished by an earlier run of the same "
-        f"command only shows its check): {r['train_minutes_total']} min "
+        f"- stage wall time (summed over the processes of a stopped and resumed run): "
+        f"{r['train_minutes_total']} min "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in r['train_seconds'].items())})",
         "- each model's own training time (summed over resumes): " + ", ".join(
             f"{k} {v:.0f}s" for k, v in r.get("model_train_seconds", {}).items()),

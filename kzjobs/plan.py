@@ -248,7 +248,7 @@ class RecognizePlan(BaseModel):
                  "--batch", str(self.batch)]
                 for i in range(self.shards)
             ],
-            "merge": self._p(*where),
+            "merge": list(where),  # merging reads results, not models: no profile
         }
 
 

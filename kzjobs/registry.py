@@ -113,7 +113,8 @@ def signature() -> Any:
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "image_id"), ColSpec("string", "image")]),
-        outputs=Schema([ColSpec("string", "image_id"), ColSpec("string", "labels")]),
+        outputs=Schema([ColSpec("string", "image_id"), ColSpec("string", "labels"),
+                        ColSpec("string", "text")]),
     )
 
 

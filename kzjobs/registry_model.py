@@ -6,7 +6,8 @@ never import it: :mod:`kzjobs.registry` passes its path. The weights are the ver
 recognizer, with torch, is built lazily on the first ``predict``.
 
 Input: a frame with ``image_id`` and ``image`` (a path or URI of the page image).
-Output: ``image_id`` and ``labels`` (submission format: ``U+XXXX x y`` centre points).
+Output: ``image_id``, ``labels`` (submission format: ``U+XXXX x y`` centre points, in
+reading order) and ``text`` (the page's transcript: a line per column, right to left).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class KzRecognizerModel(mlflow.pyfunc.PythonModel):
         results = [result for result, _ in
                    self.recognizer().recognize_stream(pages, PAGES_PER_BATCH)]
         return pd.DataFrame({"image_id": [r.image_id for r in results],
-                             "labels": [format_points(r.points()) for r in results]})
+                             "labels": [format_points(r.points()) for r in results],
+                             "text": [r.transcript() for r in results]})
 
 
 set_model(KzRecognizerModel())

@@ -62,6 +62,7 @@ def _check_roundtrip(store, files: dict, version: int) -> None:
     # A pyfunc from code: its signature, and no pickle anywhere in the version.
     model = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate")
     assert model.metadata.get_input_schema().input_names() == ["image_id", "image"]
+    assert model.metadata.get_output_schema().input_names() == ["image_id", "labels", "text"]
     assert model.metadata.flavors["python_function"]["loader_module"].endswith("code_model")
     root = local.root.parent.parent  # the whole downloaded model folder
     assert not list(root.rglob("*.pkl")) and not list(root.rglob("*.pickle"))
@@ -258,10 +259,8 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     assert list(got["image_id"]) == ids
     assert sum(len(expected[i]) for i in ids) > 0
 
-    # The same points; the submission lists them in reading order, the pyfunc by box.
+    # The same points in the same (reading) order, and the job's transcripts as text.
     read = dict(zip(got["image_id"], got["labels"], strict=True))
-    def key(p):
-        return p.code, p.x, p.y
-
-    assert [sorted(parse_points(i, read[i]), key=key) for i in ids] == [
-        sorted(expected[i], key=key) for i in ids]
+    assert [parse_points(i, read[i]) for i in ids] == [expected[i] for i in ids]
+    text = dict(zip(got["image_id"], got["text"], strict=True))
+    assert [text[i] for i in ids] == [store.read_text(f"out/transcripts/{i}.txt") for i in ids]

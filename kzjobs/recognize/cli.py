@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kzjobs.options import ProfileOption, StoreOption, emit
+from kzjobs.options import StoreOption, emit
 from kzjobs.recognize import PAGES_PER_BATCH
 
 recognize_app = typer.Typer(
@@ -63,10 +63,9 @@ def merge_command(
     out: Out = "",
     validation: Validation = None,
     store: StoreOption = None,
-    profile: ProfileOption = "demo",
 ) -> None:
     """Merge every shard's pages into submission.csv, the review index and report.json."""
     from kzjobs.recognize.job import MergeJob
 
-    emit(MergeJob(store_uri=store, profile_name=profile, collection=collection, images=images,
-                  out=out, validation=validation).run())
+    emit(MergeJob(store_uri=store, collection=collection, images=images, out=out,
+                  validation=validation).run())

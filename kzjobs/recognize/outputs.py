@@ -74,7 +74,9 @@ class PageResult:
         )
 
     def points(self) -> list[Point]:
-        return [Point(c.code, c.x + c.w / 2, c.y + c.h / 2) for c in self.chars]
+        """Box centres in reading order (submission rows)."""
+        return [Point(c.code, c.x + c.w / 2, c.y + c.h / 2)
+                for col in self.in_reading_order() for c in col]
 
 
 def page_key(image_id: str) -> str:

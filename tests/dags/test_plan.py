@@ -87,6 +87,8 @@ def test_recognize_plan_shards_and_validation():
     assert all(_opt(x, "--validation") == validation for x in [*a["recognize"], a["merge"]])
     assert {_opt(x, "--out") for x in [*a["recognize"], a["merge"]]} == {
         "predictions/incoming-batch-7"}
+    # The blend brings its own settings, and merging reads only results.
+    assert "--profile" not in [*a["recognize"][0], *a["merge"]]
     with pytest.raises(ValueError, match="no collection"):
         RecognizePlan.build({"profile": "tiny"}, RUN_ID, "")
 
