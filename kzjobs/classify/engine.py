@@ -13,13 +13,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from kzjobs.classify.config import ClassifyConfig
 from kzjobs.classify.predict import to_points
 from kzjobs.data.format import SEG_FP, Box
 from kzjobs.device import autocast
 from kzjobs.metric import score
 
 
-def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: ClassifyConfig
+                   ) -> torch.optim.Optimizer:
     """The profile's optimizer (``classify.optimizer``) over the trainable parameters."""
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
