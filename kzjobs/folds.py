@@ -16,7 +16,10 @@ class FoldsJob(Job):
     def run(self) -> dict[str, Any]:
         ds = Dataset.open(self.dataset, self.store)
         n = self.profile.data.n_folds
-        folds = assign_folds(ds.image_ids(), n)
+        try:
+            folds = assign_folds(ds.image_ids(), n)
+        except ValueError as err:  # e.g. a dataset key with nothing under it
+            raise ValueError(f"{ds.uri}: {err}") from None
         result = {"n_folds": n, "books": folds}
         if self.out:
             self.store.write_json(self.out, result)

@@ -48,3 +48,9 @@ def test_every_page_of_a_book_in_one_fold():
 def test_bad_fold_count():
     with pytest.raises(ValueError):
         assign_folds(["a_1"], 0)
+
+
+@pytest.mark.parametrize("ids", [[], ["a_1", "a_2"]])
+def test_fewer_books_than_folds_is_an_error(ids):
+    with pytest.raises(ValueError, match=r"book\(s\) for 2 folds"):
+        assign_folds(ids, 2)

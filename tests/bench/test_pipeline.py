@@ -1,0 +1,53 @@
+"""bench.pipeline: its stages run the DAG's own kzjobs calls, and their wall times add up
+over the processes of a stopped and resumed run."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.pipeline import STAGES, run_stages
+from kzjobs.launch import JobFailed
+from kzjobs.plan import RetrainPlan
+from kzjobs.store import open_store
+from kzjobs.synth import generate
+
+TIMINGS = "timings/bench-stage-seconds.json"
+
+
+@pytest.fixture
+def work(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    generate(store.child("datasets/train"), books=2, pages_per_book=1, seed=3,
+             fonts=["ipaex-mincho"])
+    env = {**os.environ, "KZ_STORE": str(tmp_path / "store"), "KZ_HOME": str(tmp_path),
+           "GX_ANALYTICS_ENABLED": "false"}
+    plan = RetrainPlan.build({"profile": "tiny", "dataset": "datasets/train",
+                              "heldout": "datasets/heldout"}, "run")
+    # Only the two cheap stages: the rest have no calls, as a plan without them would.
+    stages = {stage: plan.args()[stage] if stage in ("validate", "folds") else []
+              for stage, _command in STAGES}
+    return store, env, plan, stages
+
+
+def test_each_stage_runs_its_calls_and_its_time_adds_up_over_resumed_runs(work):
+    store, env, plan, stages = work
+    first = run_stages(stages, env, 1, store, TIMINGS)
+    assert set(first) == {stage for stage, _ in STAGES}
+    assert store.exists(plan.folds_key)  # the real job ran and wrote its output
+    assert first["validate"] > 0 and first["folds"] > 0
+    assert store.read_json(TIMINGS) == first
+
+    second = run_stages(stages, env, 1, store, TIMINGS)  # a resumed process adds its time
+    for stage in ("validate", "folds"):
+        assert second[stage] > first[stage]
+    assert store.read_json(TIMINGS) == second
+
+
+def test_a_failing_call_stops_the_run_and_keeps_the_times_of_the_stages_before(work):
+    store, env, _plan, stages = work
+    stages["folds"] = ["datasets/missing", "--out", "run/folds.json", "--profile", "tiny"]
+    with pytest.raises(JobFailed, match=r"datasets/missing: 0 book\(s\) for 2 folds"):
+        run_stages(stages, env, 1, store, TIMINGS)
+    assert set(store.read_json(TIMINGS)) == {"validate"}
