@@ -94,9 +94,14 @@ class _CollectionJob(Job):
         return open_location(self.out, self.store)
 
     def pages(self, ds: Dataset) -> tuple[list[str], list[dict[str, Any]]]:
-        """(ids to recognize, validation's quarantine entries: one per bad file)."""
+        """(ids to recognize, validation's quarantine entries: one per bad file).
+
+        A collection with no files at all is an error, most often a mistyped key: an
+        empty submission would look like a run that read nothing wrong."""
         if not self.validation:
-            return ds.image_ids(), []
+            if not (ids := ds.image_ids()):
+                raise ValueError(f"no page images in {ds.uri}")
+            return ids, []
         # Validation judged every file of the collection, so its passed ids are the pages
         # (not train.csv's ids: a labelled collection's other files would vanish), and
         # every rejected file is kept, so two copies of one id are two pages in.

@@ -93,6 +93,22 @@ def test_cli_and_plain_image_folder(setup, tmp_path):
     assert (tmp_path / "out" / "review" / "p1.html").read_text().count("<rect") > 0
 
 
+@pytest.mark.parametrize("where", [["--collection", "colll"], ["--images", "empty-folder"]])
+def test_a_collection_with_no_pages_is_an_error_not_an_empty_submission(setup, tmp_path,
+                                                                         where):
+    root, _store = setup
+    (tmp_path / "empty-folder").mkdir()
+    if where[0] == "--images":
+        where = ["--images", str(tmp_path / "empty-folder")]
+    from kzjobs.cli import app
+
+    result = CliRunner().invoke(app, ["recognize", "--model", "model", *where, "--out",
+                                      str(tmp_path / "out"), "--store", str(root)])
+    assert result.exit_code != 0
+    assert "no page images in" in result.output + str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("bad", ["1", "2/2", "-1/3", "a/b"])
 def test_bad_shard(bad):
     with pytest.raises(ValueError, match="shard"):
