@@ -16,10 +16,10 @@ class FoldsJob(Job):
     def run(self) -> dict[str, Any]:
         ds = Dataset.open(self.dataset, self.store)
         n = self.profile.data.n_folds
-        try:
-            folds = assign_folds(ds.image_ids(), n)
-        except ValueError as err:  # e.g. a dataset key with nothing under it
-            raise ValueError(f"{ds.uri}: {err}") from None
+        folds = assign_folds(ds.image_ids(), n)
+        if len(folds) < n:  # a fold without books has nothing to validate on
+            raise ValueError(f"{ds.uri}: {len(folds)} book(s) for {n} folds: "
+                             "each fold needs at least one book")
         result = {"n_folds": n, "books": folds}
         if self.out:
             self.store.write_json(self.out, result)

@@ -50,7 +50,16 @@ def test_bad_fold_count():
         assign_folds(["a_1"], 0)
 
 
-@pytest.mark.parametrize("ids", [[], ["a_1", "a_2"]])
-def test_fewer_books_than_folds_is_an_error(ids):
-    with pytest.raises(ValueError, match=r"book\(s\) for 2 folds"):
-        assign_folds(ids, 2)
+@pytest.mark.parametrize("books", [0, 1])
+def test_the_folds_job_refuses_fewer_books_than_folds(tmp_path, books):
+    from kzjobs.folds import FoldsJob
+    from kzjobs.store import open_store
+    from kzjobs.synth import generate
+
+    if books:
+        generate(open_store(tmp_path).child("ds"), books=books, pages_per_book=2, seed=1,
+                 fonts=["ipaex-mincho"])
+    job = FoldsJob(store_uri=str(tmp_path), profile_name="tiny", dataset="ds", out="f.json")
+    with pytest.raises(ValueError, match=rf"/ds: {books} book\(s\) for 2 folds"):
+        job.run()
+    assert not (tmp_path / "f.json").exists()
