@@ -56,7 +56,7 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         boxes = [b.to(device, non_blocking=True) for b in boxes]
         targets = targets.to(device, non_blocking=True)
-        with autocast(device, amp):
+        with autocast(device, amp, cpu_bf16=True):  # a class score, not a coordinate
             logits = model(images, boxes)
             loss = F.cross_entropy(logits.float(), targets)
         if not math.isfinite(loss.item()):

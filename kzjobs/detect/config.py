@@ -50,7 +50,7 @@ class DetectConfig(BaseModel):
     warmup_iters: int = 100
     grad_clip: float | None = 10.0  # from-scratch training spikes early; clip the norm
     workers: int = 0
-    amp: bool = True  # fp16 on CUDA; the backbone in bf16 on CPUs with AMX (kzjobs.device)
+    amp: bool = True  # fp16 on CUDA; a bf16 backbone on CPUs doing bf16 (kzjobs.device)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (OMP_NUM_THREADS)
     seed: int = 0
 

@@ -6,6 +6,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from PIL import Image
@@ -50,6 +51,25 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, config: DetectConfig,
     )
 
 
+def rcnn_forward(model: torch.nn.Module, images: list[torch.Tensor], device: torch.device, *,
+                 amp: bool = True, targets: list[dict[str, torch.Tensor]] | None = None
+                 ) -> tuple[Any, list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """GeneralizedRCNN's forward, split so that only the backbone may run in bf16 on the
+    CPU (kzjobs.device): the heads regress box coordinates, which bf16 would round by
+    pixels. Training and inference share it, so the heads learn on the features they will
+    read. Returns the transformed images, the detections in their pixels (none while
+    training) and the losses (none in eval mode)."""
+    image_list, targets = model.transform(images, targets)
+    with autocast(device, amp, cpu_bf16=True):
+        features = model.backbone(image_list.tensors.contiguous(memory_format=layout_of(model)))
+    features = {name: f.float() for name, f in features.items()}
+    with autocast(device, amp):
+        proposals, rpn_losses = model.rpn(image_list, features, targets)
+        found, head_losses = model.roi_heads(features, proposals, image_list.image_sizes,
+                                             targets)
+    return image_list, found, {**rpn_losses, **head_losses}
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -74,9 +94,8 @@ def train_one_epoch(
             continue
         images = [img.to(device, non_blocking=True) for img in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        with autocast(device, amp):
-            losses = model(images, targets)
-            loss = sum(losses.values())
+        _, _, losses = rcnn_forward(model, images, device, amp=amp, targets=targets)
+        loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}: {losses}")
         optimizer.zero_grad(set_to_none=True)
@@ -112,15 +131,7 @@ def detect_page(model: torch.nn.Module, image: Image.Image, config: DetectConfig
     pixels. A model in channels_last (``load_detector``) reads the page in that layout."""
     model.eval()
     array, scale = scale_page(image, config.test_page_size)
-    # GeneralizedRCNN's forward, split so that only the backbone may run in bf16 on the
-    # CPU: the heads regress box coordinates, which bf16 would round by pixels.
-    images, _ = model.transform([to_tensor(array).to(device)])
-    with autocast(device, amp, cpu_bf16=True):
-        features = model.backbone(images.tensors.contiguous(memory_format=layout_of(model)))
-    features = {name: f.float() for name, f in features.items()}
-    with autocast(device, amp):
-        proposals, _ = model.rpn(images, features)
-        found, _ = model.roi_heads(features, proposals, images.image_sizes)
+    images, found, _ = rcnn_forward(model, [to_tensor(array).to(device)], device, amp=amp)
     out = model.transform.postprocess(found, images.image_sizes, [tuple(array.shape[:2])])[0]
     boxes = out["boxes"].float().cpu() / scale
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.width)

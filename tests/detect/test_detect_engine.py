@@ -72,10 +72,10 @@ def test_learning_rate_warms_up_then_decays_and_resumes():
     assert resumed == pytest.approx(lrs[40:])
 
 
-@pytest.mark.parametrize(("amx", "test_scale"), [(False, 1.0), (False, 0.75), (True, 1.0)])
-def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, amx, test_scale):
+@pytest.mark.parametrize(("bf16", "test_scale"), [(False, 1.0), (False, 0.75), (True, 1.0)])
+def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, bf16, test_scale):
     """detect_page splits GeneralizedRCNN's forward (a bf16 backbone where the CPU has
-    AMX): in fp32 it finds exactly the model's own boxes on the page read at the test
+    native bf16): in fp32 it finds exactly the model's own boxes on the page read at the test
     scale, mapped back to page pixels; with a bf16 backbone, boxes near the model's own."""
     import numpy as np
     from PIL import Image
@@ -85,9 +85,9 @@ def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, a
     from kzjobs.detect.engine import detect_page
     from kzjobs.detect.model import build_detector
 
-    if amx and not kzjobs.device.cpu_has_amx():
-        pytest.skip("this CPU has no AMX: bf16 is never used here")
-    monkeypatch.setattr(kzjobs.device, "cpu_has_amx", lambda: amx)
+    if bf16 and not kzjobs.device.cpu_has_bf16():
+        pytest.skip("this CPU does not do bf16 in hardware: it is never used here")
+    monkeypatch.setattr(kzjobs.device, "cpu_has_bf16", lambda: bf16)
     config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256,
                           score_threshold=0.0, scale_range=(0.5, 1.5), test_scale=test_scale)
     torch.manual_seed(0)
@@ -102,13 +102,42 @@ def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, a
     expected = (own["boxes"] / scale).round()
     got = torch.tensor([[d.x, d.y, d.x + d.w, d.y + d.h] for d in found], dtype=torch.float32)
     assert len(found) > 10
-    if not amx:
+    if not bf16:
         assert got.shape == expected.shape and torch.equal(got, expected)
         assert [d.score for d in found] == own["scores"].tolist()
     else:  # the heads are fp32: only the features moved, by bf16 rounding
         from torchvision.ops import box_iou
 
         assert box_iou(got, expected).max(dim=1).values.median() > 0.8
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_losses_through_the_split_forward(monkeypatch, bf16):
+    """train_one_epoch's forward (rcnn_forward, a bf16 backbone where the CPU does bf16)
+    gives the model's own losses in fp32, and losses close to them with a bf16 backbone."""
+    import kzjobs.device
+    from kzjobs.detect.engine import rcnn_forward
+    from kzjobs.detect.model import build_detector
+
+    if bf16 and not kzjobs.device.cpu_has_bf16():
+        pytest.skip("this CPU does not do bf16 in hardware: it is never used here")
+    monkeypatch.setattr(kzjobs.device, "cpu_has_bf16", lambda: bf16)
+    config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256)
+    torch.manual_seed(0)
+    model = build_detector(config, load_weights=False).train()
+    images = [torch.rand(3, 256, 192), torch.rand(3, 200, 256)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 40.0, 60.0], [50.0, 50.0, 90.0, 120.0]]),
+                "labels": torch.ones(2, dtype=torch.int64)} for _ in images]
+    torch.manual_seed(1)  # the RPN and the box head sample their training boxes
+    own = model(images, targets)
+    torch.manual_seed(1)
+    _, found, split = rcnn_forward(model, images, torch.device("cpu"), targets=targets)
+    assert found == [] and split.keys() == own.keys()
+    for name, value in own.items():
+        if bf16:
+            assert split[name].item() == pytest.approx(value.item(), rel=0.1, abs=0.01)
+        else:
+            assert torch.equal(split[name], value), name
 
 
 def test_a_detector_loaded_for_inference_runs_channels_last_and_finds_the_same_boxes():

@@ -16,6 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import kzjobs.device
 from kzjobs.data.format import BOX_CODES, SEG_FP, UNKNOWN, Box, read_annotations
 
 F1_FLOOR = 0.5
@@ -133,8 +134,10 @@ def test_out_of_fold_boxes_are_labelled_by_iou(run):
                  "--out", "runs/r/detect/fold0/oof.csv", "--store", store.uri,
                  "--profile", "tiny", "--no-progress")
     assert result["fold"] == 0 and result["quarantined"] == 0
-    # the same model and pages as the training job's validation: the same F1
-    assert result["valid"]["f1"] == pytest.approx(run["summary"]["valid"]["f1"])
+    # the same model and pages as the training job's validation: the same F1 (to bf16's
+    # rounding where the CPU does bf16: predict reads in channels_last, training in NCHW)
+    tolerance = 0.01 if kzjobs.device.cpu_has_bf16() else 1e-6
+    assert result["valid"]["f1"] == pytest.approx(run["summary"]["valid"]["f1"], abs=tolerance)
     oof = read_annotations(store.read_bytes("runs/r/detect/fold0/oof.csv"), allow=BOX_CODES)
     truth = Dataset(store.child("ds")).annotations
     assert sorted(oof) == sorted(i for i in truth if i.startswith(("synlA", "synlC")))
