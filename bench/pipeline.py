@@ -193,6 +193,22 @@ def model_train_seconds(store: Any, run: str) -> dict[str, float]:
     return seconds
 
 
+def seg_fp_on_characters(labels: dict[str, list[Any]], truth: dict[str, list[Any]]
+                         ) -> tuple[int, float]:
+    """(kept seg_fp labels, the fraction of them on a true character at IoU >= 0.5).
+
+    On unseen fonts the blend can be sure that a character is a false box; fine-tuning
+    on such a label then teaches the classifiers to drop that font's characters."""
+    from kzjobs.data.format import SEG_FP
+    from kzjobs.detect.engine import label_by_iou
+
+    false_boxes = {i: [b for b in boxes if b.code == SEG_FP] for i, boxes in labels.items()}
+    n = sum(map(len, false_boxes.values()))
+    on = sum(b.code != SEG_FP for i, boxes in false_boxes.items()
+             for b in label_by_iou(boxes, truth.get(i, [])))
+    return n, on / n if n else 0.0
+
+
 def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     """What pseudolabelling kept of the incoming pages (the held-out books) and how right
     it was against their truth; level 2's out-of-fold figures and its decision rule."""
@@ -207,6 +223,7 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     truth = Dataset.open(heldout, store).annotations
     # The kept characters scored against the truth: precision = how right the labels are.
     found = score({i: truth[i] for i in chars if i in truth}, boxes_to_points(chars))
+    n_false, on_characters = seg_fp_on_characters(labels, truth)
     level2 = store.read_json(plan.key("level2", "report.json"))
     return {
         "pseudolabels": {
@@ -216,6 +233,9 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
             "accuracy_on_labelled_oof_pages": report["validation"],
             "heldout_precision_of_kept_characters": (
                 round(found.precision, 4) if any(chars.values()) else None),
+            "heldout_seg_fp_kept": n_false,
+            "heldout_seg_fp_on_true_characters": (
+                round(on_characters, 4) if n_false else None),
         },
         "level2_oof": {k: level2.get(k) for k in (
             "threshold", "level2_oof_f1", "blend_oof_f1", "candidate_recall")}

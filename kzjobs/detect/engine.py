@@ -145,7 +145,7 @@ def detect_page(model: torch.nn.Module, image: Image.Image, config: DetectConfig
     return detections
 
 
-def label_by_iou(detections: Sequence[Detection], truth: Sequence[Box],
+def label_by_iou(detections: Sequence[Detection | Box], truth: Sequence[Box],
                  *, iou: float = 0.5) -> list[Box]:
     """Each detection takes the code of its best-IoU ground-truth box if IoU >= ``iou``,
     else ``seg_fp``: the classifier's targets."""

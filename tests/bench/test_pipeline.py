@@ -51,3 +51,16 @@ def test_a_failing_call_stops_the_run_and_keeps_the_times_of_the_stages_before(w
     with pytest.raises(JobFailed, match=r"datasets/missing: 0 book\(s\) for 2 folds"):
         run_stages(stages, env, 1, store, TIMINGS)
     assert set(store.read_json(TIMINGS)) == {"validate"}
+
+
+def test_kept_seg_fp_labels_are_judged_by_their_overlap_with_true_characters():
+    from bench.pipeline import seg_fp_on_characters
+    from kzjobs.data.format import SEG_FP, Box
+
+    truth = {"a_1": [Box("U+3042", 10, 10, 20, 20), Box("U+3044", 50, 10, 20, 20)]}
+    labels = {"a_1": [Box(SEG_FP, 11, 11, 20, 20),  # on a character: a wrong label
+                      Box(SEG_FP, 100, 100, 20, 20),  # on nothing: right
+                      Box("U+3044", 50, 10, 20, 20)],  # a character label: not counted
+              "b_1": [Box(SEG_FP, 0, 0, 5, 5)]}  # a page without truth: right
+    assert seg_fp_on_characters(labels, truth) == (3, 1 / 3)
+    assert seg_fp_on_characters({"a_1": labels["a_1"][2:]}, truth) == (0, 0.0)

@@ -81,3 +81,41 @@ def test_a_box_cut_by_the_crop_is_left_out():
     assert 0 < len(kept) < len(grid)
     sizes = kept[:, 2:] - kept[:, :2]
     assert np.allclose(sizes, 30, atol=0.5)  # only whole boxes, none clipped
+
+
+def test_stroke_width_thickens_or_thins_ink_and_leaves_many_boxes_as_they_are():
+    import albumentations as A
+
+    from kzjobs.classify.dataset import StrokeWidth
+
+    image = np.full((120, 120, 3), 255, np.uint8)
+    image[20:100, 58:62] = 0  # a vertical stroke 4 px wide
+    # 200 boxes: albumentations' own Morphological fails past 128 (one mask channel a box).
+    grid = np.array([(x, y, x + 5, y + 5) for x in range(0, 100, 5) for y in range(0, 50, 5)],
+                    dtype=np.float32)
+    width = {}
+    for operation in ("erosion", "dilation"):
+        transform = StrokeWidth(scale=(3, 3), operation=operation, p=1.0)
+        out = A.Compose([transform], bbox_params=A.BboxParams(
+            format="pascal_voc", label_fields=["labels"]))(
+            image=image, bboxes=grid, labels=np.arange(len(grid)))
+        assert np.array_equal(np.asarray(out["bboxes"], dtype=np.float32), grid)
+        width[operation] = int((out["image"][60, :, 0] < 128).sum())
+    assert width["erosion"] > 4 > width["dilation"] > 0  # dark ink grows, then shrinks
+
+
+def test_shape_augmentation_changes_the_glyphs_and_keeps_the_boxes_in_the_crop():
+    from kzjobs.classify.dataset import train_transform
+
+    image = np.full((200, 200, 3), 255, np.uint8)
+    for x in range(20, 180, 40):
+        image[20:180, x:x + 4] = 0
+    corners = range(10, 170, 40)
+    grid = np.array([(x, y, x + 20, y + 20) for x in corners for y in corners], dtype=np.float32)
+    plain = ClassifyConfig(page_size=200, crop=(200, 200), crop_jitter=0.0, augment=False)
+    shaped = plain.model_copy(update={"shape_augment": 1.0})
+    before = train_transform(plain, seed=0)(image=image, bboxes=grid, labels=np.arange(16))
+    after = train_transform(shaped, seed=0)(image=image, bboxes=grid, labels=np.arange(16))
+    assert not torch.equal(before["image"], after["image"])
+    kept = np.asarray(after["bboxes"])
+    assert len(kept) > 8 and (kept >= 0).all() and (kept <= 200).all()
