@@ -62,10 +62,6 @@ class ClassifyConfig(BaseModel):
     # faster than two fighting over oversubscribed cores.
     threads: int = Field(0, ge=0)
     augment: bool = True  # HSV, brightness/contrast, gamma
-    # Probability of each glyph-shape change (stroke width; slant and tilt) for fonts the
-    # training never saw; 0 turns them off. On the synthetic fonts 0.5 did not help
-    # (bench.classify, 30 epochs, seed 23: unseen-font F1 0.642 -> 0.633).
-    shape_augment: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("kinds")
     @classmethod

@@ -45,30 +45,6 @@ def _colour(cfg: ClassifyConfig) -> list[A.BasicTransform]:
     ]
 
 
-class StrokeWidth(A.Morphological):
-    """albumentations' erosion or dilation of the image, with the boxes left as they are.
-
-    Morphological also morphs each box as a mask, one channel a box, and OpenCV takes at
-    most 128 channels (a crop holds more boxes); a stroke 1 px wider moves no box.
-    """
-
-    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
-        return bboxes
-
-
-def _shape(cfg: ClassifyConfig) -> list[A.BasicTransform]:
-    # Unseen fonts differ most in stroke width and slant. On dark ink over light paper
-    # erosion (a min filter) thickens the strokes and dilation thins them.
-    if not cfg.shape_augment:
-        return []
-    return [
-        A.OneOf([StrokeWidth(scale=(2, 3), operation="erosion"),
-                 StrokeWidth(scale=(2, 3), operation="dilation")], p=cfg.shape_augment),
-        A.Affine(shear={"x": (-8, 8), "y": (-8, 8)}, rotate=(-3, 3), rotate_method="ellipse",
-                 border_mode=cv2.BORDER_CONSTANT, fill=255, p=cfg.shape_augment),
-    ]
-
-
 def train_transform(cfg: ClassifyConfig, seed: int | None = None) -> A.Compose:
     """Random crop (with its boxes) of a page already scaled to ``page_size``."""
     height, width = cfg.crop
@@ -85,7 +61,6 @@ def train_transform(cfg: ClassifyConfig, seed: int | None = None) -> A.Compose:
             ),
             A.RandomSizedCrop(min_max_height=(lo, hi), size=(height, width),
                               w2h_ratio=width / height),
-            *_shape(cfg),
             *_colour(cfg),
             A.Normalize(),
             ToTensorV2(),
