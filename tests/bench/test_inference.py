@@ -43,3 +43,13 @@ def test_each_variant_reads_every_held_out_page_and_scores_it(store, name, class
     assert 0.0 <= result["f1"] <= 1.0 and len(result["by_book"]) == 1  # one book
     assert set(result["seconds_per_page"]) == {"detect", "classify", "decide"}
     assert result["pages_per_second"] > 0
+
+
+def test_the_fastest_reading_counts_and_every_reading_is_kept():
+    from bench.inference import fastest
+
+    readings = [{"f1": 0.5, "pages_per_second": 1.1, "seconds_per_page": {"detect": 0.9}},
+                {"f1": 0.5, "pages_per_second": 1.6, "seconds_per_page": {"detect": 0.6}}]
+    best = fastest(readings)
+    assert best["seconds_per_page"] == {"detect": 0.6} and best["pages_per_second"] == 1.6
+    assert best["pages_per_second_readings"] == [1.1, 1.6]
