@@ -8,7 +8,9 @@ checkpoints and LightGBM/XGBoost native model files, never pickles.
 A model reference (``--model`` of the jobs) is one of:
 
 - ``models:/kz-recognizer@champion`` or ``models:/kz-recognizer/3``: a registered version;
-- a store key or a folder path / ``s3://`` URI: a bundle root holding ``bundle.json``.
+- a store key or a folder path / ``s3://`` URI: a bundle root holding ``bundle.json``. A
+  relative path is a store key first, and a local folder when the store has no bundle
+  there (``--model var/bench/model``).
 """
 
 from __future__ import annotations
@@ -98,7 +100,11 @@ def bundle_root(ref: str, store: Store | None = None) -> Store:
         return open_store(download_bundle(ref))
     if "://" in ref or ref.startswith(("/", ".", "~")) or store is None:
         return open_store(ref)
-    return store.child(join(ref))
+    keyed = store.child(join(ref))
+    # A relative folder path (``var/bench/model``) when the store has no bundle there.
+    if not keyed.exists(BUNDLE_FILE) and (Path(ref) / BUNDLE_FILE).is_file():
+        return open_store(ref)
+    return keyed
 
 
 def open_bundle(ref: str, store: Store | None = None) -> tuple[Bundle, Store]:

@@ -142,6 +142,23 @@ def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
         Bundle.load(store.child("nothing"))
 
 
+def test_a_relative_reference_is_a_store_key_first_then_a_local_folder(tmp_path, make_bundle,
+                                                                         monkeypatch):
+    from kzjobs.bundle import bundle_root
+    from kzjobs.store import open_store
+
+    store = open_store(tmp_path / "store")
+    make_bundle(store, "runs/a")
+    folder = tmp_path / "cwd" / "out" / "model"
+    make_bundle(open_store(folder.parent), "model")
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert bundle_root("runs/a", store).uri == str(tmp_path / "store" / "runs" / "a")
+    assert bundle_root("out/model", store).uri == str(folder)  # not in the store: the folder
+    make_bundle(store, "out/model")  # in both: the store's, as before
+    assert bundle_root("out/model", store).uri == str(tmp_path / "store" / "out" / "model")
+    assert bundle_root("nowhere", store).uri == str(tmp_path / "store" / "nowhere")
+
+
 @pytest.mark.parametrize(("level2_f1", "used"), [(0.40, False), (0.60, True)])
 def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bundle,
                                                               make_heldout, level2_f1, used):
