@@ -52,6 +52,11 @@ class ClassifyConfig(BaseModel):
     seed: int = 0
     eval_every: int = 0  # validate on full pages every N epochs (0: after the last only)
     tta_scales: tuple[float, ...] = (1.0,)
+    # Read each page at the scale that brings the median of its boxes (sqrt(w*h) at
+    # page_size) to char_size px, within char_scale_range: books differ in character
+    # size, and small characters fall on few feature cells. 0: every page at page_size.
+    char_size: float = Field(0.0, ge=0.0)
+    char_scale_range: tuple[float, float] = (0.5, 2.0)
     # Folds of each kind that read a page at inference (0: every fold). Each is a trunk
     # pass over the page; level 2 learnt from out-of-fold logits, which are one fold's.
     inference_folds: int = Field(0, ge=0)
@@ -78,6 +83,13 @@ class ClassifyConfig(BaseModel):
         if unknown:
             raise ValueError(f"cannot freeze {unknown}; parts are {TRUNK_PARTS}")
         return frozen
+
+    @field_validator("char_scale_range")
+    @classmethod
+    def _a_range(cls, limits: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < limits[0] <= limits[1]:
+            raise ValueError("char_scale_range must be (low, high) with 0 < low <= high")
+        return limits
 
     @field_validator("tta_scales")
     @classmethod

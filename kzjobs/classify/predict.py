@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,17 @@ SCHEMA = pa.schema(
 )
 
 
+def page_scale(boxes: Sequence[Box], height: int, width: int, *, page_size: int,
+               char_size: float, limits: tuple[float, float]) -> float:
+    """The factor that brings the page's median box (sqrt(w*h), at ``page_size``) to
+    ``char_size`` px, clipped to ``limits``; 1 when ``char_size`` is 0 or nothing is boxed."""
+    sides = [math.sqrt(b.w * b.h) for b in boxes if b.w > 0 and b.h > 0]
+    if not char_size or not sides:
+        return 1.0
+    median = float(np.median(sides)) * page_size / max(height, width)
+    return min(limits[1], max(limits[0], char_size / median))
+
+
 def predict_logits(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -55,15 +67,20 @@ def predict_logits(
     scales: Sequence[float],
     device: torch.device,
     amp: bool = True,
+    char_size: float = 0.0,
+    char_scale_range: tuple[float, float] = (0.5, 2.0),
 ) -> torch.Tensor:
-    """``(len(boxes), classes)`` logits of one page, averaged over the TTA scales."""
+    """``(len(boxes), classes)`` logits of one page, averaged over the TTA scales (each
+    times :func:`page_scale` when ``char_size`` is set)."""
     n_classes = model.head[-1].out_features
     if not boxes:
         return torch.zeros(0, n_classes)
     height, width = image.shape[:2]
+    factor = page_scale(boxes, height, width, page_size=page_size, char_size=char_size,
+                        limits=char_scale_range)
     xyxy = torch.tensor([b.xyxy for b in boxes], dtype=torch.float32)
     total = torch.zeros(len(boxes), n_classes)
-    for scale in scales:
+    for scale in (s * factor for s in scales):
         tensor = page_transform(round(page_size * scale))(image=image)["image"]
         fx, fy = tensor.shape[2] / width, tensor.shape[1] / height
         scaled = xyxy * torch.tensor([fx, fy, fx, fy])
@@ -169,7 +186,8 @@ def predict_pages(
             quarantine[image_id] = reason
             continue
         logits = predict_logits(model, image, page_boxes, page_size=cfg.page_size,
-                                scales=scales, device=device, amp=cfg.amp)
+                                scales=scales, device=device, amp=cfg.amp,
+                                char_size=cfg.char_size, char_scale_range=cfg.char_scale_range)
         table = page_table(image_id, page_boxes, logits, vocab, top_k=cfg.top_k, kind=kind,
                            fold=fold)
         if resumable:

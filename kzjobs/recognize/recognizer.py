@@ -110,7 +110,8 @@ class Recognizer:
         for c in self.classifiers:
             logits = predict_logits(
                 c.model, array, boxes, page_size=c.page_size, scales=cfg.tta_scales,
-                device=self.device, amp=cfg.amp,
+                device=self.device, amp=cfg.amp, char_size=cfg.char_size,
+                char_scale_range=cfg.char_scale_range,
             )
             table = page_table(
                 image_id, boxes, logits, c.vocab, top_k=cfg.top_k, kind=c.kind, fold=c.fold
