@@ -111,6 +111,8 @@ def main() -> None:
                         help="Read every variant this many times, in turn; the fastest counts.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
 
     from kzjobs.data.dataset import Dataset
     from kzjobs.device import cpu_has_bf16
@@ -123,13 +125,13 @@ def main() -> None:
                 VARIANTS[v][0].get("classify", {})]  # emulated bf16 is slower than fp32
     # In turn, round after round, so that a slow spell of the host hits every variant.
     readings: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    for _ in range(max(1, args.rounds)):
+    for _ in range(args.rounds):
         for name in variants:
             readings[name].append(read_with(store, args.run, heldout, pages, name,
                                             *VARIANTS[name]))
             print(json.dumps(readings[name][-1]), flush=True)
     result = {"command": "python -m bench.inference", "machine": machine_info(),
-              "rounds": max(1, args.rounds),
+              "rounds": args.rounds,
               "variants": [fastest(readings[name]) for name in variants]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -58,6 +58,9 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
         ps, l2 = adapted["pseudolabels"], adapted["level2_oof"]
         oof = ps["accuracy_on_labelled_oof_pages"] or {}
         threshold = "none reached" if ps["threshold"] is None else f"{ps['threshold']:.3g}"
+        on_chars = ps.get("heldout_seg_fp_on_true_characters")
+        seg_fp = ("" if on_chars is None else f", and {on_chars:.1%} of the "
+                  f"{ps['heldout_seg_fp_kept']} kept seg_fp are on a true character")
         lines += [
             "",
             f"- pseudolabels ({ps['rule']} rule, threshold {threshold}): kept "
@@ -65,10 +68,7 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
             f"as seg_fp); the rule on labelled OOF pages keeps {oof.get('fraction_kept', 0):.1%} "
             f"at {oof.get('accuracy_kept') or 0:.1%} accuracy; of the kept characters "
             f"{ps['heldout_precision_of_kept_characters'] or 0:.1%} are right on the held-out "
-            "truth" + (f", and {on_chars:.1%} of the {ps['heldout_seg_fp_kept']} kept seg_fp "
-                       "are on a true character"
-                       if (on_chars := ps.get("heldout_seg_fp_on_true_characters")) is not None
-                       else ""),
+            f"truth{seg_fp}",
             f"- level 2 out of fold: F1 {l2['level2_oof_f1']:.4f} against the blend's "
             f"{l2['blend_oof_f1']:.4f} (argmax rule {l2['argmax_oof_f1']:.4f}; fitted cut "
             f"{'none beat argmax' if l2['threshold'] is None else l2['threshold']}; "
