@@ -52,9 +52,9 @@ class ClassifyConfig(BaseModel):
     seed: int = 0
     eval_every: int = 0  # validate on full pages every N epochs (0: after the last only)
     tta_scales: tuple[float, ...] = (1.0,)
-    # Read each page at the scale that brings the median of its boxes (sqrt(w*h) at
-    # page_size) to char_size px, within char_scale_range: books differ in character
-    # size, and small characters fall on few feature cells. 0: every page at page_size.
+    # Train on and read each page at the scale that brings the median of its boxes
+    # (sqrt(w*h) at page_size) to char_size px, within char_scale_range: books differ in
+    # character size, and small characters fall on few feature cells. 0: at page_size.
     char_size: float = Field(0.0, ge=0.0)
     char_scale_range: tuple[float, float] = (0.5, 2.0)
     # Folds of each kind that read a page at inference (0: every fold). Each is a trunk

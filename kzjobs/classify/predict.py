@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from kzjobs.classify.config import ClassifyConfig
-from kzjobs.classify.dataset import page_transform
+from kzjobs.classify.dataset import page_scale, page_transform
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP, Box, Point
 from kzjobs.device import autocast
@@ -45,17 +44,6 @@ SCHEMA = pa.schema(
         ("fold", pa.int32()),
     ]
 )
-
-
-def page_scale(boxes: Sequence[Box], height: int, width: int, *, page_size: int,
-               char_size: float, limits: tuple[float, float]) -> float:
-    """The factor that brings the page's median box (sqrt(w*h), at ``page_size``) to
-    ``char_size`` px, clipped to ``limits``; 1 when ``char_size`` is 0 or nothing is boxed."""
-    sides = [math.sqrt(b.w * b.h) for b in boxes if b.w > 0 and b.h > 0]
-    if not char_size or not sides:
-        return 1.0
-    median = float(np.median(sides)) * page_size / max(height, width)
-    return min(limits[1], max(limits[0], char_size / median))
 
 
 def predict_logits(
