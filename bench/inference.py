@@ -1,7 +1,7 @@
 """Inference settings of the trained blend against F1 and speed: the same held-out pages,
 read by the bundle ``bench.pipeline`` left, once per variant of its profile's inference
-knobs (detector scale and proposals, classifier scale and folds, layout; fp32 against
-bf16 where the CPU does bf16 in hardware).
+knobs (detector scale and proposals, classifier scale, folds and text block, layout;
+fp32 against bf16 where the CPU does bf16 in hardware).
 
 ``python -m bench.inference [--work var/bench]`` writes ``bench/results/inference.json``:
 per variant the F1 (overall and per book), the seconds a page of each step, and pages/s
@@ -27,6 +27,9 @@ OUT = Path(__file__).parent / "results" / "inference.json"
 VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], str]] = {
     "as trained": ({}, "channels_last"),  # the bundle's own settings
     "detector in NCHW layout": ({}, "contiguous"),
+    "classifiers read whole pages": ({"classify": {"read_margin": 0}}, "channels_last"),
+    "classifiers read the text block, margin 32": ({"classify": {"read_margin": 32}},
+                                                   "channels_last"),
     "detector at 0.85 scale": ({"detect": {"test_scale": 0.85}}, "channels_last"),
     "detector at 0.75 scale": ({"detect": {"test_scale": 0.75}}, "channels_last"),
     "classifiers at 0.85 scale": ({"classify": {"tta_scales": [0.85]}}, "channels_last"),

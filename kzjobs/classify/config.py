@@ -57,6 +57,9 @@ class ClassifyConfig(BaseModel):
     # character size, and small characters fall on few feature cells. 0: at page_size.
     char_size: float = Field(0.0, ge=0.0)
     char_scale_range: tuple[float, float] = (0.5, 2.0)
+    # Read only the block of the page that holds its boxes, this many px (at the read
+    # scale) around them: the trunk's time over blank margins is wasted. 0: whole pages.
+    read_margin: int = Field(0, ge=0)
     # Folds of each kind that read a page at inference (0: every fold). Each is a trunk
     # pass over the page; level 2 learnt from out-of-fold logits, which are one fold's.
     inference_folds: int = Field(0, ge=0)

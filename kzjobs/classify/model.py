@@ -7,6 +7,7 @@ dropout -> Linear(1024) -> ReLU -> dropout -> BatchNorm1d -> Linear(classes + se
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,14 @@ def _out_channels(layer: nn.Sequential) -> int:
     block = layer[-1]  # the last block has no downsample: its last BatchNorm is the output
     norms = [m for m in block.children() if isinstance(m, nn.BatchNorm2d)]
     return norms[-1].num_features
+
+
+def feature_scale(feature: int, image: int) -> float:
+    """The feature map's scale, the power of two nearest ``feature / image`` (as
+    torchvision's ``MultiScaleRoIAlign`` infers it). The plain ratio is off wherever the
+    image side is not a multiple of the stride: a 1,400 px page has 88 cells of 16 px at
+    layer3, and 88/1400 would put a box at its right edge half a cell off."""
+    return 2.0 ** round(math.log2(feature / image))
 
 
 class RoIClassifier(nn.Module):
@@ -78,7 +87,7 @@ class RoIClassifier(nn.Module):
                 feat,
                 boxes,
                 output_size=self.roi_size,
-                spatial_scale=feat.shape[-1] / images.shape[-1],
+                spatial_scale=feature_scale(feat.shape[-1], images.shape[-1]),
                 sampling_ratio=2,
                 aligned=True,
             ).flatten(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,33 +47,53 @@ SCHEMA = pa.schema(
 )
 
 
+# The classifier trunk's coarsest stride (layer3): a block of the page cut on this grid
+# keeps each feature cell over the same pixels as on the whole page.
+STRIDE = 16
+
+
+def text_block(page: torch.Tensor, xyxy: torch.Tensor, margin: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The part of a ``(3, h, w)`` page that holds the boxes and ``margin`` px around
+    them, its top-left corner on the :data:`STRIDE` grid; and the boxes moved into it."""
+    _, height, width = page.shape
+    x0, y0 = ((xyxy[:, :2].amin(0) - margin).clamp(min=0) // STRIDE * STRIDE).int().tolist()
+    x1 = min(width, math.ceil(float(xyxy[:, 2].max()) + margin))
+    y1 = min(height, math.ceil(float(xyxy[:, 3].max()) + margin))
+    return page[:, y0:y1, x0:x1], xyxy - torch.tensor([x0, y0, x0, y0], dtype=xyxy.dtype)
+
+
 def predict_logits(
     model: torch.nn.Module,
     image: np.ndarray,
     boxes: Sequence[Box],
+    cfg: ClassifyConfig,
     *,
-    page_size: int,
-    scales: Sequence[float],
     device: torch.device,
-    amp: bool = True,
-    char_size: float = 0.0,
-    char_scale_range: tuple[float, float] = (0.5, 2.0),
+    page_size: int | None = None,
+    scales: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """``(len(boxes), classes)`` logits of one page, averaged over the TTA scales (each
-    times :func:`page_scale` when ``char_size`` is set)."""
+    times :func:`page_scale` when ``cfg.char_size`` is set); with ``cfg.read_margin``
+    only the page's text block is read. ``page_size`` (the classifier's own) and
+    ``scales`` default to the profile's."""
     n_classes = model.head[-1].out_features
     if not boxes:
         return torch.zeros(0, n_classes)
+    page_size = page_size or cfg.page_size
+    scales = tuple(scales or cfg.tta_scales)
     height, width = image.shape[:2]
-    factor = page_scale(boxes, height, width, page_size=page_size, char_size=char_size,
-                        limits=char_scale_range)
+    factor = page_scale(boxes, height, width, page_size=page_size, char_size=cfg.char_size,
+                        limits=cfg.char_scale_range)
     xyxy = torch.tensor([b.xyxy for b in boxes], dtype=torch.float32)
     total = torch.zeros(len(boxes), n_classes)
     for scale in (s * factor for s in scales):
         tensor = page_transform(round(page_size * scale))(image=image)["image"]
         fx, fy = tensor.shape[2] / width, tensor.shape[1] / height
         scaled = xyxy * torch.tensor([fx, fy, fx, fy])
-        with torch.inference_mode(), autocast(device, amp, cpu_bf16=True):
+        if cfg.read_margin:
+            tensor, scaled = text_block(tensor, scaled, cfg.read_margin)
+        with torch.inference_mode(), autocast(device, cfg.amp, cpu_bf16=True):
             logits = model(tensor[None].to(device), [scaled.to(device)])
         total += logits.float().cpu()
     return total / len(scales)
@@ -173,9 +194,7 @@ def predict_pages(
             log.warning("quarantined page %s: %s", image_id, reason)
             quarantine[image_id] = reason
             continue
-        logits = predict_logits(model, image, page_boxes, page_size=cfg.page_size,
-                                scales=scales, device=device, amp=cfg.amp,
-                                char_size=cfg.char_size, char_scale_range=cfg.char_scale_range)
+        logits = predict_logits(model, image, page_boxes, cfg, device=device, scales=scales)
         table = page_table(image_id, page_boxes, logits, vocab, top_k=cfg.top_k, kind=kind,
                            fold=fold)
         if resumable:

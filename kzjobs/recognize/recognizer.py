@@ -108,11 +108,8 @@ class Recognizer:
         array = np.asarray(image)
         frames = []
         for c in self.classifiers:
-            logits = predict_logits(
-                c.model, array, boxes, page_size=c.page_size, scales=cfg.tta_scales,
-                device=self.device, amp=cfg.amp, char_size=cfg.char_size,
-                char_scale_range=cfg.char_scale_range,
-            )
+            logits = predict_logits(c.model, array, boxes, cfg, device=self.device,
+                                    page_size=c.page_size)
             table = page_table(
                 image_id, boxes, logits, c.vocab, top_k=cfg.top_k, kind=c.kind, fold=c.fold
             )

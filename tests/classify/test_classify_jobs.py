@@ -80,11 +80,11 @@ def test_prediction_quarantines_bad_pages_and_a_rerun_does_only_missing_pages(
     real = predict.predict_logits
     done = []
 
-    def crash_on_third_page(model, image, page_boxes, **kw):
+    def crash_on_third_page(model, image, page_boxes, *args, **kw):
         if len(done) == 2:
             raise RuntimeError("preempted")
         done.append(len(page_boxes))
-        return real(model, image, page_boxes, **kw)
+        return real(model, image, page_boxes, *args, **kw)
 
     job = ClassifyPredictJob(store_uri=tiny_data.root, profile_name="tiny", model=tiny_run["model"],
                              dataset="incoming", boxes="incoming/boxes.csv", out="preds/a.parquet",
@@ -96,8 +96,8 @@ def test_prediction_quarantines_bad_pages_and_a_rerun_does_only_missing_pages(
 
     done.clear()
     monkeypatch.setattr(predict, "predict_logits",
-                        lambda model, image, b, **kw: done.append(len(b)) or real(model, image, b,
-                                                                                   **kw))
+                        lambda model, image, b, *args, **kw: done.append(len(b))
+                        or real(model, image, b, *args, **kw))
     summary = job.run()
     assert len(done) == 1  # the two finished pages were not predicted again
     reasons = {q["item"]: q["reason"] for q in summary["quarantined"]}

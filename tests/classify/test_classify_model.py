@@ -68,6 +68,21 @@ def test_roi_align_scale_follows_the_feature_map():
     assert not torch.allclose(fa, wrong, atol=1e-2 * fa.abs().max())
 
 
+def test_a_box_reads_the_same_features_on_a_page_of_any_width():
+    """Widening the page to the right leaves the features under a box where they were:
+    the ROI scale is the stride's, not the ratio of the map's width to a width that is
+    not a multiple of the stride."""
+    torch.manual_seed(0)
+    model = RoIClassifier("resnet18", n_classes=3).eval()
+    page = torch.ones(1, 3, 512, 1400)
+    page[..., 200:300, 800:900] = torch.rand(3, 100, 100)
+    box = [torch.tensor([[800.0, 200, 900, 300]])]
+    with torch.no_grad():
+        narrow = model.features(page[..., :1100], box)  # 69 cells of 16 px at layer3
+        wide = model.features(page, box)  # 88 cells
+    assert torch.allclose(narrow, wide, atol=1e-4 * wide.abs().max())
+
+
 def test_user_weights_load_into_the_trunk(tmp_path):
     torch.manual_seed(1)
     reference = torchvision.models.resnet18(weights=None)

@@ -30,19 +30,39 @@ def test_the_page_scale_brings_the_median_box_to_the_character_size():
 
 
 def test_the_classifier_reads_the_page_at_the_scale_of_its_characters():
-    cfg = ClassifyConfig(hidden=32, roi_size=3)
+    cfg = ClassifyConfig(hidden=32, roi_size=3, page_size=200, amp=False)
     model = build_model(model_args("resnet18", 3, cfg)).eval()
     seen: list[tuple[int, ...]] = []
     model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
     image = np.full((400, 300, 3), 255, np.uint8)
     boxes = boxes_of(20, 3)  # 20 px at page_size 200: 10 px characters
-    plain = predict_logits(model, image, boxes, page_size=200, scales=(1.0,),
-                           device=torch.device("cpu"), amp=False)
-    sized = predict_logits(model, image, boxes, page_size=200, scales=(1.0,),
-                           device=torch.device("cpu"), amp=False, char_size=15.0)
+    cpu = torch.device("cpu")
+    plain = predict_logits(model, image, boxes, cfg, device=cpu)
+    sized = predict_logits(model, image, boxes, cfg.model_copy(update={"char_size": 15.0}),
+                           device=cpu)
     assert seen[0][2] == 200 and seen[1][2] == 300  # longest side 200, then 1.5x
     assert plain.shape == sized.shape == (3, 3)
     assert not torch.allclose(plain, sized)
+
+
+def test_with_a_read_margin_only_the_text_block_is_read_and_reads_the_same():
+    torch.manual_seed(0)
+    cfg = ClassifyConfig(hidden=32, roi_size=3, page_size=1200, amp=False)
+    model = build_model(model_args("resnet18", 3, cfg)).eval()
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    rng = np.random.default_rng(0)
+    image = np.full((1200, 900, 3), 255, np.uint8)  # white paper, two columns of text
+    boxes = [Box("U+3042", x, y, 30, 30) for x in (500, 540) for y in range(300, 700, 40)]
+    for b in boxes:
+        image[b.y:b.y + b.h, b.x:b.x + b.w] = rng.integers(0, 255, (b.h, b.w, 3))
+    cpu = torch.device("cpu")
+    whole = predict_logits(model, image, boxes, cfg, device=cpu)
+    block = predict_logits(model, image, boxes, cfg.model_copy(update={"read_margin": 96}),
+                           device=cpu)
+    # x from 500-96 (down to the 16 px grid: 400) to 570+96, y from 192 to 690+96.
+    assert seen == [(1, 3, 1200, 900), (1, 3, 786 - 192, 666 - 400)]
+    assert torch.allclose(whole, block, atol=0.05 * float(whole.abs().max()))
 
 
 def test_a_character_scale_range_must_be_positive_and_ordered():
