@@ -1,7 +1,6 @@
 """Training data: large random crops of pages holding many boxes, box capping, collate.
 
-A page is scaled so its longest side is ``page_size`` (times :func:`page_scale` when
-``char_size`` is set, as inference reads it); a crop of ``crop`` (h, w) varied by
+A page is scaled so its longest side is ``page_size``; a crop of ``crop`` (h, w) varied by
 ±``crop_jitter`` is cut and resized back to ``crop``, so the model sees scale changes.
 A box is kept when at least ``min_visible`` of it is inside the crop.
 """
@@ -83,17 +82,6 @@ def page_transform(size: int, *, tensor: bool = True) -> A.Compose:
     return A.Compose([A.LongestMaxSize(max_size=size), *steps])
 
 
-def page_scale(boxes: Sequence[Box], height: int, width: int, *, page_size: int,
-               char_size: float, limits: tuple[float, float]) -> float:
-    """The factor that brings the page's median box (sqrt(w*h), at ``page_size``) to
-    ``char_size`` px, clipped to ``limits``; 1 when ``char_size`` is 0 or nothing is boxed."""
-    sides = [math.sqrt(b.w * b.h) for b in boxes if b.w > 0 and b.h > 0]
-    if not char_size or not sides:
-        return 1.0
-    median = float(np.median(sides)) * page_size / max(height, width)
-    return min(limits[1], max(limits[0], char_size / median))
-
-
 class CropDataset(torch.utils.data.Dataset):
     """``crops_per_page`` random crops per page; each item is (image, boxes xyxy, targets).
 
@@ -120,7 +108,6 @@ class CropDataset(torch.utils.data.Dataset):
         self.data = data
         self.cfg = cfg
         self.pages: list[tuple[str, np.ndarray, np.ndarray]] = []
-        self.char_boxes: dict[str, list[Box]] = {}  # what sets each page's character scale
         self.ignored = 0
         for image_id in image_ids:
             known = [b for b in boxes.get(image_id, ()) if b.code in index]
@@ -130,8 +117,8 @@ class CropDataset(torch.utils.data.Dataset):
             xyxy = np.array([b.xyxy for b in known], dtype=np.float32)
             labels = np.array([index[b.code] for b in known], dtype=np.int64)
             self.pages.append((image_id, xyxy, labels))
-            self.char_boxes[image_id] = list(boxes[image_id])
         self.transform = train_transform(cfg, seed=seed)
+        self.resize = page_transform(cfg.page_size, tensor=False)
         self.bad_pages: dict[str, str] = {}
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
@@ -143,16 +130,12 @@ class CropDataset(torch.utils.data.Dataset):
         return len(self.pages) * self.cfg.crops_per_page
 
     def page(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """The page at the scale inference reads it (``page_size`` times :func:`page_scale`),
-        and the xyxy factors from the original."""
+        """The page scaled to ``page_size``, and the xyxy factors from the original."""
         if image_id in self._cache:
             self._cache.move_to_end(image_id)
             return self._cache[image_id]
         image = np.asarray(self.readers.get(image_id, self.data).read_image(image_id))
-        cfg = self.cfg
-        factor = page_scale(self.char_boxes[image_id], *image.shape[:2], page_size=cfg.page_size,
-                            char_size=cfg.char_size, limits=cfg.char_scale_range)
-        scaled = page_transform(round(cfg.page_size * factor), tensor=False)(image=image)["image"]
+        scaled = self.resize(image=image)["image"]
         fy, fx = scaled.shape[0] / image.shape[0], scaled.shape[1] / image.shape[1]
         entry = scaled, np.array([fx, fy, fx, fy], dtype=np.float32)
         if self.cfg.cache_pages:

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from kzjobs.classify.config import ClassifyConfig
-from kzjobs.classify.dataset import page_scale, page_transform
+from kzjobs.classify.dataset import page_transform
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP, Box, Point
 from kzjobs.device import autocast
@@ -45,6 +45,17 @@ SCHEMA = pa.schema(
         ("fold", pa.int32()),
     ]
 )
+
+
+def page_scale(boxes: Sequence[Box], height: int, width: int, *, page_size: int,
+               char_size: float, limits: tuple[float, float]) -> float:
+    """The factor that brings the page's median box (sqrt(w*h), at ``page_size``) to
+    ``char_size`` px, clipped to ``limits``; 1 when ``char_size`` is 0 or nothing is boxed."""
+    sides = [math.sqrt(b.w * b.h) for b in boxes if b.w > 0 and b.h > 0]
+    if not char_size or not sides:
+        return 1.0
+    median = float(np.median(sides)) * page_size / max(height, width)
+    return min(limits[1], max(limits[0], char_size / median))
 
 
 # The classifier trunk's coarsest stride (layer3): a block of the page cut on this grid

@@ -81,23 +81,3 @@ def test_a_box_cut_by_the_crop_is_left_out():
     assert 0 < len(kept) < len(grid)
     sizes = kept[:, 2:] - kept[:, :2]
     assert np.allclose(sizes, 30, atol=0.5)  # only whole boxes, none clipped
-
-
-def test_with_a_character_size_crops_hold_characters_of_that_size(tiny_data):
-    data = Dataset.open(tiny_data.dataset, tiny_data.store)
-    boxes = read_annotations(data.store.read_bytes("oof.csv"), allow=(SEG_FP,))
-    vocab = vocabulary(data.annotations)
-    page = "syndB_000"
-    image_w, image_h = data.read_image(page).size
-    native = np.median([np.sqrt(b.w * b.h) for b in boxes[page]]) * 640 / max(image_w, image_h)
-    for char_size in (native * 0.6, native * 1.6):  # smaller and larger than the book's own
-        cfg = ClassifyConfig(page_size=640, crop=(256, 192), crop_jitter=0.2, crops_per_page=4,
-                             char_size=char_size, augment=False)
-        crops = CropDataset(data, boxes, [page], vocab, cfg, seed=1)
-        crops.set_epoch(0)
-        sides = []
-        for i in range(len(crops)):
-            _, xyxy, _ = crops[i]
-            sides += torch.sqrt((xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])).tolist()
-        # Crops are resized by 1/(1±0.2) around the page's character scale.
-        assert char_size / 1.25 < np.median(sides) < char_size / 0.8, (char_size, native)
