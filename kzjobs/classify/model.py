@@ -26,6 +26,10 @@ def _out_channels(layer: nn.Sequential) -> int:
     return norms[-1].num_features
 
 
+# layer3's stride, the trunk's coarsest, for every kind in KINDS.
+STRIDE = 16
+
+
 def feature_scale(feature: int, image: int) -> float:
     """The feature map's scale, the power of two nearest ``feature / image`` (as
     torchvision's ``MultiScaleRoIAlign`` infers it). The plain ratio is off wherever the

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from kzjobs.classify.config import ClassifyConfig
 from kzjobs.classify.dataset import page_transform
+from kzjobs.classify.model import STRIDE
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP, Box, Point
 from kzjobs.device import autocast
@@ -58,15 +59,12 @@ def page_scale(boxes: Sequence[Box], height: int, width: int, *, page_size: int,
     return min(limits[1], max(limits[0], char_size / median))
 
 
-# The classifier trunk's coarsest stride (layer3): a block of the page cut on this grid
-# keeps each feature cell over the same pixels as on the whole page.
-STRIDE = 16
-
-
 def text_block(page: torch.Tensor, xyxy: torch.Tensor, margin: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """The part of a ``(3, h, w)`` page that holds the boxes and ``margin`` px around
-    them, its top-left corner on the :data:`STRIDE` grid; and the boxes moved into it."""
+    them, and the boxes moved into it. Its top-left corner is on the trunk's
+    :data:`~kzjobs.classify.model.STRIDE` grid, so each feature cell covers the same
+    pixels as on the whole page."""
     _, height, width = page.shape
     x0, y0 = ((xyxy[:, :2].amin(0) - margin).clamp(min=0) // STRIDE * STRIDE).int().tolist()
     x1 = min(width, math.ceil(float(xyxy[:, 2].max()) + margin))
