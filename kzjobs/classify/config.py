@@ -72,6 +72,12 @@ class ClassifyConfig(BaseModel):
     # faster than two fighting over oversubscribed cores.
     threads: int = Field(0, ge=0)
     augment: bool = True  # HSV, brightness/contrast, gamma
+    # A hand's variety, in training crops only: with this probability each, an elastic
+    # warp of the ink (albumentations' alpha and sigma, px of the crop) and strokes
+    # thickened or thinned by a 2-3 px kernel. 0: off.
+    shape_p: float = Field(0.0, ge=0.0, le=1.0)
+    warp_alpha: float = Field(120.0, ge=0.0)
+    warp_sigma: float = Field(6.0, gt=0.0)
 
     @field_validator("kinds")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import albumentations as A
 import numpy as np
 import torch
 
@@ -81,3 +82,52 @@ def test_a_box_cut_by_the_crop_is_left_out():
     assert 0 < len(kept) < len(grid)
     sizes = kept[:, 2:] - kept[:, :2]
     assert np.allclose(sizes, 30, atol=0.5)  # only whole boxes, none clipped
+
+
+def test_the_ink_warp_bends_strokes_by_a_few_pixels_and_leaves_the_boxes():
+    from kzjobs.classify.dataset import InkWarp, train_transform
+
+    image = np.full((96, 96, 3), 255, np.uint8)
+    image[:, 46:50] = 0  # a straight vertical stroke
+    box = np.array([[40.0, 10.0, 56.0, 86.0]])
+    cfg = ClassifyConfig(shape_p=1.0)
+    warp = next(t for t in train_transform(cfg).transforms if isinstance(t, InkWarp))
+    out = A.Compose([warp], seed=0,
+                    bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]))(
+        image=image, bboxes=box, labels=[0])
+    ink = out["image"][:, :, 0] < 128
+    centres = np.array([np.flatnonzero(row).mean() for row in ink[8:-8] if row.any()])
+    assert len(centres) > 70
+    assert np.ptp(centres) > 1  # no longer straight ...
+    assert np.abs(centres - 47.5).max() < 8  # ... but still inside its box
+    assert not ink[:, :30].any() and not ink[:, 66:].any()  # no ink from the edges
+    assert np.allclose(out["bboxes"], box)
+
+
+def test_stroke_width_thickens_or_thins_the_ink():
+    from kzjobs.classify.dataset import StrokeWidth
+
+    image = np.full((64, 64, 3), 255, np.uint8)
+    image[:, 30:34] = 0
+    ink = {op: int((StrokeWidth(scale=(3, 3), operation=op, p=1.0)(image=image)["image"] < 128)
+                   .sum()) for op in ("erosion", "dilation")}
+    before = int((image < 128).sum())
+    assert ink["erosion"] > before > ink["dilation"] > 0
+
+
+def test_shape_augmentations_come_after_the_crop_so_the_boxes_are_those_of_the_crop():
+    from kzjobs.classify.dataset import train_transform
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    grid = np.array([(x, y, x + 30, y + 30) for x in range(0, 200, 40) for y in range(0, 200, 40)],
+                    dtype=np.float32)
+    cfg = ClassifyConfig(page_size=200, crop=(100, 100), crop_jitter=0.2, augment=False)
+    shaped = cfg.model_copy(update={"augment": True, "shape_p": 1.0})
+    assert len(train_transform(shaped).transforms) > len(train_transform(cfg).transforms)
+    for seed in range(3):
+        plain = train_transform(cfg, seed=seed)(image=image, bboxes=grid, labels=np.arange(25))
+        warped = train_transform(shaped, seed=seed)(image=image, bboxes=grid, labels=np.arange(25))
+        assert np.array_equal(plain["labels"], warped["labels"])
+        assert np.allclose(plain["bboxes"], warped["bboxes"])
+        assert not torch.equal(plain["image"], warped["image"])
