@@ -54,6 +54,14 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
     lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | {t['f1']['f1']:.4f} "
                  f"| {books}; detection-only {t['detection_f1']['f1']:.3f}; "
                  f"{t['pages_per_s_wall']} pages/s |")
+    if shift := q.get("seg_fp_shift"):
+        rates = shift["rates"]
+        lines += ["", f"- seg_fp shift (the \"shifted\" rungs): {shift['shift']:.2f} logits, "
+                  f"fitted without labels on the held-out pages read as an incoming collection: "
+                  f"seg_fp won by at most {shift['within']:g} on {rates['incoming']:.1%} of "
+                  f"their boxes, {rates['incoming_shifted']:.1%} after the shift, against "
+                  f"{rates['oof']:.1%} on the OOF pages; the bundle carries "
+                  f"{shift['bundle']:.2f}"]
     if adapted := r.get("adaptation"):
         ps, l2 = adapted["pseudolabels"], adapted["level2_oof"]
         oof = ps["accuracy_on_labelled_oof_pages"] or {}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kzjobs.data.format import BOX_CODES, UNKNOWN, Box, read_annotations
+from kzjobs.data.format import BOX_CODES, SEG_FP, UNKNOWN, Box, read_annotations
 from kzjobs.store import Store, key_name
 
 log = logging.getLogger(__name__)
@@ -342,6 +342,66 @@ def top_two(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     top[row[rank == 0]] = logits[rank == 0]
     second[row[rank == 1]] = logits[rank == 1]
     return winner, top, second
+
+
+def shift_seg_fp(frame: pd.DataFrame, shift: float) -> pd.DataFrame:
+    """``frame`` (predictions or a blend) with each box's ``seg_fp`` logit lowered by
+    ``shift``, its top-k sorted again; a box without ``seg_fp`` in its top-k is unchanged.
+
+    Lowering one class's logit by a constant moves its softmax log-odds against every
+    other class by that constant: a prior correction for books on which the classifiers
+    call ``seg_fp`` more often than on those they were trained on.
+    """
+    import pyarrow as pa
+
+    if not shift or frame.empty:
+        return frame
+    row, _rank, classes, logits = flatten(frame)
+    logits = np.where(classes == SEG_FP, logits - shift, logits)
+    order = np.lexsort((-logits, row))
+    counts = np.bincount(row, minlength=len(frame))
+    return frame.assign(
+        classes=list_column(classes[order], counts, pa.string()),
+        logits=list_column(logits[order].astype(np.float32), counts, pa.float32()))
+
+
+def seg_fp_lead(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(seg_fp wins, lead)`` per box: whether ``seg_fp`` is the top class, and by how
+    much it leads the best character (the shift that would make a tie; inf when
+    ``seg_fp`` is the only class listed)."""
+    winner, top, second = top_two(frame)
+    wins = winner == SEG_FP
+    return wins, np.where(wins, np.nan_to_num(top - second, nan=np.inf), 0.0)
+
+
+def seg_fp_rate(blended: pd.DataFrame, within: float = np.inf) -> float:
+    """The fraction of a blend's boxes that ``seg_fp`` wins, by at most ``within``."""
+    wins, lead = seg_fp_lead(blended)
+    return float((wins & (lead <= within)).mean()) if len(blended) else 0.0
+
+
+def fit_seg_fp_shift(blended: pd.DataFrame, target_rate: float, max_shift: float) -> float:
+    """The smallest shift (at most ``max_shift``) under which ``seg_fp`` wins by at most
+    ``max_shift`` no more than ``target_rate`` of a blend's boxes (give or take chance).
+
+    It needs no labels: ``target_rate`` is how often the same models make such calls on
+    the books they know (``seg_fp_rate(oof_blend, within=max_shift)``). More of them on
+    a new collection are taken as characters the models do not recognise in an
+    unfamiliar hand. Calls won by more than ``max_shift`` are out of the shift's reach
+    and out of the count: a collection with more seals or marks than the training's
+    (confident ``seg_fp``) does not pull the shift up.
+    """
+    wins, lead = seg_fp_lead(blended)
+    contested = np.sort(lead[wins & (lead <= max_shift)])[::-1]
+    # Two Poisson standard deviations of slack over the expected count: a few more calls
+    # than that on a small collection are chance, not an unfamiliar hand.
+    expected = target_rate * len(lead)
+    allowed = int(np.floor(expected + 2 * np.sqrt(expected)))
+    if allowed >= len(contested):
+        return 0.0
+    # A tie stays with seg_fp, so the shift passes the (allowed+1)-th largest lead by a
+    # hair (a thousandth of a logit, well above float32 rounding at these magnitudes).
+    return min(float(contested[allowed]) + 1e-3, float(max_shift))
 
 
 def box_folds(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:

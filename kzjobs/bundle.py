@@ -49,6 +49,9 @@ class Bundle(BaseModel):
     classifiers: dict[str, list[str]]  # kind -> classifier checkpoints, one per fold
     level2: Level2Files = Field(default_factory=Level2Files)
     vocabulary: str  # JSON {code: char} of every class the blend can output
+    # Lowered seg_fp logit of every classifier on the pages it reads (kzjobs.blend.
+    # shift_seg_fp): the adaptation's, fitted on the incoming collections (pseudo.seg_fp_shift).
+    seg_fp_shift: float = Field(0.0, ge=0.0)
     metrics: dict[str, Any] = Field(default_factory=dict)
 
     def files(self) -> list[str]:
@@ -139,6 +142,7 @@ class BundleJob(Job):
         from kzjobs.data.dataset import Dataset
         from kzjobs.data.format import code_to_char
         from kzjobs.folds import load_folds
+        from kzjobs.plan import PSEUDO_REPORT
 
         root = self.store.child(self.run_prefix)
         if root.exists(BUNDLE_FILE):
@@ -153,6 +157,11 @@ class BundleJob(Job):
         root.write_json("vocabulary.json", {c: names.get(c) or code_to_char(c) for c in codes})
         report = root.read_json("level2/report.json") if root.exists("level2/report.json") else {}
         use_level2 = level2_helps(report)
+        # An adapted run's shift is the one its pseudolabel job set; else the profile's.
+        shift = self.profile.pseudo.seg_fp_shift
+        if root.exists(PSEUDO_REPORT):
+            shift = root.read_json(PSEUDO_REPORT).get("seg_fp_shift", {}).get("shift", 0.0)
+        shift = 0.0 if shift == "fit" else float(shift)
         bundle = Bundle(
             profile=self.profile.name,
             profile_data=self.profile.model_dump(mode="json", by_alias=True),
@@ -166,8 +175,9 @@ class BundleJob(Job):
                 xgboost=[f"level2/fold{k}/xgb.ubj" for k in level2_folds] if use_level2 else [],
             ),
             vocabulary="vocabulary.json",
+            seg_fp_shift=shift,
             metrics={k: v for k, v in report.items() if isinstance(v, int | float)}
-            | {"level2_used": float(use_level2)},
+            | {"level2_used": float(use_level2), "seg_fp_shift": shift},
         )
         bundle.save(root)  # refuses a bundle with a missing file
         return {"bundle": self.run_prefix, "files": bundle.files(), "metrics": bundle.metrics,

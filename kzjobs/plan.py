@@ -19,6 +19,7 @@ from kzjobs.store import join
 
 # Assets (names and URIs): Airflow DAG files build ``Asset(name=..., uri=...)`` from these.
 CANDIDATE_ASSET = ("kz_candidate", "kzjobs://registry/kz-recognizer/candidate")
+PSEUDO_REPORT = "pseudo/labels.json"  # in a run: the pseudolabel job's report (its seg_fp shift)
 COLLECTION_ASSET = ("kz_incoming", "kzjobs://store/incoming")
 PREDICTIONS_ASSET = ("kz_predictions", "kzjobs://store/predictions")
 
@@ -104,7 +105,7 @@ class RetrainPlan(BaseModel):
 
     @property
     def pseudolabels(self) -> str:
-        return self.key("pseudo", "labels.csv")
+        return self.key(PSEUDO_REPORT.removesuffix(".json") + ".csv")
 
     @property
     def bundle(self) -> str:

@@ -7,6 +7,12 @@ blend is sure (the profile's ``pseudo`` rule, see
 ``seg_fp`` targets. The same rule is measured on the run's labelled OOF predictions:
 the fraction it keeps and how often what it keeps is right.
 
+Before the rule, the incoming blend's ``seg_fp`` logit may be lowered (the profile's
+``pseudo.seg_fp_shift``, fitted without labels; :func:`fit_shift`): models read an
+unfamiliar hand by calling many of its characters ``seg_fp``, and kept as labels those
+calls would teach them to drop the hand. The shift is reported, and the bundle carries
+it to every page recognition reads.
+
 The output is a ``train.csv``-format file (``CODE x y w h``, ``seg_fp`` allowed) of
 the kept boxes per page, which the classifier's training job takes as extra
 OOF-style targets for fine-tuning, and a JSON report.
@@ -131,6 +137,32 @@ def evaluate(known: pd.DataFrame, cfg: PseudoConfig) -> dict[str, Any]:
     }
 
 
+def fit_shift(blended: pd.DataFrame, known: pd.DataFrame | None, cfg: PseudoConfig
+              ) -> dict[str, Any]:
+    """The ``seg_fp`` shift for an incoming blend (``cfg.seg_fp_shift``: a number, or
+    fitted to ``known``, the same models' OOF blend) and the ``seg_fp`` rates it sets.
+
+    ``shift`` is what the bundle carries; ``rates`` are the fractions of boxes that
+    ``seg_fp`` wins by at most ``within`` (``max_seg_fp_shift``) on the OOF pages and on
+    the incoming ones before and after the shift.
+    """
+    from kzjobs.blend import fit_seg_fp_shift, seg_fp_rate, shift_seg_fp
+
+    within = cfg.max_seg_fp_shift
+    oof_rate = seg_fp_rate(known, within) if known is not None else None
+    if cfg.seg_fp_shift != "fit":
+        shift = float(cfg.seg_fp_shift)
+    elif oof_rate is None:
+        raise ValueError("a fitted seg_fp shift needs the training run's OOF predictions "
+                         "(--run) to know how often its models call seg_fp")
+    else:
+        shift = fit_seg_fp_shift(blended, oof_rate, cfg.max_seg_fp_shift)
+    return {"shift": shift, "rule": cfg.seg_fp_shift, "within": within, "rates": {
+        "oof": oof_rate, "incoming": seg_fp_rate(blended, within),
+        # of the same calls: those won by more than `within` came down by the shift too
+        "incoming_shifted": seg_fp_rate(shift_seg_fp(blended, shift), within - shift)}}
+
+
 def _finite(value: float) -> float | None:
     """JSON has no infinity: a threshold nothing passes is reported as null."""
     return value if value != float("inf") else None
@@ -154,7 +186,14 @@ class PseudoJob(Job):
         return self.report or default_report_key(self.out)
 
     def run(self) -> dict[str, Any]:
-        from kzjobs.blend import attach_truth, blend, box_folds, load_oof, load_predictions
+        from kzjobs.blend import (
+            attach_truth,
+            blend,
+            box_folds,
+            load_oof,
+            load_predictions,
+            shift_seg_fp,
+        )
         from kzjobs.data.format import SEG_FP, write_annotations
 
         if self.store.exists(self.report_key) and self.store.exists(self.out):
@@ -174,6 +213,8 @@ class PseudoJob(Job):
         threshold = (calibrate(known, cfg.target_accuracy)
                      if cfg.rule == "calibrated" and known is not None else None)
         blended = blend(frames, quarantine=quarantine)
+        shift = fit_shift(blended, known, cfg)
+        blended = shift_seg_fp(blended, shift["shift"])
         kept, threshold = select(blended, cfg, threshold=threshold)
         pages = labels(blended, kept)
         self.store.write_bytes(self.out, write_annotations(pages))
@@ -185,6 +226,7 @@ class PseudoJob(Job):
             "fraction_kept": float(kept.mean()) if len(blended) else 0.0,
             "seg_fp_kept": int((kept & (winner == SEG_FP)).sum()),
             "threshold": _finite(threshold),
+            "seg_fp_shift": shift,
             "pages": int(blended["image_id"].nunique()), "pages_with_labels": len(pages),
             "quarantined": len(quarantine),
             "validation": evaluate(known, cfg) if known is not None else None,

@@ -11,13 +11,16 @@ import pytest
 from kzjobs.blend import (
     attach_truth,
     blend,
+    fit_seg_fp_shift,
     load_predictions,
     read_predictions,
+    seg_fp_rate,
+    shift_seg_fp,
     top_two,
     truth_frame,
 )
 from kzjobs.data.format import SEG_FP, UNKNOWN, Box
-from kzjobs.level2.simulate import KindSpec, simulate
+from kzjobs.level2.simulate import KindSpec, simulate, unfamiliar_hand
 
 
 def frame(rows, kind="k", fold=0):
@@ -84,6 +87,52 @@ def test_blending_independent_models_beats_each_model():
 
     singles = [accuracy([f]) for f in sim.frames]
     assert accuracy(sim.frames) > max(singles) + 0.03, singles
+
+
+def test_shifting_seg_fp_lowers_only_its_logit_and_resorts():
+    a = frame([("p_1", 0, [SEG_FP, "A", "B"], [6, 5, 1]), ("p_1", 1, ["A", "B"], [4, 2])])
+    out = as_dict(shift_seg_fp(a, 2.0))
+    assert out[("p_1", 0)] == pytest.approx({"A": 5.0, SEG_FP: 4.0, "B": 1.0})
+    assert list(shift_seg_fp(a, 2.0)["classes"][0]) == ["A", SEG_FP, "B"]
+    assert out[("p_1", 1)] == {"A": 4.0, "B": 2.0}
+    assert shift_seg_fp(a, 0.0) is a
+
+
+def box_f1_of(blended, truth):
+    from kzjobs.level2.features import box_f1
+
+    known = attach_truth(blended, truth)
+    return box_f1(known["true"].to_numpy(dtype=object), top_two(known)[0])
+
+
+def test_a_fitted_shift_brings_back_the_characters_an_unfamiliar_hand_loses():
+    kinds = (KindSpec("a", acc_good=0.8, acc_bad=0.8),)
+    train = simulate(kinds=kinds, books=4, pages_per_book=3, seed=21)
+    target = seg_fp_rate(blend(train.oof()), within=6.0)
+    assert 0.0 < target < 0.02  # the noise marks the models are unsure of
+    assert seg_fp_rate(blend(train.oof())) > target + 0.01  # and the ones they are sure of
+
+    new = simulate(kinds=kinds, books=2, pages_per_book=3, seed=22, book_prefix="t")
+    truth = truth_frame(new.boxes)
+    plain = blend(new.frames)
+    strange = blend([unfamiliar_hand(f, 0.3, seed=0) for f in new.frames])
+    assert seg_fp_rate(strange, within=6.0) > target + 0.15
+
+    shift = fit_seg_fp_shift(strange, target, max_shift=6.0)
+    assert 0.5 < shift <= 3.5  # the unfamiliar leads are 0.5-3 (+ blend noise)
+    fixed = shift_seg_fp(strange, shift)
+    # the calls it was fitted on are down to the OOF rate, give or take chance
+    assert seg_fp_rate(fixed, within=6.0 - shift) < target + 0.01
+    # the sure calls (seals, marks) stay: the shift is fitted under them
+    assert seg_fp_rate(fixed) > seg_fp_rate(plain) - target - 0.01
+    assert box_f1_of(fixed, truth) > box_f1_of(strange, truth) + 0.1
+    assert box_f1_of(fixed, truth) > box_f1_of(plain, truth) - 0.03
+
+    # A collection the models read as they read their own books needs (almost) none.
+    assert fit_seg_fp_shift(plain, target, max_shift=6.0) < 1.0
+    # the window is the cap: unsure calls up to 2 logits, all but `allowed` of them undone
+    assert 1.7 < fit_seg_fp_shift(strange, target, max_shift=2.0) <= 2.0
+    assert fit_seg_fp_shift(strange, 1.0, max_shift=6.0) == 0.0
 
 
 def test_bad_rows_are_quarantined_and_the_rest_goes_on():

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from kzjobs.blend import attach_truth, blend, box_folds, truth_frame
 from kzjobs.data.format import BOX_CODES, SEG_FP, read_annotations, write_annotations
 from kzjobs.level2.config import PseudoConfig
-from kzjobs.level2.simulate import KindSpec, simulate
+from kzjobs.level2.simulate import KindSpec, simulate, unfamiliar_hand
 from kzjobs.pseudo import calibrate, evaluate, labels, margins, select
 
 
@@ -153,3 +153,54 @@ def test_pseudo_command_on_an_incoming_collection(tmp_path):
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] is True
+
+    # The same hand as the training's: the fitted seg_fp shift has (almost) nothing to do.
+    shift = report["seg_fp_shift"]
+    assert shift["rule"] == "fit" and shift["shift"] < 1.0
+    assert shift["rates"]["incoming"] < shift["rates"]["oof"] + 0.03
+
+
+def test_pseudolabels_in_an_unfamiliar_hand_with_and_without_the_seg_fp_shift(tmp_path):
+    """Read in a hand the models do not know, characters come out as sure seg_fp: kept
+    as labels they would teach the models to drop that hand. The fitted shift sees the
+    excess of seg_fp calls without labels and undoes it."""
+    from kzjobs.cli import app
+    from kzjobs.profile import load_profile
+    from kzjobs.store import open_store
+
+    kinds = (KindSpec("a", acc_good=0.8, acc_bad=0.8),)
+    train = simulate(kinds=kinds, books=4, pages_per_book=3, seed=21)
+    new = simulate(kinds=kinds, books=2, pages_per_book=3, seed=22, book_prefix="t")
+    store = open_store(tmp_path)
+    write_frames(store, "runs/r/classify", train.oof(), "oof.parquet")
+    for fold in range(2):
+        pages = {i: b for i, b in train.boxes.items() if train.folds[i.split("_")[0]] == fold}
+        store.write_bytes(f"runs/r/detect/fold{fold}/oof.csv", write_annotations(pages))
+    write_frames(store, "incoming/c/preds",
+                 [unfamiliar_hand(f, 0.3, seed=0) for f in new.frames], "preds.parquet")
+    truth = {(i, b.x, b.y, b.w, b.h): b.code for i, bs in new.boxes.items() for b in bs}
+
+    def pseudo(shift):
+        prof = load_profile("tiny").model_dump(mode="json")
+        prof["pseudo"] |= {"rule": "margin", "min_margin": 2.0, "max_second": 99.0,
+                           "seg_fp_shift": shift}
+        path = tmp_path / f"shift-{shift}.yaml"
+        path.write_text(json.dumps(prof))
+        out = f"runs/r/pseudo/{shift}.csv"
+        result = CliRunner().invoke(app, ["pseudo", "--preds", "incoming/c/preds", "--out", out,
+                                          "--run", "runs/r", "--store", str(tmp_path),
+                                          "--profile", str(path)])
+        assert result.exit_code == 0, result.output
+        kept = read_annotations(store.read_bytes(out), allow=BOX_CODES)
+        dropped_chars = sum(b.code == SEG_FP and truth[(i, b.x, b.y, b.w, b.h)] != SEG_FP
+                            for i, bs in kept.items() for b in bs)
+        return json.loads(result.stdout), dropped_chars
+
+    plain, plain_dropped = pseudo(0)
+    fitted, fitted_dropped = pseudo("fit")
+    assert plain["seg_fp_shift"]["shift"] == 0.0
+    rates = fitted["seg_fp_shift"]["rates"]
+    assert rates["incoming"] > rates["oof"] + 0.15  # the unfamiliar hand, seen without labels
+    assert rates["incoming_shifted"] < rates["oof"] + 0.01  # the OOF's, give or take chance
+    assert 0.5 < fitted["seg_fp_shift"]["shift"] <= 3.5
+    assert plain_dropped > 20 and fitted_dropped <= plain_dropped // 4

@@ -184,6 +184,32 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
                                                "classify/resnet18/fold1/model.pt"]}
 
 
+def test_the_bundle_carries_the_seg_fp_shift_its_adaptation_fitted(tmp_path, make_bundle,
+                                                                   make_heldout):
+    from kzjobs.bundle import BundleJob, open_bundle
+    from kzjobs.plan import PSEUDO_REPORT
+    from kzjobs.store import open_store
+
+    def bundle_of(run, report):
+        store = open_store(tmp_path)
+        make_bundle(store, run)
+        store.delete(f"{run}/bundle.json")
+        store.write_json(f"{run}/folds.json", {"books": {"ha": 0, "hb": 1}})
+        store.write_json(f"{run}/level2/meta.json", {"folds": [0, 1], "kinds": ["resnet18"]})
+        store.write_json(f"{run}/level2/vocab.json", ["U+3042", "seg_fp"])
+        if report is not None:
+            store.write_json(f"{run}/{PSEUDO_REPORT}", report)
+        BundleJob(store_uri=str(tmp_path), profile_name="tiny", run_prefix=run,
+                  dataset="train").run()
+        return open_bundle(run, store)[0]
+
+    make_heldout(open_store(tmp_path), "train")
+    adapted = bundle_of("adapted", {"seg_fp_shift": {"shift": 2.5, "rule": "fit"}})
+    assert adapted.seg_fp_shift == 2.5 and adapted.metrics["seg_fp_shift"] == 2.5
+    # No incoming collection: tiny's rule is "fit", with nothing to fit on.
+    assert bundle_of("plain", None).seg_fp_shift == 0.0
+
+
 def test_jobs_starting_together_share_one_fresh_embedded_registry(tmp_path):
     # Two folds start side by side on a new SQLite database: both create its schema and
     # their experiment; neither may fail, and they get the same experiment.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,3 +75,11 @@ class PseudoConfig(BaseModel):
     keep: float = Field(0.8, gt=0.0, le=1.0)
     target_accuracy: float = Field(0.99, gt=0.0, le=1.0)
     keep_seg_fp: bool = True  # confident seg_fp winners become seg_fp targets
+    # Lowered seg_fp logit on the pages of new collections (kzjobs.blend.shift_seg_fp):
+    # a number, or "fit": the shift under which the incoming blend makes contested
+    # seg_fp calls (won by at most max_seg_fp_shift) no more often than the same models
+    # do on their OOF pages (kzjobs.blend.fit_seg_fp_shift; no labels needed). The
+    # bundle carries it to recognition; OOF pages, which level 2 and the calibrated rule
+    # learn from, are never shifted.
+    seg_fp_shift: Literal["fit"] | Annotated[float, Field(ge=0.0)] = 0.0
+    max_seg_fp_shift: float = Field(6.0, ge=0.0)

@@ -13,6 +13,9 @@ what a blend, a pseudolabel rule or level 2 should achieve:
 - *merged* false boxes span two characters of a column (``box_overlap`` = 1): models
   name the upper character, with ``seg_fp`` second or third;
 - *noise* false boxes (seals, marks) stand apart: models mostly say ``seg_fp``.
+
+:func:`unfamiliar_hand` turns a model's frame into its reading of a hand it was not
+trained on: ``seg_fp`` first on characters it does not recognise.
 """
 
 from __future__ import annotations
@@ -111,6 +114,22 @@ def simulate(
             frame = frame.astype({c: np.int32 for c in ("box_id", "x", "y", "w", "h")})
             sim.frames.append(frame.assign(kind=spec.name, fold=fold))
     return sim
+
+
+def unfamiliar_hand(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """``frame`` as read in a hand the model was not trained on: on ``share`` of the
+    character boxes ``seg_fp`` comes first, 0.5-3 logits ahead of what the model would
+    have said. Every model given the same ``seed`` stumbles on the same boxes (the hand
+    is what is strange); boxes with ``seg_fp`` listed already are left as they are."""
+    rng = np.random.default_rng(seed)
+    classes, logits = list(frame["classes"]), list(frame["logits"])
+    for i in np.flatnonzero(rng.random(len(frame)) < share):
+        if SEG_FP in classes[i]:
+            continue
+        lead = logits[i][0] + rng.uniform(0.5, 3.0)
+        classes[i] = [SEG_FP, *classes[i][:-1]]
+        logits[i] = np.array([lead, *logits[i][:-1]], np.float32)
+    return frame.assign(classes=classes, logits=logits)
 
 
 def _page(rng: np.random.Generator, vocab: list[str], freq: np.ndarray, n: int, easy: float,

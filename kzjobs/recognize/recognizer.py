@@ -46,6 +46,7 @@ class Recognizer:
         classifiers: list[LoadedClassifier],
         level2: Level2Model | None,
         device: torch.device,
+        seg_fp_shift: float = 0.0,
     ) -> None:
         self.profile = profile
         self.detector = detector.to(device).eval()  # load_detector's layout is kept
@@ -54,6 +55,7 @@ class Recognizer:
             c.model.to(device).eval()
         self.level2 = level2
         self.device = device
+        self.seg_fp_shift = seg_fp_shift  # the bundle's adaptation to new books
 
     @classmethod
     def from_bundle(
@@ -90,7 +92,7 @@ class Recognizer:
         level2 = None
         if bundle.level2.lightgbm:
             level2 = Level2Model.load(root, bundle.level2.prefix)
-        return cls(prof, detector, classifiers, level2, torch_device)
+        return cls(prof, detector, classifiers, level2, torch_device, bundle.seg_fp_shift)
 
     def detect(self, image: Image.Image) -> list[Box]:
         from kzjobs.detect.engine import detect_page
@@ -100,8 +102,9 @@ class Recognizer:
         return [Box(UNKNOWN, d.x, d.y, d.w, d.h) for d in dets]
 
     def classify(self, image_id: str, image: Image.Image, boxes: list[Box]) -> list[pd.DataFrame]:
-        """One prediction frame per classifier (the classifier's parquet schema)."""
-        from kzjobs.blend import predictions_frame
+        """One prediction frame per classifier (the classifier's parquet schema), its
+        ``seg_fp`` logit lowered by the bundle's shift."""
+        from kzjobs.blend import predictions_frame, shift_seg_fp
         from kzjobs.classify.predict import page_table, predict_logits
 
         cfg = self.profile.classify
@@ -113,7 +116,8 @@ class Recognizer:
             table = page_table(
                 image_id, boxes, logits, c.vocab, top_k=cfg.top_k, kind=c.kind, fold=c.fold
             )
-            frames.append(predictions_frame(table, name=f"{c.kind}/fold{c.fold}"))
+            frame = predictions_frame(table, name=f"{c.kind}/fold{c.fold}")
+            frames.append(shift_seg_fp(frame, self.seg_fp_shift))
         return frames
 
     def decide(self, frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -31,6 +31,17 @@ def test_retrain_promote_recognize_through_airflow():
     assert float(tags["f1"]) == out["heldout_f1"]
     assert 0.0 <= out["heldout_detection_f1"] <= 1.0
 
+    # The adaptation's seg_fp shift (tiny fits it on the incoming batch) is the bundle's.
+    from kzjobs.bundle import Bundle
+    from kzjobs.plan import PSEUDO_REPORT
+
+    runs = open_store(get_settings().store_uri).child("runs/retrain")
+    (report_key,) = [k for k in runs.list("") if k.endswith(PSEUDO_REPORT)]
+    shift = runs.read_json(report_key)["seg_fp_shift"]
+    assert shift["rule"] == "fit" and shift["rates"]["oof"] is not None
+    run = runs.child(report_key.removesuffix("/" + PSEUDO_REPORT))
+    assert Bundle.load(run).seg_fp_shift == shift["shift"]
+
     # kz_promote made the first version the champion, and said why.
     assert out["promotion"]["decision"] == "promoted"
     assert int(get_version("champion").version) == version

@@ -153,3 +153,38 @@ def test_inference_folds_reads_pages_with_the_first_folds_of_each_kind(tmp_path)
                                    device="cpu")
     assert [c.fold for c in every.classifiers] == [0, 1]
     assert [c.fold for c in first.classifiers] == [0]
+
+
+def test_the_bundles_seg_fp_shift_lowers_every_classifiers_seg_fp_logit(setup):
+    """The shift the adaptation fitted reaches every page the recognizer reads: each
+    classifier's seg_fp logit, and nothing else, comes down by it."""
+    import numpy as np
+
+    from kzjobs.bundle import open_bundle
+    from kzjobs.data.dataset import Dataset
+    from kzjobs.data.format import SEG_FP
+    from kzjobs.recognize.recognizer import Recognizer
+
+    _root, store = setup
+    bundle, root = open_bundle("model", store)
+    plain = Recognizer.from_bundle(bundle, root, device="cpu")
+    shifted = Recognizer.from_bundle(bundle.model_copy(update={"seg_fp_shift": 2.5}), root,
+                                     device="cpu")
+    assert (plain.seg_fp_shift, shifted.seg_fp_shift) == (0.0, 2.5)
+    coll = Dataset.open("coll", store)
+    image_id = next(i for i in coll.image_ids() if i != "synzA_009")
+    page = coll.read_image(image_id)
+    boxes = plain.detect(page)
+    assert boxes
+    seen = 0
+    for a, b in zip(plain.classify(image_id, page, boxes),
+                    shifted.classify(image_id, page, boxes), strict=True):
+        for ca, la, cb, lb in zip(a["classes"], a["logits"], b["classes"], b["logits"],
+                                  strict=True):
+            before, after = dict(zip(ca, la, strict=True)), dict(zip(cb, lb, strict=True))
+            assert before.keys() == after.keys()
+            for code, logit in before.items():
+                want = logit - 2.5 if code == SEG_FP else logit
+                assert np.isclose(after[code], want, atol=1e-5)
+            seen += SEG_FP in before
+    assert seen > 0
