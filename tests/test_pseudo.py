@@ -106,6 +106,14 @@ def write_frames(store, prefix, frames, name):
         store.write_bytes(f"{prefix}/{kind}/fold{fold}/{name}", buf.getvalue())
 
 
+def write_run(store, run, train):
+    """A training run as the pseudolabel job reads it: OOF predictions and their boxes."""
+    write_frames(store, f"{run}/classify", train.oof(), "oof.parquet")
+    for fold in range(2):
+        pages = {i: b for i, b in train.boxes.items() if train.folds[i.split("_")[0]] == fold}
+        store.write_bytes(f"{run}/detect/fold{fold}/oof.csv", write_annotations(pages))
+
+
 def test_pseudo_command_on_an_incoming_collection(tmp_path):
     from kzjobs.cli import app
     from kzjobs.store import open_store
@@ -114,10 +122,7 @@ def test_pseudo_command_on_an_incoming_collection(tmp_path):
     train = simulate(kinds=kinds, books=4, pages_per_book=2, seed=1)
     incoming = simulate(kinds=kinds, books=2, pages_per_book=3, seed=2, book_prefix="t")
     store = open_store(tmp_path)
-    write_frames(store, "runs/r/classify", train.oof(), "oof.parquet")
-    for fold in range(2):
-        pages = {i: b for i, b in train.boxes.items() if train.folds[i.split("_")[0]] == fold}
-        store.write_bytes(f"runs/r/detect/fold{fold}/oof.csv", write_annotations(pages))
+    write_run(store, "runs/r", train)
     write_frames(store, "incoming/c1/preds", incoming.frames, "preds.parquet")
     bad = incoming.frames[0].head(1).assign(box_id=999, logits=[np.array([np.nan] * 5)])
     buf = io.BytesIO()
@@ -172,10 +177,7 @@ def test_pseudolabels_in_an_unfamiliar_hand_with_and_without_the_seg_fp_shift(tm
     train = simulate(kinds=kinds, books=4, pages_per_book=3, seed=21)
     new = simulate(kinds=kinds, books=2, pages_per_book=3, seed=22, book_prefix="t")
     store = open_store(tmp_path)
-    write_frames(store, "runs/r/classify", train.oof(), "oof.parquet")
-    for fold in range(2):
-        pages = {i: b for i, b in train.boxes.items() if train.folds[i.split("_")[0]] == fold}
-        store.write_bytes(f"runs/r/detect/fold{fold}/oof.csv", write_annotations(pages))
+    write_run(store, "runs/r", train)
     write_frames(store, "incoming/c/preds",
                  [unfamiliar_hand(f, 0.3, seed=0) for f in new.frames], "preds.parquet")
     truth = {(i, b.x, b.y, b.w, b.h): b.code for i, bs in new.boxes.items() for b in bs}
