@@ -235,7 +235,6 @@ def check_predictions(frame: pd.DataFrame, quarantine: list[dict[str, Any]] | No
 
     Each kept row's top-k is sorted best first (the contract says it already is).
     """
-    import pyarrow as pa
 
     frame = frame.reset_index(drop=True)
     n_cls, n_log = lengths(frame["classes"]), lengths(frame["logits"])
@@ -255,11 +254,20 @@ def check_predictions(frame: pd.DataFrame, quarantine: list[dict[str, Any]] | No
                                     (~unique, "a class listed twice")])
     # Sort each top-k best first (a no-op for files that follow the contract).
     row, _rank, classes, logits = flatten(good)
+    return with_top_k(good, row, classes, logits)
+
+
+def with_top_k(frame: pd.DataFrame, row: np.ndarray, classes: np.ndarray,
+               logits: np.ndarray) -> pd.DataFrame:
+    """``frame`` with its top-k lists made from flat ``(row, class, logit)`` entries
+    (as :func:`flatten` gives them), each row's sorted best first."""
+    import pyarrow as pa
+
     order = np.lexsort((-logits, row))
-    counts = np.bincount(row, minlength=len(good))
-    good["classes"] = list_column(classes[order], counts, pa.string())
-    good["logits"] = list_column(logits[order].astype(np.float32), counts, pa.float32())
-    return good
+    counts = np.bincount(row, minlength=len(frame))
+    return frame.assign(
+        classes=list_column(classes[order], counts, pa.string()),
+        logits=list_column(logits[order].astype(np.float32), counts, pa.float32()))
 
 
 def blend(frames: Sequence[pd.DataFrame], *, top_k: int | None = None,
@@ -352,17 +360,10 @@ def shift_seg_fp(frame: pd.DataFrame, shift: float) -> pd.DataFrame:
     other class by that constant: a prior correction for books on which the classifiers
     call ``seg_fp`` more often than on those they were trained on.
     """
-    import pyarrow as pa
-
     if not shift or frame.empty:
         return frame
     row, _rank, classes, logits = flatten(frame)
-    logits = np.where(classes == SEG_FP, logits - shift, logits)
-    order = np.lexsort((-logits, row))
-    counts = np.bincount(row, minlength=len(frame))
-    return frame.assign(
-        classes=list_column(classes[order], counts, pa.string()),
-        logits=list_column(logits[order].astype(np.float32), counts, pa.float32()))
+    return with_top_k(frame, row, classes, np.where(classes == SEG_FP, logits - shift, logits))
 
 
 def seg_fp_lead(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

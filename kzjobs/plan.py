@@ -19,7 +19,10 @@ from kzjobs.store import join
 
 # Assets (names and URIs): Airflow DAG files build ``Asset(name=..., uri=...)`` from these.
 CANDIDATE_ASSET = ("kz_candidate", "kzjobs://registry/kz-recognizer/candidate")
-PSEUDO_REPORT = "pseudo/labels.json"  # in a run: the pseudolabel job's report (its seg_fp shift)
+# In a run: the pseudolabel job's labels, and its report beside them (the job's default
+# report key), which holds the seg_fp shift the bundle carries.
+PSEUDO_LABELS = "pseudo/labels.csv"
+PSEUDO_REPORT = "pseudo/labels.json"
 COLLECTION_ASSET = ("kz_incoming", "kzjobs://store/incoming")
 PREDICTIONS_ASSET = ("kz_predictions", "kzjobs://store/predictions")
 
@@ -105,7 +108,7 @@ class RetrainPlan(BaseModel):
 
     @property
     def pseudolabels(self) -> str:
-        return self.key(PSEUDO_REPORT.removesuffix(".json") + ".csv")
+        return self.key(PSEUDO_LABELS)
 
     @property
     def bundle(self) -> str:

@@ -187,8 +187,11 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
 def test_the_bundle_carries_the_seg_fp_shift_its_adaptation_fitted(tmp_path, make_bundle,
                                                                    make_heldout):
     from kzjobs.bundle import BundleJob, open_bundle
-    from kzjobs.plan import PSEUDO_REPORT
+    from kzjobs.plan import PSEUDO_LABELS, PSEUDO_REPORT
+    from kzjobs.pseudo import default_report_key
     from kzjobs.store import open_store
+
+    assert default_report_key(PSEUDO_LABELS) == PSEUDO_REPORT  # where the job writes it
 
     def bundle_of(run, report):
         store = open_store(tmp_path)
