@@ -14,6 +14,8 @@ from typing import Any
 def machine_info() -> dict:
     import torch
 
+    from kzjobs.device import cpu_has_bf16
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -32,6 +34,9 @@ def machine_info() -> dict:
         commit = "unknown"
     return {
         "cpu": cpu,
+        # Two CPUs of one name can differ in what speeds torch up (AVX-512, bf16 in hardware).
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": cpu_has_bf16(),
         "cores": os.cpu_count(),
         "memory_gb": round(mem_gb, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

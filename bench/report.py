@@ -19,7 +19,8 @@ TITLE = "# Benchmark results\n\nNewest run first. `make bench` adds a section.\n
 
 def _machine(m: dict[str, Any]) -> str:
     gpu = m.get("gpu") or "no GPU"
-    return (f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gb')} GB, {gpu}; "
+    isa = f" ({m['cpu_isa']}{', bf16' if m.get('cpu_bf16') else ''})" if "cpu_isa" in m else ""
+    return (f"{m.get('cpu')}{isa}, {m.get('cores')} cores, {m.get('memory_gb')} GB, {gpu}; "
             f"torch {m.get('torch')}, commit {m.get('commit')}")
 
 
