@@ -235,7 +235,6 @@ def check_predictions(frame: pd.DataFrame, quarantine: list[dict[str, Any]] | No
 
     Each kept row's top-k is sorted best first (the contract says it already is).
     """
-
     frame = frame.reset_index(drop=True)
     n_cls, n_log = lengths(frame["classes"]), lengths(frame["logits"])
     good = _drop(frame, quarantine, [
