@@ -49,6 +49,10 @@ class ClassifyConfig(BaseModel):
     # epochs (against 50 from scratch) at a tenth of the learning rate.
     finetune_epochs: int = Field(5, ge=1)
     finetune_lr_factor: float = Field(0.1, gt=0)
+    # The share of a training epoch's pages that are pseudolabelled pages, which are
+    # repeated to reach it (0: each page once). The seed's incoming test set was as large
+    # as its training set, about 0.5; an incoming batch smaller than that is diluted.
+    pseudo_share: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
     eval_every: int = 0  # validate on full pages every N epochs (0: after the last only)
     tta_scales: tuple[float, ...] = (1.0,)

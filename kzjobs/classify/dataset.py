@@ -37,6 +37,15 @@ def vocabulary(annotations: Mapping[str, Iterable[Box]]) -> list[str]:
     return [*sorted(codes), SEG_FP]
 
 
+def repeat_to_share(pages: Sequence[str], others: int, share: float) -> list[str]:
+    """``pages`` repeated (each at least once) so that they make about ``share`` of an
+    epoch alongside ``others`` pages."""
+    if not pages or share <= 0:
+        return list(pages)
+    times = max(1, round(share / (1 - share) * others / len(pages)))
+    return list(pages) * times
+
+
 class _BoxesStay:
     """Leaves the boxes as they are. Albumentations moves boxes through a warp one mask a
     box (78 ms for a crop of 60 boxes, against 4 ms for its image), and the warp here moves

@@ -111,7 +111,13 @@ class ClassifyTrainJob(Job):
 
         from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
         from kzjobs.classify.config import KINDS
-        from kzjobs.classify.dataset import CropDataset, describe, loader, vocabulary
+        from kzjobs.classify.dataset import (
+            CropDataset,
+            describe,
+            loader,
+            repeat_to_share,
+            vocabulary,
+        )
         from kzjobs.classify.engine import evaluate, make_optimizer, train_one_epoch
         from kzjobs.classify.model import build_model, model_args
         from kzjobs.classify.predict import predict_pages
@@ -170,7 +176,8 @@ class ClassifyTrainJob(Job):
         elif self.kind in cfg.weights:
             model.load_trunk(cfg.weights[self.kind])
         model.to(device)
-        crops = CropDataset(data, boxes | pseudo_boxes, train_ids + list(pseudo_boxes), vocab,
+        pseudo_ids = repeat_to_share(list(pseudo_boxes), len(train_ids), cfg.pseudo_share)
+        crops = CropDataset(data, boxes | pseudo_boxes, train_ids + pseudo_ids, vocab,
                             cfg, seed=seed, readers=readers)
         generator = torch.Generator()
         batches = loader(crops, cfg, generator, pin_memory=device.type == "cuda")
@@ -207,6 +214,7 @@ class ClassifyTrainJob(Job):
                     "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
                     "dataset": self.dataset, "boxes": self.boxes, "classes": len(vocab),
                     "pseudo": self.pseudo, "pseudo_pages": len(pseudo_boxes), "init": self.init,
+                    "pseudo_pages_per_epoch": len(pseudo_ids),
                     "train_pages": len(train_ids), "valid_pages": len(valid_ids),
                     "device": device.type, "trainable_params": sum(p.numel() for p in params),
                 } | {f"train_{k}": v for k, v in describe(crops).items()})
@@ -256,6 +264,7 @@ class ClassifyTrainJob(Job):
                 "quarantined": len(quarantine),
                 "unreadable_train_pages": crops.bad_pages,
                 "pseudo_pages": len(pseudo_boxes),
+                "pseudo_pages_per_epoch": len(pseudo_ids),
                 "pseudo_pages_without_image": no_image,
                 "train_seconds": round(state["train_seconds"], 1),
                 "epochs": cfg.epochs,

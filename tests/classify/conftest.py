@@ -22,7 +22,7 @@ MECHANICS_PROFILE = {
         "kinds": ["resnet18"], "page_size": 320, "crop": [128, 96], "crops_per_page": 1,
         "max_boxes": 64, "box_bucket": 16, "hidden": 64, "epochs": 2, "batch_size": 2,
         "lr": 0.01, "tta_scales": [1.0], "top_k": 10, "threads": 1,
-        "finetune_epochs": 1,
+        "finetune_epochs": 1, "pseudo_share": 0.5,
     },
 }
 

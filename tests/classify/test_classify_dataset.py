@@ -7,7 +7,13 @@ import numpy as np
 import torch
 
 from kzjobs.classify.config import ClassifyConfig
-from kzjobs.classify.dataset import Collate, CropDataset, cap_boxes, vocabulary
+from kzjobs.classify.dataset import (
+    Collate,
+    CropDataset,
+    cap_boxes,
+    repeat_to_share,
+    vocabulary,
+)
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP, Box, read_annotations
 
@@ -16,6 +22,17 @@ def test_vocabulary_is_the_sorted_dataset_classes_then_seg_fp():
     pages = {"a_1": [Box("U+3044", 0, 0, 5, 5), Box("U+3042", 0, 0, 5, 5)],
              "b_1": [Box("U+3044", 1, 1, 5, 5), Box(SEG_FP, 2, 2, 5, 5), Box("unk", 1, 1, 2, 2)]}
     assert vocabulary(pages) == ["U+3042", "U+3044", SEG_FP]
+
+
+def test_pseudolabelled_pages_are_repeated_to_their_share_of_an_epoch():
+    incoming = ["p1", "p2"]
+    assert repeat_to_share(incoming, 48, 0.0) == incoming  # off: each page once
+    half = repeat_to_share(incoming, 48, 0.5)
+    assert len(half) == 48 and set(half) == set(incoming)
+    assert half.count("p1") == half.count("p2")  # every page as often as the others
+    assert len(repeat_to_share(incoming, 48, 0.2)) == 12  # 12 of 60 pages
+    assert repeat_to_share(incoming, 1, 0.1) == incoming  # never fewer than once each
+    assert repeat_to_share([], 48, 0.5) == []
 
 
 def test_cap_boxes_caps_and_rounds_down_to_the_bucket():
