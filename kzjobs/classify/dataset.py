@@ -252,6 +252,7 @@ def loader(
 
 
 def describe(dataset: CropDataset) -> dict[str, Any]:
+    """What an epoch reads: its pages (repeated pseudolabelled pages counted each time)."""
     return {
         "pages": len(dataset.pages),
         "boxes": int(sum(len(labels) for _, _, labels in dataset.pages)),

@@ -217,7 +217,7 @@ class ClassifyTrainJob(Job):
                     "pseudo_pages_per_epoch": len(pseudo_ids),
                     "train_pages": len(train_ids), "valid_pages": len(valid_ids),
                     "device": device.type, "trainable_params": sum(p.numel() for p in params),
-                } | {f"train_{k}": v for k, v in describe(crops).items()})
+                } | {f"epoch_{k}": v for k, v in describe(crops).items()})
             state["mlflow_run_id"] = run.info.run_id
             for epoch in range(state["epoch"] + 1, cfg.epochs):
                 # Every epoch is seeded, so a resumed run repeats the same batches.
