@@ -70,6 +70,24 @@ def make_data(store: Any, args: argparse.Namespace) -> dict[str, Any]:
     return made
 
 
+def use_work(work: Path) -> tuple[str, dict[str, str]]:
+    """Point this process and the jobs it launches at the bench's store and home under
+    ``work``: returns the store URI and the jobs' environment."""
+    store_uri = str(work / "store")
+    os.environ.update({"KZ_STORE": store_uri, "KZ_HOME": str(work)})
+    return store_uri, {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+
+
+def bench_plan(profile: str, name: str | None = None) -> Any:
+    """The retraining plan of a bench run (by default ``bench-PROFILE``): the training
+    books, the held-out books, and the same pages unlabelled as the incoming collection."""
+    from kzjobs.plan import RetrainPlan
+
+    return RetrainPlan.build({"profile": profile, "dataset": "datasets/train",
+                              "heldout": "datasets/heldout", "incoming": ["datasets/incoming"]},
+                             name or f"bench-{profile}")
+
+
 def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store: Any,
                timings: str) -> dict[str, float]:
     """Each stage's calls (folds, kinds) run ``jobs`` at a time, as the DAG's mapped tasks
@@ -321,21 +339,15 @@ def main() -> None:
                                          load_profile(args.profile).data.n_folds)
     args.train_books = args.train_books or len(args.font_cycle)
 
-    from kzjobs.plan import RetrainPlan
     from kzjobs.store import open_store
 
     work = Path(args.work).resolve()
-    store_uri = str(work / "store")
-    env = {**os.environ, "KZ_STORE": store_uri, "KZ_HOME": str(work),
-           "GX_ANALYTICS_ENABLED": "false"}
-    os.environ.update({"KZ_STORE": store_uri, "KZ_HOME": str(work)})
+    store_uri, env = use_work(work)
     store = open_store(store_uri)
     started = time.perf_counter()
     made = make_data(store, args)
     data_seconds = round(time.perf_counter() - started, 1)
-    plan = RetrainPlan.build({"profile": args.profile, "dataset": "datasets/train",
-                              "heldout": "datasets/heldout", "incoming": ["datasets/incoming"]},
-                             f"bench-{args.profile}")
+    plan = bench_plan(args.profile)
     stage_seconds = run_stages(plan.args(), env, args.jobs, store,
                                f"{plan.run}/bench-stage-seconds.json")
     quality = ablation(store, plan.run, "datasets/heldout", args.profile)

@@ -1,0 +1,152 @@
+"""A variant of a finished ``bench.pipeline`` run: the same data and the base run's models
+up to one stage, then the rest of the pipeline under a changed profile.
+
+``python -m bench.variant --name share75 --set classify.pseudo_share=0.75 --from finetune``
+copies what the base run's stages before ``finetune`` wrote into
+``runs/retrain/variant-share75``, runs ``finetune``, ``level2`` and ``bundle`` there with the
+base profile plus the ``--set`` fields, and writes the ladder and the adaptation figures to
+``bench/results/variant-share75.json``.
+
+The stages are seeded, so the variant's ladder differs from the base run's
+(``bench/results/pipeline.json``) only by what the variant changed: an experiment on
+fine-tuning costs minutes, not the hour of training the base classifiers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.pipeline import RESULTS, STAGES
+
+STAGE_NAMES = [stage for stage, _command in STAGES]
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``section.field=value`` items (values read as YAML) as profile section overrides."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        path, sep, value = item.partition("=")
+        section, dot, field = path.partition(".")
+        if not (sep and dot and section and field):
+            raise ValueError(f"--set {item!r}: expected section.field=value")
+        overrides.setdefault(section, {})[field] = yaml.safe_load(value)
+    return overrides
+
+
+def stage_outputs(plan: Any, stage: str) -> list[str]:
+    """The store keys (files or prefixes) a stage of ``plan`` writes."""
+    from kzjobs.plan import PSEUDO_REPORT
+
+    if stage == "level2":
+        return [plan.key("level2")]
+    if stage == "bundle":
+        from kzjobs.bundle import BUNDLE_FILE
+
+        return [plan.key(BUNDLE_FILE)]
+    calls = plan.args()[stage]
+    calls = calls if calls and isinstance(calls[0], list) else [calls] if calls else []
+    outs = [call[call.index("--out") + 1] for call in calls if "--out" in call]
+    return outs + ([plan.key(PSEUDO_REPORT)] if stage == "pseudolabel" else [])
+
+
+def _under(key: str, prefixes: list[str]) -> bool:
+    return any(key == p or key.startswith(p + "/") for p in prefixes)
+
+
+def copy_base(store: Any, base: Any, variant: Any, start: str) -> list[str]:
+    """Copy into ``variant``'s run what ``base``'s stages before ``start`` wrote (and not
+    what a later stage wrote under the same prefix, such as a detector's OOF boxes).
+    Returns the keys copied; keys already in the variant's run are kept."""
+    before = STAGE_NAMES[: STAGE_NAMES.index(start)]
+    keep = [o for stage in before for o in stage_outputs(base, stage)]
+    redo = [o for stage in STAGE_NAMES[len(before):] for o in stage_outputs(base, stage)]
+    copied = []
+    for key in store.list(base.run):
+        if _under(key, keep) and not _under(key, redo):
+            dest = variant.run + key.removeprefix(base.run)
+            if not store.exists(dest):
+                store.write_bytes(dest, store.read_bytes(key))
+            copied.append(dest)
+    return copied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="The variant's run: variant-NAME.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.FIELD=VALUE", help="A profile field to change.")
+    parser.add_argument("--from", dest="start", default="finetune",
+                        choices=STAGE_NAMES[1:], help="The first stage to run again.")
+    parser.add_argument("--profile", default="bench", help="The base run's profile.")
+    parser.add_argument("--work", default="var/bench")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", help="Default: bench/results/variant-NAME.json.")
+    args = parser.parse_args()
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from bench.inference import variant_profile
+    from bench.machine import machine_info
+    from bench.pipeline import (
+        ablation,
+        adaptation,
+        bench_plan,
+        model_train_seconds,
+        run_stages,
+        use_work,
+    )
+    from kzjobs.bundle import BUNDLE_FILE
+    from kzjobs.profile import Profile, load_profile
+    from kzjobs.store import open_store
+
+    work = Path(args.work).resolve()
+    store_uri, env = use_work(work)
+    store = open_store(store_uri)
+    base = bench_plan(args.profile)
+    if not store.exists(base.key(BUNDLE_FILE)):
+        parser.error(f"no finished base run at {store_uri}/{base.run}: run "
+                     f"`python -m bench.pipeline --profile {args.profile}` first")
+
+    base_data = load_profile(args.profile).model_dump(mode="json", by_alias=True)
+    profile = Profile.model_validate(variant_profile(base_data, overrides)
+                                     | {"name": f"{args.profile}-{args.name}"})
+    profile_path = work / "variants" / f"{args.name}.yaml"
+    profile_path.parent.mkdir(parents=True, exist_ok=True)
+    profile_path.write_text(yaml.safe_dump(profile.model_dump(mode="json", by_alias=True)))
+
+    plan = bench_plan(str(profile_path), f"variant-{args.name}")
+    copied = copy_base(store, base, plan, args.start)
+    print(f"== variant {args.name}: {len(copied)} files of {base.run} before {args.start}",
+          file=sys.stderr, flush=True)
+    rest = STAGE_NAMES[STAGE_NAMES.index(args.start):]
+    plan_args = plan.args()
+    stages = {stage: plan_args[stage] if stage in rest else [] for stage in STAGE_NAMES}
+    seconds = run_stages(stages, env, args.jobs, store, plan.key("bench-stage-seconds.json"))
+    result = {
+        "command": "python -m bench.variant " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "base": {"run": base.run, "profile": args.profile},
+        "from": args.start,
+        "overrides": overrides,
+        "train_seconds": {stage: seconds[stage] for stage in rest},
+        "model_train_seconds": model_train_seconds(store, plan.run),
+        "quality": ablation(store, plan.run, "datasets/heldout", str(profile_path)),
+        "adaptation": adaptation(store, plan, "datasets/heldout"),
+    }
+    out = Path(args.out or RESULTS / f"variant-{args.name}.json")
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(json.dumps(result["quality"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

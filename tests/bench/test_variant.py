@@ -1,0 +1,68 @@
+"""bench.variant: a variant run starts from a copy of exactly what the base run's earlier
+stages wrote, and its profile changes only the fields it names."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.pipeline import bench_plan
+from bench.variant import copy_base, parse_overrides
+from kzjobs.store import open_store
+
+# What a finished two-fold, one-kind bench run holds, relative to its run prefix.
+RUN_FILES = [
+    "validation/report.json", "folds.json",
+    "detect/fold0/model.pt", "detect/fold0/oof.csv", "detect/fold1/model.pt",
+    "detect/fold1/oof.csv", "oof_boxes.csv",
+    "classify/resnet18/fold0/model.pt", "classify/resnet18/fold1/model.pt",
+    "incoming/datasets-incoming/boxes.csv",
+    "incoming/datasets-incoming/preds/resnet18-fold0.parquet",
+    "pseudo/labels.csv", "pseudo/labels.json",
+    "classify/resnet18-ft/fold0/model.pt", "classify/resnet18-ft/fold1/model.pt",
+    "level2/report.json", "bundle.json", "bench-stage-seconds.json",
+]
+
+
+@pytest.fixture
+def base_run(tmp_path):
+    store = open_store(tmp_path)
+    base = bench_plan("tiny")
+    for name in RUN_FILES:
+        store.write_text(base.key(name), name)
+    return store, base
+
+
+@pytest.mark.parametrize(("start", "copied"), [
+    ("finetune", RUN_FILES[:RUN_FILES.index("classify/resnet18-ft/fold0/model.pt")]),
+    ("classify_train", RUN_FILES[:RUN_FILES.index("classify/resnet18/fold0/model.pt")]),
+    # The detectors stay; the OOF boxes they wrote beside them are made again.
+    ("detect_oof", ["validation/report.json", "folds.json", "detect/fold0/model.pt",
+                    "detect/fold1/model.pt"]),
+    ("bundle", RUN_FILES[:RUN_FILES.index("bundle.json")]),
+])
+def test_the_variant_starts_from_what_the_stages_before_its_first_wrote(base_run, start, copied):
+    store, base = base_run
+    variant = bench_plan("tiny", "variant-x")
+    keys = copy_base(store, base, variant, start)
+    assert sorted(keys) == sorted(variant.key(name) for name in copied)
+    assert sorted(store.list(variant.run)) == sorted(keys)
+    assert all(store.read_text(variant.key(name)) == name for name in copied)
+    assert len(store.list(base.run)) == len(RUN_FILES)  # the base run is left as it was
+
+
+def test_a_copy_keeps_what_the_variant_run_already_made(base_run):
+    store, base = base_run
+    variant = bench_plan("tiny", "variant-x")
+    store.write_text(variant.key("folds.json"), "the variant's own")
+    copy_base(store, base, variant, "finetune")
+    assert store.read_text(variant.key("folds.json")) == "the variant's own"
+
+
+def test_overrides_are_section_fields_with_yaml_values():
+    assert parse_overrides(["classify.pseudo_share=0.75", "classify.tta_scales=[1.0, 0.85]",
+                            "pseudo.keep_seg_fp=true"]) == {
+        "classify": {"pseudo_share": 0.75, "tta_scales": [1.0, 0.85]},
+        "pseudo": {"keep_seg_fp": True}}
+    for bad in ("classify.epochs", "epochs=3", ".epochs=3", "classify.=3"):
+        with pytest.raises(ValueError, match="expected section.field=value"):
+            parse_overrides([bad])
