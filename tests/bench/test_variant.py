@@ -64,5 +64,5 @@ def test_overrides_are_section_fields_with_yaml_values():
         "classify": {"pseudo_share": 0.75, "tta_scales": [1.0, 0.85]},
         "pseudo": {"keep_seg_fp": True}}
     for bad in ("classify.epochs", "epochs=3", ".epochs=3", "classify.=3"):
-        with pytest.raises(ValueError, match="expected section.field=value"):
+        with pytest.raises(ValueError, match=r"expected section\.field=value"):
             parse_overrides([bad])
