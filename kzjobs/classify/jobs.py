@@ -307,9 +307,8 @@ class ClassifyPredictJob(Job):
 
         store = self.store
         ckpt = load_checkpoint(store.read_bytes(self.model))
-        model, vocab = load_model(ckpt)
         device = select_device(self.settings.device)
-        model.to(device)
+        model, vocab = load_model(ckpt, device)
         # The page scale is the one the model learned; TTA and top-k are the profile's.
         cfg = self.profile.classify.model_copy(update={"page_size": ckpt["config"]["page_size"]})
         data = Dataset.open(self.dataset, store)

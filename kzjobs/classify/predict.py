@@ -26,7 +26,7 @@ from kzjobs.classify.dataset import page_transform
 from kzjobs.classify.model import STRIDE
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP, Box, Point
-from kzjobs.device import autocast
+from kzjobs.device import autocast, layout_of
 from kzjobs.images import ImageError
 from kzjobs.store import Store, UnsafeKeyError, join, key_name
 
@@ -95,6 +95,7 @@ def predict_logits(
     factor = page_scale(boxes, height, width, page_size=page_size, char_size=cfg.char_size,
                         limits=cfg.char_scale_range)
     xyxy = torch.tensor([b.xyxy for b in boxes], dtype=torch.float32)
+    layout = layout_of(model)  # a model loaded for inference reads channels_last
     total = torch.zeros(len(boxes), n_classes)
     for scale in (s * factor for s in scales):
         tensor = page_transform(round(page_size * scale))(image=image)["image"]
@@ -102,8 +103,9 @@ def predict_logits(
         scaled = xyxy * torch.tensor([fx, fy, fx, fy])
         if cfg.read_margin:
             tensor, scaled = text_block(tensor, scaled, cfg.read_margin)
+        batch = tensor[None].to(device).contiguous(memory_format=layout)
         with torch.inference_mode(), autocast(device, cfg.amp, cpu_bf16=True):
-            logits = model(tensor[None].to(device), [scaled.to(device)])
+            logits = model(batch, [scaled.to(device)])
         total += logits.float().cpu()
     return total / len(scales)
 

@@ -50,7 +50,7 @@ class Recognizer:
     ) -> None:
         self.profile = profile
         self.detector = detector.to(device).eval()  # load_detector's layout is kept
-        self.classifiers = classifiers
+        self.classifiers = classifiers  # load_model's layout is kept
         for c in classifiers:
             c.model.to(device).eval()
         self.level2 = level2
@@ -84,7 +84,7 @@ class Recognizer:
         for kind in sorted(bundle.classifiers):
             for path in bundle.classifiers[kind][: prof.classify.inference_folds or None]:
                 ckpt = load_checkpoint(root.read_bytes(path))
-                model, vocab = load_model(ckpt)
+                model, vocab = load_model(ckpt, torch_device)
                 page_size = int(ckpt.get("config", {}).get("page_size", prof.classify.page_size))
                 classifiers.append(
                     LoadedClassifier(kind, int(ckpt.get("fold", -1)), model, vocab, page_size)

@@ -13,7 +13,7 @@ from kzjobs.synth import generate
 
 def test_a_variant_replaces_only_the_fields_it_names():
     base = load_profile("bench").model_dump(mode="json", by_alias=True)
-    for overrides, _layout in VARIANTS.values():
+    for overrides, _nchw in VARIANTS.values():
         merged = Profile.model_validate(variant_profile(base, overrides))  # each one is valid
         for section, fields in overrides.items():
             assert {k: getattr(getattr(merged, section), k) for k in fields} == {
@@ -43,6 +43,23 @@ def test_each_variant_reads_every_held_out_page_and_scores_it(store, name, class
     assert 0.0 <= result["f1"] <= 1.0 and len(result["by_book"]) == 1  # one book
     assert set(result["seconds_per_page"]) == {"detect", "classify", "decide"}
     assert result["pages_per_second"] > 0
+
+
+def test_a_layout_variant_reads_in_nchw_what_it_names_and_scores_the_same(store):
+    """Layout is a speed knob only: the networks read NCHW instead of channels_last and
+    find the same characters."""
+    from kzjobs.data.dataset import Dataset
+
+    heldout = Dataset.open("heldout", store)
+    pages = [(i, heldout.read_image(i)) for i in heldout.image_ids()]
+    base = read_with(store, "run", heldout, pages, "as trained", *VARIANTS["as trained"])
+    for name, part in [("detector in NCHW layout", "detector"),
+                       ("classifiers in NCHW layout", "classifiers")]:
+        result = read_with(store, "run", heldout, pages, name, *VARIANTS[name])
+        assert result["nchw"] == [part] and base["nchw"] == []
+        assert result["characters"] == pytest.approx(base["characters"], rel=0.02)
+        assert result["f1"] == pytest.approx(base["f1"], abs=0.01)
+    assert base["characters"] > 50
 
 
 def test_the_fastest_reading_counts_and_every_reading_is_kept():

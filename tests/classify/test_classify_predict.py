@@ -70,3 +70,29 @@ def test_a_character_scale_range_must_be_positive_and_ordered():
         ClassifyConfig(char_scale_range=(2.0, 1.0))
     with pytest.raises(ValueError, match="char_scale_range"):
         ClassifyConfig(char_scale_range=(0.0, 1.0))
+
+
+def test_a_classifier_loaded_for_inference_runs_channels_last_and_reads_the_same():
+    """load_model puts the weights in channels_last (a faster trunk on oneDNN) and
+    predict_logits feeds the page in that layout: the logits are the NCHW model's."""
+    from kzjobs.classify.model import load_model
+    from kzjobs.device import layout_of
+
+    torch.manual_seed(0)
+    cfg = ClassifyConfig(hidden=32, roi_size=3, page_size=300, amp=False)
+    args = model_args("resnet18", 4, cfg)
+    plain = build_model(args).eval()
+    loaded, vocab = load_model({"model_args": args, "model": plain.state_dict(),
+                                "vocabulary": ["a", "b", "c", "seg_fp"]})
+    assert layout_of(plain) == torch.contiguous_format
+    assert layout_of(loaded) == torch.channels_last and vocab[-1] == "seg_fp"
+    seen: list[bool] = []
+    loaded.register_forward_pre_hook(lambda _m, args: seen.append(
+        args[0].is_contiguous(memory_format=torch.channels_last)))
+    image = np.random.default_rng(2).integers(0, 255, (400, 300, 3), np.uint8)
+    boxes = boxes_of(30, 4)
+    cpu = torch.device("cpu")
+    a, b = (predict_logits(m, image, boxes, cfg, device=cpu) for m in (plain, loaded))
+    assert seen == [True]
+    assert torch.allclose(a, b, atol=1e-4 * float(a.abs().max()))
+    assert not torch.allclose(a[0], a[1])  # boxes that differ read differently
