@@ -27,12 +27,13 @@ RESULTS = Path(__file__).parent / "results"
 
 def recognize_speed(store_uri: str, model: str, source: str, pages: int,
                     env: dict[str, str], profile: str | None = None,
-                    shards: int = 1) -> dict[str, Any]:
+                    shards: int = 1, workers: int = 0) -> dict[str, Any]:
     """``kzjobs recognize`` on ``pages`` pages (``source``'s, repeated), in fresh processes,
     so that each peak RSS is its own.
 
     With ``shards`` > 1 the shards run side by side (as the bulk DAG maps them), the cores
     shared out between them, then ``kzjobs recognize merge``; the wall time covers all.
+    ``workers``: pages read side by side in each process (0: recognize's default).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -49,7 +50,8 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
     out = f"bench-speed/out{pages}-s{shards}-{int(time.time())}"
     kzjobs = [sys.executable, "-m", "kzjobs", "recognize"]
     where = ["--collection", sub, "--out", out, "--store", store_uri]
-    argv = [*kzjobs, "--model", model, *where, *(["--profile", profile] if profile else [])]
+    argv = [*kzjobs, "--model", model, *where, *(["--profile", profile] if profile else []),
+            *(["--workers", str(workers)] if workers else [])]
     threads = str(max(1, (os.cpu_count() or 1) // shards))
     shard_env = env if shards == 1 else env | {"OMP_NUM_THREADS": threads,
                                                 "MKL_NUM_THREADS": threads}
@@ -60,7 +62,8 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
     merged = runs[0][0]["merge"] if shards == 1 else _run([*kzjobs, "merge", *where], env)[0]
     wall = time.perf_counter() - started
     job_rates = [summary.get("pages_per_second") or 0.0 for summary, _ in runs]
-    return {"pages": pages, "shards": shards, "recognized": merged["recognized"],
+    return {"pages": pages, "shards": shards, "workers": runs[0][0].get("workers"),
+            "recognized": merged["recognized"],
             "wall_seconds": round(wall, 1),
             "pages_per_second_job": round(sum(job_rates), 3),
             "pages_per_second_wall": round(pages / wall, 3),
@@ -88,6 +91,8 @@ def main() -> None:
     parser.add_argument("--profile", help="Inference settings (default: the bundle's own).")
     parser.add_argument("--shards", type=int, default=1,
                         help="Recognize shards run side by side, the cores shared out.")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="Pages read side by side in each process (0: recognize's default).")
     parser.add_argument("--threads", type=int, default=0,
                         help="OMP_NUM_THREADS for the job (0: torch's default, every core).")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
@@ -111,7 +116,7 @@ def main() -> None:
         for n in args.pages:
             print(f"recognize {n} pages", flush=True)
             runs.append(recognize_speed(store, model, args.source, n, env, args.profile,
-                                        args.shards))
+                                        args.shards, args.workers))
             print(json.dumps(runs[-1]), flush=True)
     result = {
         "command": "python -m bench.scale " + " ".join(sys.argv[1:]),

@@ -10,6 +10,10 @@ base profile plus the ``--set`` fields, and writes the ladder and the adaptation
 The stages are seeded, so the variant's ladder differs from the base run's
 (``bench/results/pipeline.json``) only by what the variant changed: an experiment on
 fine-tuning costs minutes, not the hour of training the base classifiers.
+
+``--incoming-pages N`` reads a larger incoming collection: N pages of each held-out book
+(the base run's pages are the first ones, byte for byte), adapted to and scored whole and
+on the base run's pages alone. The variant then starts at ``detect_incoming`` or later.
 """
 
 from __future__ import annotations
@@ -77,6 +81,23 @@ def copy_base(store: Any, base: Any, variant: Any, start: str) -> list[str]:
     return copied
 
 
+def larger_heldout(store: Any, pages: int) -> tuple[str, str]:
+    """Held-out books of ``pages`` pages each (``datasets/heldout-pN`` and the incoming
+    ``datasets/incoming-pN``), made with the base run's defaults; their first pages must be
+    the base run's held-out pages, byte for byte (pages do not depend on each other)."""
+    from bench.pipeline import HELDOUT_BOOKS, HELDOUT_FONTS, SEED, VOCABULARY_SIZE, make_heldout
+
+    heldout, incoming = f"datasets/heldout-p{pages}", f"datasets/incoming-p{pages}"
+    make_heldout(store, heldout, incoming, books=HELDOUT_BOOKS, pages=pages, seed=SEED + 1,
+                 fonts=list(HELDOUT_FONTS), vocabulary_size=VOCABULARY_SIZE)
+    for key in store.list("datasets/heldout/images"):
+        twin = heldout + key.removeprefix("datasets/heldout")
+        if not store.exists(twin) or store.read_bytes(twin) != store.read_bytes(key):
+            raise ValueError(f"{twin} is not the base run's {key}: the base run's held-out "
+                             "books were not made with bench.pipeline's defaults")
+    return heldout, incoming
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,12 +109,18 @@ def main() -> None:
     parser.add_argument("--profile", default="bench", help="The base run's profile.")
     parser.add_argument("--work", default="var/bench")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--incoming-pages", type=int, default=0, metavar="N",
+                        help="Adapt to N pages of each held-out book, not the base run's.")
     parser.add_argument("--out", help="Default: bench/results/variant-NAME.json.")
     args = parser.parse_args()
     try:
         overrides = parse_overrides(args.overrides)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.incoming_pages and STAGE_NAMES.index(args.start) < STAGE_NAMES.index(
+            "detect_incoming"):
+        parser.error("--incoming-pages changes the incoming collection: start at "
+                     "detect_incoming or later")
 
     from bench.inference import variant_profile
     from bench.machine import machine_info
@@ -124,7 +151,10 @@ def main() -> None:
     profile_path.parent.mkdir(parents=True, exist_ok=True)
     profile_path.write_text(yaml.safe_dump(profile.model_dump(mode="json", by_alias=True)))
 
-    plan = bench_plan(str(profile_path), f"variant-{args.name}")
+    heldout, incoming = "datasets/heldout", "datasets/incoming"
+    if args.incoming_pages:
+        heldout, incoming = larger_heldout(store, args.incoming_pages)
+    plan = bench_plan(str(profile_path), f"variant-{args.name}", heldout, incoming)
     copied = copy_base(store, base, plan, args.start)
     print(f"== variant {args.name}: {len(copied)} files of {base.run} before {args.start}",
           file=sys.stderr, flush=True)
@@ -140,9 +170,13 @@ def main() -> None:
         "overrides": overrides,
         "train_seconds": {stage: seconds[stage] for stage in rest},
         "model_train_seconds": model_train_seconds(store, plan.run),
-        "quality": ablation(store, plan.run, "datasets/heldout", str(profile_path)),
-        "adaptation": adaptation(store, plan, "datasets/heldout"),
+        "quality": ablation(store, plan.run, heldout, str(profile_path)),
+        "adaptation": adaptation(store, plan, heldout),
     }
+    if heldout != "datasets/heldout":  # the base run's pages alone, as its ladder was scored
+        result["incoming_pages_per_book"] = args.incoming_pages
+        result["quality_on_base_pages"] = ablation(store, plan.run, "datasets/heldout",
+                                                   str(profile_path))
     out = Path(args.out or RESULTS / f"variant-{args.name}.json")
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(json.dumps(result["quality"], indent=2))

@@ -81,6 +81,20 @@ def layout_of(model: torch.nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0: leave as is), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
     """A GradScaler that is active only with CUDA mixed precision."""
     import torch

@@ -278,6 +278,13 @@ def run_local(
 # ---- operator factories ---------------------------------------------------------------
 
 
+def job_env(cfg: LaunchConfig, res: Resources) -> dict[str, str]:
+    """The container's environment: the config's, over a torch thread count that matches
+    the job's CPUs (in a container torch counts the node's cores, not the job's share, and
+    a job on 4 of 64 cores would run 32 threads; recognize sizes its page workers by it)."""
+    return {"OMP_NUM_THREADS": f"{max(1, int(res.cpu))}", **cfg.env}
+
+
 def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str, Any]:
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
@@ -299,7 +306,7 @@ def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[
         "in_cluster": k.in_cluster,
         "service_account_name": k.service_account,
         "image_pull_policy": k.image_pull_policy,
-        "env_vars": {**cfg.env, SUMMARY_FILE_ENV: POD_SUMMARY_FILE},
+        "env_vars": {**job_env(cfg, res), SUMMARY_FILE_ENV: POD_SUMMARY_FILE},
         "secrets": [Secret("env", s.env, s.secret, s.key) for s in k.secrets],
         "container_resources": k8s.V1ResourceRequirements(
             requests={"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gb:g}Gi"}, limits=limits
@@ -333,7 +340,7 @@ def _docker_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str,
     return {
         "image": cfg.image,
         "entrypoint": ["kzjobs", *command_words(command)],
-        "environment": dict(cfg.env),
+        "environment": job_env(cfg, res),
         "docker_url": d.docker_url,
         "device_requests": gpus,
         "shm_size": int(res.shm_gb * 1024**3),

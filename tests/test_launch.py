@@ -138,6 +138,7 @@ def test_kubernetes_pod_spec_for_a_gpu_job():
     assert pod.metadata.namespace == "kz"
     env = {e.name: e for e in c.env}
     assert env["KZ_STORE"].value == "s3://kz-store"
+    assert env["OMP_NUM_THREADS"].value == "4"  # the job's CPUs, not the node's cores
     assert env["KZ_SUMMARY_FILE"].value == POD_SUMMARY_FILE  # the XCom sidecar's file
     ref = env["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref
     assert (ref.name, ref.key) == ("kz-s3", "secret")  # a Secret, not a value
@@ -179,11 +180,15 @@ def test_docker_container_spec():
     [request] = gpu.device_requests
     assert (request.count, request.capabilities) == (1, [["gpu"]])
     assert gpu.shm_size == 8 * 1024**3
-    assert gpu.environment == K8S["env"]
+    assert gpu.environment == {"OMP_NUM_THREADS": "4", **K8S["env"]}
     assert gpu.network_mode == "kz"
     assert [(m["Source"], m["Target"]) for m in gpu.mounts] == [("/d", "/data")]
     _, cpu = _in_dag(lambda: job("folds", "folds", ["d"], config=cfg))
     assert cpu.device_requests is None
+    assert cpu.environment["OMP_NUM_THREADS"] == "1"
+    mine = LaunchConfig.model_validate(cfg.model_dump() | {"env": {"OMP_NUM_THREADS": "2"}})
+    _, own = _in_dag(lambda: job("folds", "folds", ["d"], config=mine))
+    assert own.environment["OMP_NUM_THREADS"] == "2"  # the config's own setting wins
 
 
 def test_env_and_secrets_from_airflow_connections():

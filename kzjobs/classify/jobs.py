@@ -11,13 +11,12 @@ Heavy modules are imported inside ``run`` so that DAG files can import the job c
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field
 
+from kzjobs.device import torch_threads
 from kzjobs.job import Job
 from kzjobs.store import join
 
@@ -41,20 +40,6 @@ def _quarantine_records(quarantine: dict[str, str]) -> list[dict[str, str]]:
 def _flat_params(config: dict[str, Any]) -> dict[str, str]:
     return {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
             for k, v in config.items()}
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0: leave as is), restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class ClassifyTrainJob(Job):

@@ -36,6 +36,9 @@ def recognize(
     shard: Annotated[str, typer.Option(help="i/n: this job's share of the pages.")] = "0/1",
     batch: Annotated[int, typer.Option(
         help="Pages read before level 2 decides for them in one call.")] = PAGES_PER_BATCH,
+    workers: Annotated[int, typer.Option(
+        help="Pages read side by side in threads, sharing the models (0: one per torch "
+        "CPU thread, up to 8; 1 on a GPU).")] = 0,
     validation: Validation = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     store: StoreOption = None,
@@ -52,7 +55,7 @@ def recognize(
 
     emit(RecognizeJob(store_uri=store, profile_name=profile, model=model, collection=collection,
                       images=images, out=out, shard=shard, batch=batch,
-                      validation=validation,
+                      workers=workers, validation=validation,
                       device=device).run())
 
 

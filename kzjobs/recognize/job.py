@@ -117,6 +117,7 @@ class RecognizeJob(_CollectionJob):
     model: str
     shard: str = "0/1"
     batch: int = Field(PAGES_PER_BATCH, ge=1)
+    workers: int = Field(0, ge=0)  # pages read side by side in threads (0: page_workers)
     device: str | None = None
     progress: bool = True
 
@@ -132,7 +133,7 @@ class RecognizeJob(_CollectionJob):
         from kzjobs.bundle import open_bundle
         from kzjobs.images import ImageError
         from kzjobs.recognize.outputs import write_page
-        from kzjobs.recognize.recognizer import Recognizer
+        from kzjobs.recognize.recognizer import Recognizer, page_workers
 
         index, count = parse_shard(self.shard)
         ds = self.dataset()
@@ -151,6 +152,8 @@ class RecognizeJob(_CollectionJob):
                 bundle, root, profile=self.profile_name,
                 device=self.device or self.settings.device,
             )
+            workers = self.workers or page_workers(recognizer.device)
+            summary["workers"] = workers
             started = time.perf_counter()
 
             def readable() -> Iterator[tuple[str, Any]]:
@@ -170,7 +173,7 @@ class RecognizeJob(_CollectionJob):
                         continue
                     yield image_id, image
 
-            for result, image in recognizer.recognize_stream(readable(), self.batch):
+            for result, image in recognizer.recognize_stream(readable(), self.batch, workers):
                 write_page(out, result, image)
                 summary["recognized"] += 1
                 # One line per committed page: the job's progress in its task log, and what

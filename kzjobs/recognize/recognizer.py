@@ -128,19 +128,23 @@ class Recognizer:
             return predict(frames, self.level2)
         return top_class(frames)
 
-    def recognize_pages(self, pages: Sequence[tuple[str, Image.Image]]) -> list[PageResult]:
-        """Several pages at once: the networks read them one by one, level 2 decides for
-        all of them in one call (on one page its fixed cost is two thirds of its time).
-        A page's result does not depend on the pages it is read with."""
-        results, frames_of_pages = [], []
-        for image_id, image in pages:
-            results.append(PageResult(image_id, image.width, image.height))
-            boxes = self.detect(image)
-            if boxes:
-                frames_of_pages.append(self.classify(image_id, image, boxes))
-        if not frames_of_pages:
+    def read_page(self, image_id: str, image: Image.Image) -> list[pd.DataFrame]:
+        """The networks' half of a page: its boxes, scored by every classifier (one frame
+        each; none when the detector finds nothing). Pages may be read side by side in
+        threads: the models are only read, and autocast and inference mode are per thread."""
+        boxes = self.detect(image)
+        return self.classify(image_id, image, boxes) if boxes else []
+
+    def decide_pages(self, pages: Sequence[tuple[str, Image.Image]],
+                     frames_of_pages: Sequence[list[pd.DataFrame]]) -> list[PageResult]:
+        """Level 2 decides for several read pages in one call (on one page its fixed cost
+        is two thirds of its time). A page's result does not depend on the pages it is
+        decided with."""
+        results = [PageResult(image_id, image.width, image.height) for image_id, image in pages]
+        read = [frames for frames in frames_of_pages if frames]
+        if not read:
             return results
-        decided = self.decide(frames_per_model(frames_of_pages))
+        decided = self.decide(frames_per_model(read))
         by_page = dict(tuple(decided.groupby("image_id", sort=False)))
         for result in results:
             page = by_page.get(result.image_id)
@@ -155,21 +159,73 @@ class Recognizer:
             ]
         return results
 
+    def recognize_pages(self, pages: Sequence[tuple[str, Image.Image]]) -> list[PageResult]:
+        return self.decide_pages(pages, [self.read_page(*page) for page in pages])
+
     def recognize_page(self, image_id: str, image: Image.Image) -> PageResult:
         return self.recognize_pages([(image_id, image)])[0]
 
-    def recognize_stream(self, pages: Iterable[tuple[str, Image.Image]], batch: int
-                         ) -> Iterator[tuple[PageResult, Image.Image]]:
-        """Each page's result with its image, ``batch`` pages to a level-2 call; ``pages``
-        is read lazily, so memory holds one batch whatever the collection's size."""
-        chunk: list[tuple[str, Image.Image]] = []
-        for page in pages:
-            chunk.append(page)
-            if len(chunk) == batch:
-                yield from zip(self.recognize_pages(chunk), (im for _, im in chunk), strict=True)
-                chunk = []
-        if chunk:
-            yield from zip(self.recognize_pages(chunk), (im for _, im in chunk), strict=True)
+    def recognize_stream(self, pages: Iterable[tuple[str, Image.Image]], batch: int,
+                         workers: int = 1) -> Iterator[tuple[PageResult, Image.Image]]:
+        """Each page's result with its image, in the order given, ``batch`` pages to a
+        level-2 call. ``pages`` is read lazily, so memory holds a batch and the pages in
+        flight whatever the collection's size.
+
+        ``workers`` > 1 reads that many pages side by side in threads, each with an equal
+        share of torch's CPU threads: whole pages in parallel keep the cores busier than
+        one page's operators split between them (the detector's and level 2's small steps
+        leave cores idle), without a second copy of the models as in a second shard."""
+        from kzjobs.device import torch_threads
+
+        on_cpu = workers > 1 and self.device.type == "cpu"
+        with torch_threads(max(1, torch.get_num_threads() // workers) if on_cpu else 0):
+            read = (self._read_in_threads(pages, workers, ahead=batch + workers)
+                    if workers > 1 else ((page, self.read_page(*page)) for page in pages))
+            for chunk in batched(read, batch):
+                pages_read = [page for page, _ in chunk]
+                decided = self.decide_pages(pages_read, [frames for _, frames in chunk])
+                yield from zip(decided, (image for _, image in pages_read), strict=True)
+
+    def _read_in_threads(self, pages: Iterable[tuple[str, Image.Image]], workers: int,
+                         ahead: int) -> Iterator[tuple[tuple[str, Image.Image], list]]:
+        """:meth:`read_page` over ``pages`` on ``workers`` threads, in order, with at most
+        ``ahead`` pages in flight."""
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pending: deque[tuple[tuple[str, Image.Image], Future]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="kz-page") as pool:
+            try:
+                for page in pages:
+                    pending.append((page, pool.submit(self.read_page, *page)))
+                    if len(pending) >= ahead:
+                        page_read, future = pending.popleft()
+                        yield page_read, future.result()
+                while pending:
+                    page_read, future = pending.popleft()
+                    yield page_read, future.result()
+            finally:  # a failed page or a closed stream: the rest are not started
+                for _, future in pending:
+                    future.cancel()
+
+
+def page_workers(device: torch.device) -> int:
+    """Pages read side by side by default: one per torch CPU thread (the physical cores, or
+    OMP_NUM_THREADS, which the launcher sets to a container's CPUs), at most 8 so that
+    memory stays small on large machines; one on a GPU, which runs one page at a time."""
+    return 1 if device.type != "cpu" else max(1, min(8, torch.get_num_threads()))
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items, the last one shorter (itertools.batched is 3.12+)."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def frames_per_model(frames_of_pages: Sequence[Sequence[pd.DataFrame]]) -> list[pd.DataFrame]:

@@ -66,3 +66,30 @@ def test_overrides_are_section_fields_with_yaml_values():
     for bad in ("classify.epochs", "epochs=3", ".epochs=3", "classify.=3"):
         with pytest.raises(ValueError, match=r"expected section\.field=value"):
             parse_overrides([bad])
+
+
+def test_a_larger_incoming_collection_holds_the_base_runs_pages_first(tmp_path):
+    """--incoming-pages: the held-out books again at more pages each, made with the base
+    run's defaults; its first pages are the base run's, and a base run made otherwise is
+    refused rather than compared with other pages."""
+    from bench.pipeline import HELDOUT_BOOKS, HELDOUT_FONTS, SEED, VOCABULARY_SIZE, make_heldout
+    from bench.variant import larger_heldout
+
+    store = open_store(tmp_path / "store")
+    make_heldout(store, "datasets/heldout", "datasets/incoming", books=HELDOUT_BOOKS, pages=1,
+                 seed=SEED + 1, fonts=list(HELDOUT_FONTS), vocabulary_size=VOCABULARY_SIZE)
+    heldout, incoming = larger_heldout(store, 2)
+    assert (heldout, incoming) == ("datasets/heldout-p2", "datasets/incoming-p2")
+    images = sorted(k.rsplit("/", 1)[1] for k in store.list(f"{heldout}/images"))
+    assert len(images) == 2 * HELDOUT_BOOKS
+    assert sorted(k.rsplit("/", 1)[1] for k in store.list(f"{incoming}/images")) == images
+    assert not store.exists(f"{incoming}/train.csv")  # the incoming pages carry no labels
+    base = sorted(k.rsplit("/", 1)[1] for k in store.list("datasets/heldout/images"))
+    assert set(base) < set(images)
+
+    other = open_store(tmp_path / "other")
+    make_heldout(other, "datasets/heldout", "datasets/incoming", books=HELDOUT_BOOKS, pages=1,
+                 seed=SEED + 1, fonts=list(reversed(HELDOUT_FONTS)),
+                 vocabulary_size=VOCABULARY_SIZE)
+    with pytest.raises(ValueError, match="not the base run's"):
+        larger_heldout(other, 2)

@@ -188,3 +188,61 @@ def test_the_bundles_seg_fp_shift_lowers_every_classifiers_seg_fp_logit(setup):
                 assert np.isclose(after[code], want, atol=1e-5)
             seen += SEG_FP in before
     assert seen > 0
+
+
+def _pages(store, copies: int) -> list:
+    from kzjobs.data.dataset import Dataset
+
+    coll = Dataset.open("coll", store)
+    read = [(i, coll.read_image(i)) for i in coll.image_ids() if i != "synzA_009"]
+    return [(f"{i}-{n}", image) for n in range(copies) for i, image in read]
+
+
+def test_pages_read_side_by_side_come_out_in_order_and_as_read_one_by_one(setup):
+    """Worker threads share the models: each page's result is the one a single reader
+    gives (at the same torch thread count), in the order given, and torch's thread count
+    comes back afterwards."""
+    import torch
+
+    from kzjobs.bundle import open_bundle
+    from kzjobs.device import torch_threads
+    from kzjobs.recognize.recognizer import Recognizer
+
+    _root, store = setup
+    bundle, root = open_bundle("model", store)
+    recognizer = Recognizer.from_bundle(bundle, root, device="cpu")
+    pages = _pages(store, copies=3)
+    with torch_threads(1):
+        alone = [r.to_json() for r, _ in recognizer.recognize_stream(pages, 2, workers=1)]
+    before = torch.get_num_threads()
+    side_by_side = list(recognizer.recognize_stream(iter(pages), 2, workers=3))
+    assert torch.get_num_threads() == before
+    assert [r.to_json() for r, _ in side_by_side] == alone
+    assert [r.image_id for r, _ in side_by_side] == [i for i, _ in pages]
+    assert all(image is page for (_, image), (_, page) in zip(side_by_side, pages, strict=True))
+    assert sum(len(r["characters"]) for r in alone) > 0
+
+
+def test_a_page_that_fails_in_a_worker_stops_the_stream_with_its_own_error(setup):
+    """The error of a page read in a worker thread reaches the job, which stops there
+    (finished pages are kept; a re-run reads the rest); the batches before it came out."""
+    from kzjobs.bundle import open_bundle
+    from kzjobs.recognize.recognizer import Recognizer
+
+    class FailsOnOnePage(Recognizer):
+        def read_page(self, image_id, image):
+            if image_id.endswith("-2"):
+                raise RuntimeError(f"cannot read {image_id}")
+            return super().read_page(image_id, image)
+
+    _root, store = setup
+    bundle, root = open_bundle("model", store)
+    plain = Recognizer.from_bundle(bundle, root, device="cpu")
+    failing = FailsOnOnePage(plain.profile, plain.detector, plain.classifiers, plain.level2,
+                             plain.device)
+    pages = _pages(store, copies=3)  # 6 pages; the 5th and 6th fail
+    done = []
+    with pytest.raises(RuntimeError, match=r"cannot read \S+-2"):
+        for result, _ in failing.recognize_stream(pages, 2, workers=2):
+            done.append(result.image_id)
+    assert done == [i for i, _ in pages[:4]]

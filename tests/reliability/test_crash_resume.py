@@ -193,7 +193,7 @@ def recognition(tmp_path_factory: pytest.TempPathFactory, isolated_home: Path) -
     from PIL import Image
 
     from bench.workload import write_seeded_bundle
-    from kzjobs.classify.jobs import torch_threads
+    from kzjobs.device import torch_threads
     from kzjobs.recognize.job import RecognizeJob
     from kzjobs.synth import generate
 
