@@ -186,7 +186,11 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
         if boxes:
             frames += rec.classify(image_id, image, boxes)
 
-    def f1_of(decided: pd.DataFrame) -> dict[str, Any]:
+    decisions: dict[str, pd.DataFrame] = {}  # the last rung's: where it goes wrong
+
+    def f1_of(decided: pd.DataFrame, rung: str = "") -> dict[str, Any]:
+        if rung:
+            decisions[rung] = decided
         return decided_f1(truth, decided)
 
     # One frame per model (a frame holds a box once: blending joins frames on the box).
@@ -204,19 +208,25 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
                if name.split()[0] in base}
     best = max(singles, key=singles.get)
     ladder["best single model"] = ladder[f"single {best}"] | {"model": best}
-    ladder["blend"] = f1_of(top_class(of_kinds(base)))
+    ladder["blend"] = f1_of(top_class(of_kinds(base)), "blend")
     if tuned:
-        ladder["blend + pseudolabels"] = f1_of(top_class(of_kinds(tuned)))
+        ladder["blend + pseudolabels"] = f1_of(top_class(of_kinds(tuned)), "blend + pseudolabels")
     if root.exists("level2/meta.json"):  # measured even when the bundle left it out
         from kzjobs.level2.model import Level2Model, predict
 
         level2 = Level2Model.load(root, "level2")
-        ladder["+ level 2"] = f1_of(predict(of_kinds(list(level2.kinds)), level2)) | {
+        ladder["+ level 2"] = f1_of(predict(of_kinds(list(level2.kinds)), level2),
+                                    "+ level 2") | {
             "kinds": list(level2.kinds), "threshold": level2.threshold,
             "in_bundle": rec.level2 is not None}
     shift = seg_fp_shift_rungs(ladder, store, run, prof, of_kinds, base, tuned, f1_of)
     detection = score(truth, boxes_to_points(boxes_by_page), ignore_code=True)
+    from bench.errors import reading_errors
+
+    last = list(decisions)[-1]
+    errors = {"rung": last} | reading_errors(truth, decisions[last], boxes_by_page)
     return {"ladder": ladder, "seg_fp_shift": shift | {"bundle": bundle.seg_fp_shift},
+            "errors": errors,
             "detection_f1": round(detection.f1, 4),
             "detection_by_book": {b: round(c.f1, 4) for b, c in detection.by_book.items()},
             "pages": len(truth), "characters": sum(len(v) for v in truth.values())}

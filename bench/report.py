@@ -55,6 +55,11 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
     lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | {t['f1']['f1']:.4f} "
                  f"| {books}; detection-only {t['detection_f1']['f1']:.3f}; "
                  f"{t['pages_per_s_wall']} pages/s |")
+    if errors := q.get("errors"):
+        from bench.errors import describe
+
+        lines += ["", f"Where `{errors['rung']}` goes wrong (`bench/errors.py`):", ""]
+        lines += [f"- {line}" for line in describe(errors).splitlines()]
     if shift := q.get("seg_fp_shift"):
         rates = shift["rates"]
         lines += ["", f"- seg_fp shift (the \"shifted\" rungs): {shift['shift']:.2f} logits, "

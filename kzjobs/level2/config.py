@@ -50,6 +50,9 @@ class Level2Config(BaseModel):
     # "fitted": the best character also wins when its probability reaches a cut fitted to
     # the OOF rows' F1 (kzjobs.level2.features.fit_threshold; never worse than argmax there).
     decision: Literal["fitted", "argmax"] = "fitted"
+    # The box's size on its page, and whether the candidate is a small kana or has a
+    # voicing mark (kzjobs.level2.features.SIZE_FEATURES): ぁ and あ differ mostly in size.
+    size_features: bool = True
     threads: int = Field(1, ge=0)  # 0: every core (OpenMP threads spin badly on a busy CPU)
     seed: int = 0
 

@@ -8,6 +8,11 @@ logit when the candidate is not in its top-k); then the candidate itself, its me
 score over kinds, and ``box_overlap``. A kind that has no prediction for a box gives
 NaN features there (both boosters route missing values).
 
+With ``size_features``, four more: the box's size on its page (log of its width and
+height over the page's median box), and whether the candidate is a small kana or has a
+voicing mark. The classifiers read a box through ``roi_align`` at a fixed output size, so
+they cannot see that a box is small, and ``ぁ`` and ``あ`` differ mostly in size.
+
 The training target of a row is whether its candidate is the box's true class, or
 ``seg_fp`` when the true class is not among the candidates: dropping such a box
 costs one false negative, keeping it costs a false positive as well.
@@ -16,14 +21,16 @@ costs one false negative, keeping it costs a false positive as well.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import pandas as pd
 
 from kzjobs.blend import GEOMETRY, KEY, attach_truth, flatten
-from kzjobs.data.format import SEG_FP
+from kzjobs.data.format import SEG_FP, code_to_char, is_code_point
 
 SEG_FP_ID = -1  # the seed encoded seg_fp as -1 too
 UNKNOWN_ID = -2  # a code the vocabulary has not seen
@@ -86,19 +93,53 @@ def box_overlap(boxes: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def page_relative_size(boxes: pd.DataFrame) -> np.ndarray:
+    """``(n, 2)``: log of each box's width and height over its page's median box.
+
+    The median over every box of the page, characters and false positives alike, as at
+    recognition: nothing here needs the truth.
+    """
+    size = np.log(np.maximum(boxes[["w", "h"]].to_numpy(np.float64), 1.0))
+    median = pd.DataFrame(size).groupby(boxes["image_id"].to_numpy()).transform("median")
+    return (size - median.to_numpy()).astype(np.float32)
+
+
+def kana_marks(codes: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` per code: whether it is a small kana (``ぁ``, ``っ``, ``ヵ``...) and
+    whether it carries a voicing mark (``が``, ``ぱ``, ``ゞ``...), from Unicode's names and
+    decompositions: facts of the script, not learned from labels, so no fold's truth
+    leaks in. Small kana make smaller boxes, voicing marks wider ones."""
+    return np.array([_marks(c) for c in np.asarray(codes, dtype=object)], dtype=bool).reshape(-1, 2)
+
+
+@cache
+def _marks(code: object) -> tuple[bool, bool]:
+    if not isinstance(code, str) or not is_code_point(code):
+        return False, False
+    char = code_to_char(code)
+    small = unicodedata.name(char, "").startswith(("HIRAGANA LETTER SMALL",
+                                                     "KATAKANA LETTER SMALL"))
+    voiced = bool(set(unicodedata.normalize("NFD", char)) & {"\u3099", "\u309a"})
+    return small, voiced
+
+
+SIZE_FEATURES = ["box_log_w", "box_log_h", "cand_small", "cand_voiced"]
+
+
 def feature_name(kind: str) -> str:
     """A kind's name as a feature-name prefix (LightGBM refuses some characters)."""
     return re.sub(r"[^A-Za-z0-9_]", "_", kind)
 
 
-def feature_names(kinds: Sequence[str], top_n: int) -> list[str]:
+def feature_names(kinds: Sequence[str], top_n: int, size_features: bool = False) -> list[str]:
     names = []
     for kind in kinds:
         k = feature_name(kind)
         for i in range(top_n):
             names += [f"{k}_top{i}_cls", f"{k}_top{i}_score", f"{k}_top{i}_is_cand"]
         names.append(f"{k}_cand_score")
-    return [*names, "cand", "cand_mean_score", "box_overlap"]
+    names += ["cand", "cand_mean_score", "box_overlap"]
+    return names + SIZE_FEATURES if size_features else names
 
 
 @dataclass
@@ -127,13 +168,15 @@ def _union_boxes(per_kind: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def build(per_kind: Mapping[str, pd.DataFrame], kinds: Sequence[str], vocab: Vocabulary,
-          top_n: int, truth: pd.DataFrame | None = None) -> Candidates:
+          top_n: int, truth: pd.DataFrame | None = None,
+          size_features: bool = False) -> Candidates:
     """Candidate rows for the boxes of ``per_kind`` (one blended frame per kind).
 
     ``kinds`` fixes the feature order (a model's kinds); a kind absent from
     ``per_kind`` raises. With ``truth`` (``image_id, box_id, true``, and the geometry
     if known: :func:`~kzjobs.blend.truth_frame`), boxes gain ``true`` and rows the
-    target ``y``; boxes without truth are left out.
+    target ``y``; boxes without truth are left out. With ``size_features``, the rows also have
+    the :data:`SIZE_FEATURES`.
     """
     if not kinds:
         raise ValueError("level 2 needs at least one kind")
@@ -190,6 +233,9 @@ def build(per_kind: Mapping[str, pd.DataFrame], kinds: Sequence[str], vocab: Voc
     # Every box comes from at least one kind, so no row is all NaN.
     mean_score = np.nanmean(np.stack(cand_scores), axis=0)
     columns += [vocab.encode(cand), mean_score, box_overlap(boxes)[box]]
+    if size_features:
+        size = page_relative_size(boxes)[box]
+        columns += [size[:, 0], size[:, 1], *kana_marks(cand).T]
     X = np.column_stack([np.asarray(c, dtype=np.float32) for c in columns])
 
     if truth is not None:
@@ -197,7 +243,8 @@ def build(per_kind: Mapping[str, pd.DataFrame], kinds: Sequence[str], vocab: Voc
         listed = pd.Series(cand == true[box]).groupby(box).any().reindex(range(n), fill_value=False)
         target = np.where(listed.to_numpy(), true, SEG_FP)
         rows["y"] = cand == target[box]
-    return Candidates(boxes=boxes, rows=rows, X=X, names=feature_names(kinds, top_n))
+    return Candidates(boxes=boxes, rows=rows, X=X,
+                      names=feature_names(kinds, top_n, size_features))
 
 
 def winners(boxes: pd.DataFrame, rows: pd.DataFrame, prob: np.ndarray,

@@ -5,8 +5,8 @@ Saved in the boosters' native formats under a prefix of the store, never pickles
     <prefix>/vocab.json          class codes, in feature-integer order
     <prefix>/fold{K}/lgb.txt     LightGBM text model (trained without fold K)
     <prefix>/fold{K}/xgb.ubj     XGBoost UBJSON model (trained without fold K)
-    <prefix>/meta.json           kinds, top_n, features, folds, blend weight, threshold
-                                 (written last)
+    <prefix>/meta.json           kinds, top_n, features, folds, blend weight, threshold,
+                                 size features (written last)
 
 :func:`predict` is what the recognizer calls: per-kind prediction frames in, one
 winning code and its probability per box out.
@@ -23,7 +23,13 @@ import pandas as pd
 
 from kzjobs.blend import GEOMETRY, KEY, blend
 from kzjobs.data.format import SEG_FP, Point
-from kzjobs.level2.features import Vocabulary, build, feature_names, winners
+from kzjobs.level2.features import (
+    Candidates,
+    Vocabulary,
+    build,
+    feature_names,
+    winners,
+)
 from kzjobs.store import Store, join
 
 if TYPE_CHECKING:
@@ -78,10 +84,15 @@ class Level2Model:
     lgb_weight: float = 0.5
     fold_mode: str = "per_fold"
     threshold: float | None = None  # a character is kept from here on (None: argmax)
+    size_features: bool = False  # with the box-size features (features.SIZE_FEATURES)
 
     @property
     def features(self) -> list[str]:
-        return feature_names(self.kinds, self.top_n)
+        return feature_names(self.kinds, self.top_n, self.size_features)
+
+    def candidates(self, per_kind: dict[str, pd.DataFrame]) -> Candidates:
+        """The candidate rows of blended per-kind frames, with this model's features."""
+        return build(per_kind, self.kinds, self.vocab, self.top_n, size_features=self.size_features)
 
     def predict_proba(self, X: np.ndarray, *, folds: Sequence[int] | None = None) -> np.ndarray:
         """The blended probability of each row, averaged over the fold models (or ``folds``)."""
@@ -98,6 +109,7 @@ class Level2Model:
             "features": self.features, "folds": list(self.folds),
             "lgb_weight": self.lgb_weight, "fold_mode": self.fold_mode,
             "vocab_size": len(self.vocab), "threshold": self.threshold,
+            "size_features": self.size_features,
         }
 
     def save(self, store: Store, prefix: str) -> None:
@@ -126,7 +138,8 @@ class Level2Model:
         model = cls(kinds=tuple(meta["kinds"]), top_n=int(meta["top_n"]), vocab=vocab,
                     folds=tuple(meta["folds"]), lgb=tuple(lgbs), xgb=tuple(xgbs),
                     lgb_weight=float(meta["lgb_weight"]), fold_mode=meta["fold_mode"],
-                    threshold=meta.get("threshold"))
+                    threshold=meta.get("threshold"),
+                    size_features=bool(meta.get("size_features", False)))
         for booster in (*model.lgb, *model.xgb):
             names = booster.feature_name() if hasattr(booster, "feature_name") else (
                 booster.feature_names)
@@ -170,8 +183,7 @@ def predict(frames: Iterable[pd.DataFrame], model: Level2Model, *, drop_seg_fp: 
         by_group = per_kind(frames, by_fold=True, quarantine=quarantine)
         parts = []
         for fold in folds:
-            cands = build({k: by_group[(k, fold)] for k in model.kinds}, model.kinds,
-                          model.vocab, model.top_n)
+            cands = model.candidates({k: by_group[(k, fold)] for k in model.kinds})
             prob = model.predict_proba(cands.X)
             parts.append(cands.boxes.iloc[cands.rows["box"].to_numpy()][[*KEY, *GEOMETRY]]
                          .assign(cand=cands.rows["cand"].to_numpy(), prob=prob))
@@ -186,8 +198,7 @@ def predict(frames: Iterable[pd.DataFrame], model: Level2Model, *, drop_seg_fp: 
         result = winners(boxes, rows.assign(box=box), (rows["prob"] / rows["n"]).to_numpy(),
                          model.threshold)
     else:
-        cands = build(per_kind(frames, quarantine=quarantine), model.kinds, model.vocab,
-                      model.top_n)
+        cands = model.candidates(per_kind(frames, quarantine=quarantine))
         result = winners(cands.boxes, cands.rows, model.predict_proba(cands.X),
                          model.threshold)
     if drop_seg_fp:

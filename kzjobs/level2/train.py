@@ -74,7 +74,7 @@ def train(frames: Sequence[pd.DataFrame], truth: pd.DataFrame, cfg: Level2Config
     blended = per_kind(frames, quarantine=quarantine)
     # The dataset's vocabulary, when given, keeps the held-out fold's class set out too.
     vocab = vocab if vocab is not None else Vocabulary.from_frames(blended.values())
-    cands = build(blended, kinds, vocab, cfg.top_n, truth)
+    cands = build(blended, kinds, vocab, cfg.top_n, truth, cfg.size_features)
     box_fold = cands.boxes.merge(fold_of, on=KEY, how="left")["fold"].to_numpy()
     cands.boxes["fold"] = box_fold
     row_fold = box_fold[cands.rows["box"].to_numpy()]
@@ -105,7 +105,8 @@ def train(frames: Sequence[pd.DataFrame], truth: pd.DataFrame, cfg: Level2Config
         threshold, _ = fit_threshold(cands.boxes, cands.rows, oof_prob, true)
     model = Level2Model(kinds=kinds, top_n=cfg.top_n, vocab=vocab, folds=tuple(folds),
                         lgb=tuple(lgbs), xgb=tuple(xgbs), lgb_weight=cfg.lgb_weight,
-                        fold_mode=cfg.fold_mode, threshold=threshold)
+                        fold_mode=cfg.fold_mode, threshold=threshold,
+                        size_features=cfg.size_features)
     argmax = winners(cands.boxes, cands.rows, oof_prob)
     boxes = winners(cands.boxes, cands.rows, oof_prob, threshold)
     base = blend(frames)

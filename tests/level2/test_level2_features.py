@@ -10,6 +10,7 @@ from kzjobs.data.format import SEG_FP
 from kzjobs.level2.features import (
     NONE_ID,
     SEG_FP_ID,
+    SIZE_FEATURES,
     UNKNOWN_ID,
     Vocabulary,
     box_f1,
@@ -17,6 +18,8 @@ from kzjobs.level2.features import (
     build,
     feature_names,
     fit_threshold,
+    kana_marks,
+    page_relative_size,
     winners,
 )
 
@@ -38,6 +41,27 @@ def test_box_overlap_is_the_largest_intersection_over_the_other_box():
     # A holds B whole: A sees 16/16; B sees 16/100. C and D share half: 50/100 each.
     # The box on p_2 sits where B is, but other pages do not count.
     assert got.tolist() == pytest.approx([1.0, 0.16, 0.5, 0.5, 0.0])
+
+
+def test_box_sizes_are_relative_to_their_own_page_median():
+    boxes = pd.DataFrame({
+        "image_id": ["p_1", "p_1", "p_1", "p_2"],
+        "w": [30, 30, 15, 8], "h": [40, 20, 40, 8],
+    })
+    got = np.exp(page_relative_size(boxes))
+    # p_1's medians are 30 x 40; the lone box of p_2 is its own median.
+    assert got.ravel().tolist() == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 1.0])
+
+
+def test_small_kana_and_voicing_marks_are_known_from_unicode():
+    codes = np.array(["U+3041", "U+3042", "U+3063", "U+30C3", "U+30F5", "U+30A2", "U+4E00",
+                      SEG_FP, "U+ZZZZ", None], dtype=object)  # ぁ あ っ ッ ヵ ア 一
+    small, voiced = kana_marks(codes).T
+    assert small.tolist() == [True, False, True, True, True] + [False] * 5
+    assert not voiced.any()
+    voicing = ["U+304C", "U+3071", "U+30D0", "U+309E", "U+304B", "U+306F"]  # が ぱ バ ゞ か は
+    assert kana_marks(np.array(voicing, dtype=object))[:, 1].tolist() == [True] * 4 + [False] * 2
+    assert kana_marks(np.array([], dtype=object)).shape == (0, 2)
 
 
 def test_vocabulary_encodes_codes_seg_fp_unknown_and_none():
@@ -76,6 +100,25 @@ def test_candidates_are_the_union_of_top_n_plus_seg_fp_with_flags_and_target():
     assert X.iloc[2]["cand_mean_score"] == pytest.approx((1 + 7) / 2)
     assert X.iloc[3]["cand"] == SEG_FP_ID and X.iloc[4]["a_top1_cls"] == SEG_FP_ID
     assert X["box_overlap"].tolist() == [0.0] * 7
+    assert not set(SIZE_FEATURES) & set(cands.names)
+
+
+def test_size_features_give_each_row_its_box_size_and_whether_the_candidate_is_small():
+    full, small = "U+3042", "U+3041"  # あ ぁ
+    a = frame([("p_1", 0, (0, 0, 20, 20), [full, small], [5, 4]),
+               ("p_1", 1, (0, 30, 20, 20), [full, small], [5, 4]),
+               ("p_1", 2, (0, 60, 10, 12), [full, small], [5, 4.5])])
+    cands = build({"a": a}, ["a"], Vocabulary([full, small]), 2, size_features=True)
+    assert cands.names == feature_names(["a"], 2, size_features=True)
+    assert cands.names[-4:] == SIZE_FEATURES
+    X = pd.DataFrame(cands.X, columns=cands.names).assign(
+        box=cands.rows["box"].to_numpy(), cand=cands.rows["cand"].to_numpy())
+    last = X[X["box"] == 2].set_index("cand")
+    assert np.exp(last.loc[small, ["box_log_w", "box_log_h"]]).tolist() == pytest.approx(
+        [0.5, 0.6])
+    assert last["cand_small"].to_dict() == {full: 0.0, small: 1.0, SEG_FP: 0.0}
+    assert not X["cand_voiced"].any()
+    assert np.exp(X.loc[X["box"] == 0, "box_log_w"]).tolist() == pytest.approx([1.0] * 3)
 
 
 def test_a_kind_without_a_prediction_gives_nan_features_and_a_missing_kind_raises():
