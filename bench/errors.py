@@ -20,13 +20,9 @@ import pandas as pd
 
 from kzjobs.data.books import book_id
 from kzjobs.data.format import Box, code_to_char, is_code_point
+from kzjobs.metric import inside, match_page
 
 COUNTS = ("characters", "right", "misread", "not_detected", "dropped", "extra")
-
-
-def _inside(box: Box, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    x0, y0, x1, y1 = box.xyxy
-    return (x > x0) & (x < x1) & (y > y0) & (y < y1)
 
 
 def _char(code: str) -> str:
@@ -39,28 +35,20 @@ def page_errors(truth: Sequence[Box], kept: pd.DataFrame,
     x = (kept["x"] + kept["w"] / 2).to_numpy(float)
     y = (kept["y"] + kept["h"] / 2).to_numpy(float)
     codes = kept["code"].to_numpy(dtype=object)
-    unused = np.ones(len(kept), dtype=bool)
-    counts: Counter = Counter(characters=len(truth))
+    matched, unused = match_page(truth, x, y, codes)  # the metric's own matching
+    counts: Counter = Counter(characters=len(truth), right=int(matched.sum()))
     confusions: Counter = Counter()
-    wrong = []
-    for box in truth:  # first the metric's own matching, in its order
-        match = unused & _inside(box, x, y) & (codes == box.code)
-        if match.any():
-            counts["right"] += 1
-            unused[int(np.argmax(match))] = False
-        else:
-            wrong.append(box)
+    wrong = [box for box, hit in zip(truth, matched, strict=True) if not hit]
     if detected is not None:
-        dx = np.array([b.x + b.w / 2 for b in detected], float)
-        dy = np.array([b.y + b.h / 2 for b in detected], float)
+        dx, dy = np.array([b.center for b in detected], float).reshape(-1, 2).T
     for box in wrong:
-        match = unused & _inside(box, x, y)
+        match = unused & inside(box, x, y)
         if match.any():
             at = int(np.argmax(match))
             unused[at] = False
             counts["misread"] += 1
             confusions[(box.code, codes[at])] += 1
-        elif detected is not None and _inside(box, dx, dy).any():
+        elif detected is not None and inside(box, dx, dy).any():
             counts["dropped"] += 1
         else:
             counts["not_detected"] += 1

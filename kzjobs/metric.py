@@ -57,6 +57,30 @@ class Score(Counts):
         return out
 
 
+def inside(box: Box, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Which points lie strictly inside ``box``."""
+    x0, y0, x1, y1 = box.xyxy
+    return (x > x0) & (x < x1) & (y > y0) & (y < y1)
+
+
+def match_page(
+    truth: Sequence[Box], x: np.ndarray, y: np.ndarray, codes: np.ndarray, *,
+    ignore_code: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The metric's matching on one page: per true box whether a prediction matched it,
+    and per prediction whether it is left unused (a false positive)."""
+    unused = np.ones(len(x), dtype=bool)
+    matched = np.zeros(len(truth), dtype=bool)
+    for i, box in enumerate(truth):
+        match = unused & inside(box, x, y)
+        if not ignore_code:
+            match &= codes == box.code
+        if match.any():
+            matched[i] = True
+            unused[int(np.argmax(match))] = False
+    return matched, unused
+
+
 def score_page(
     truth: Sequence[Box], preds: Sequence[Point], *, ignore_code: bool = False
 ) -> Counts:
@@ -68,19 +92,9 @@ def score_page(
     px = np.fromiter((p.x for p in preds), float, len(preds))
     py = np.fromiter((p.y for p in preds), float, len(preds))
     codes = np.array([p.code for p in preds])
-    unused = np.ones(len(preds), dtype=bool)
-    tp = fn = 0
-    for box in truth:
-        x0, y0, x1, y1 = box.xyxy
-        match = unused & (px > x0) & (px < x1) & (py > y0) & (py < y1)
-        if not ignore_code:
-            match &= codes == box.code
-        if match.any():
-            tp += 1
-            unused[int(np.argmax(match))] = False
-        else:
-            fn += 1
-    return Counts(tp=tp, fp=int(unused.sum()), fn=fn)
+    matched, unused = match_page(truth, px, py, codes, ignore_code=ignore_code)
+    tp = int(matched.sum())
+    return Counts(tp=tp, fp=int(unused.sum()), fn=len(truth) - tp)
 
 
 def score(
