@@ -168,8 +168,8 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     # Load every classifier of the run (base kinds and fine-tuned), not only the bundle's.
     models = [k for k in root.list("classify") if k.endswith("/model.pt")]  # classify/<kind>/..
     kinds = sorted({k.split("/")[1] for k in models})
-    # Raw logits (no seg_fp shift): the shifted rungs are measured from them below.
-    everything = bundle.model_copy(update={"seg_fp_shift": 0.0, "classifiers": {
+    # Raw logits (no shifts): the shifted rungs are measured from them below.
+    everything = bundle.model_copy(update={"seg_fp_shift": 0.0, "class_shifts": {}, "classifiers": {
         kind: sorted(k for k in models if k.split("/")[1] == kind) for kind in kinds}})
     prof = load_profile(profile)  # every fold, whatever the profile reads pages with
     prof = prof.model_copy(update={"classify": prof.classify.model_copy(
@@ -219,49 +219,64 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
                                     "+ level 2") | {
             "kinds": list(level2.kinds), "threshold": level2.threshold,
             "in_bundle": rec.level2 is not None}
-    shift = seg_fp_shift_rungs(ladder, store, run, prof, of_kinds, base, tuned, f1_of)
+    last = list(decisions)[-1]
+    shift, class_shift = adaptation_rungs(ladder, store, run, prof, of_kinds, base, tuned,
+                                          f1_of)
     detection = score(truth, boxes_to_points(boxes_by_page), ignore_code=True)
     from bench.errors import reading_errors
 
-    last = list(decisions)[-1]
     errors = {"rung": last} | reading_errors(truth, decisions[last], boxes_by_page)
+    matched = list(decisions)[-1]  # the last rung with class shares matched
     return {"ladder": ladder, "seg_fp_shift": shift | {"bundle": bundle.seg_fp_shift},
+            "class_shift": class_shift | {"bundle_books": sorted(bundle.class_shifts)},
             "errors": errors,
+            "errors_class_shares": {"rung": matched} | reading_errors(
+                truth, decisions[matched], boxes_by_page),
             "detection_f1": round(detection.f1, 4),
             "detection_by_book": {b: round(c.f1, 4) for b, c in detection.by_book.items()},
             "pages": len(truth), "characters": sum(len(v) for v in truth.values())}
 
 
-def seg_fp_shift_rungs(ladder: dict[str, Any], store: Any, run: str, prof: Any,
-                       of_kinds: Callable[[list[str]], list[Any]], base: list[str],
-                       tuned: list[str], f1_of: Callable[[Any], dict[str, Any]]
-                       ) -> dict[str, Any]:
-    """The ladder's rungs again with the ``seg_fp`` shift fitted as the pseudolabel job
-    fits it: on the base blend of the held-out pages (the incoming collection; no labels)
-    against that blend's ``seg_fp`` rate on its OOF pages. Adds ``... , seg_fp shifted``
-    rungs to ``ladder``; returns the shift and its ``seg_fp`` rates."""
-    from kzjobs.blend import attach_truth, blend, load_oof, shift_seg_fp
-    from kzjobs.pseudo import fit_shift
+def adaptation_rungs(ladder: dict[str, Any], store: Any, run: str, prof: Any,
+                     of_kinds: Callable[[list[str]], list[Any]], base: list[str],
+                     tuned: list[str], f1_of: Callable[..., dict[str, Any]]
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ladder's rungs again under each shift the pseudolabel job can fit without
+    labels, fitted as it fits them: on the base blend of the held-out pages (the incoming
+    collection) against the same models' OOF blend. ``... , seg_fp shifted``: the
+    ``seg_fp`` shift; ``... , class shares matched``: per-book class shifts. Returns the
+    ``seg_fp`` fit and a summary of the class shifts."""
+    from kzjobs.blend import attach_truth, blend, load_oof, shift_books, shift_seg_fp
+    from kzjobs.pseudo import fit_class_shifts, fit_shift
     from kzjobs.recognize.recognizer import top_class
 
     oof, oof_truth = load_oof(store, run, base)
     known = attach_truth(blend(oof), oof_truth)
-    fit = fit_shift(blend(of_kinds(base)), known,
-                    prof.pseudo.model_copy(update={"seg_fp_shift": "fit"}))
+    incoming = blend(of_kinds(base))
+    seg_fp = fit_shift(incoming, known, prof.pseudo.model_copy(update={"seg_fp_shift": "fit"}))
+    books = fit_class_shifts(incoming, known, prof.pseudo.model_copy(update={"class_shift": True}))
 
-    def shifted(chosen: list[str]) -> list[Any]:
-        return [shift_seg_fp(f, fit["shift"]) for f in of_kinds(chosen)]
+    def rungs(label: str, shift: Callable[[Any], Any]) -> None:
+        def shifted(chosen: list[str]) -> list[Any]:
+            return [shift(f) for f in of_kinds(chosen)]
 
-    ladder["blend, seg_fp shifted"] = f1_of(top_class(shifted(base)))
-    if tuned:
-        ladder["blend + pseudolabels, seg_fp shifted"] = f1_of(top_class(shifted(tuned)))
-    if "+ level 2" in ladder:
-        from kzjobs.level2.model import Level2Model, predict
+        ladder[f"blend, {label}"] = f1_of(top_class(shifted(base)))
+        if tuned:
+            ladder[f"blend + pseudolabels, {label}"] = f1_of(top_class(shifted(tuned)))
+        if "+ level 2" in ladder:
+            from kzjobs.level2.model import Level2Model, predict
 
-        level2 = Level2Model.load(store.child(run), "level2")
-        ladder["+ level 2, seg_fp shifted"] = f1_of(predict(shifted(list(level2.kinds)),
-                                                            level2))
-    return fit
+            level2 = Level2Model.load(store.child(run), "level2")
+            ladder[f"+ level 2, {label}"] = f1_of(predict(shifted(list(level2.kinds)), level2),
+                                                  f"+ level 2, {label}")
+
+    rungs("seg_fp shifted", lambda f: shift_seg_fp(f, seg_fp["shift"]))
+    rungs("class shares matched", lambda f: shift_books(f, books))
+    summary = {"max_shift": prof.pseudo.max_class_shift, "books": {
+        book: {"classes_shifted": len(s), "up": sum(v > 0 for v in s.values()),
+               "largest": round(max(map(abs, s.values()), default=0.0), 2)}
+        for book, s in books.items()}}
+    return seg_fp, summary
 
 
 def model_train_seconds(store: Any, run: str) -> dict[str, float]:

@@ -68,6 +68,17 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
                   f"their boxes, {rates['incoming_shifted']:.1%} after the shift, against "
                   f"{rates['oof']:.1%} on the OOF pages; the bundle carries "
                   f"{shift['bundle']:.2f}"]
+    if classes := q.get("class_shift"):
+        books = "; ".join(f"{b}: {c['classes_shifted']} classes ({c['up']} up), at most "
+                          f"{c['largest']:.2f}" for b, c in classes["books"].items())
+        lines += [f"- class shifts (the \"class shares matched\" rungs), fitted per book "
+                  f"without labels, at most {classes['max_shift']:g} logits: {books}; the "
+                  f"bundle carries them for {len(classes['bundle_books'])} book(s)"]
+    if (errors := q.get("errors_class_shares")) and errors["rung"] != q["errors"]["rung"]:
+        from bench.errors import describe
+
+        lines += ["", f"Where `{errors['rung']}` goes wrong:", ""]
+        lines += [f"- {line}" for line in describe(errors).splitlines()]
     if adapted := r.get("adaptation"):
         ps, l2 = adapted["pseudolabels"], adapted["level2_oof"]
         oof = ps["accuracy_on_labelled_oof_pages"] or {}

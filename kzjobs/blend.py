@@ -359,10 +359,101 @@ def shift_seg_fp(frame: pd.DataFrame, shift: float) -> pd.DataFrame:
     other class by that constant: a prior correction for books on which the classifiers
     call ``seg_fp`` more often than on those they were trained on.
     """
+    return shift_classes(frame, {SEG_FP: -shift}) if shift else frame
+
+
+def shift_classes(frame: pd.DataFrame, shift: Mapping[str, float]) -> pd.DataFrame:
+    """``frame`` (predictions or a blend) with ``shift[c]`` added to each class ``c``'s
+    logit, its top-k sorted again. Adding a constant to one class's logit moves its
+    softmax log-odds against every other class by that constant: a prior correction."""
     if not shift or frame.empty:
         return frame
     row, _rank, classes, logits = flatten(frame)
-    return with_top_k(frame, row, classes, np.where(classes == SEG_FP, logits - shift, logits))
+    added = pd.Series(classes).map(dict(shift)).fillna(0.0).to_numpy(np.float64)
+    return with_top_k(frame, row, classes, logits + added)
+
+
+def shift_books(frame: pd.DataFrame, shifts: Mapping[str, Mapping[str, float]]
+                ) -> pd.DataFrame:
+    """``frame`` with each book's class shifts (``{book: {code: shift}}``, as
+    :func:`fit_class_shift` fits them) added to the logits of its pages' boxes."""
+    from kzjobs.data.books import book_id
+
+    if not shifts or frame.empty:
+        return frame
+    frame = frame.reset_index(drop=True)
+    books = frame["image_id"].map(book_id)
+    parts = [shift_classes(part, shifts.get(book, {})) for book, part in frame.groupby(books)]
+    return pd.concat(parts).sort_index()
+
+
+def script_of(codes: Iterable[str]) -> np.ndarray:
+    """Per code: 0 for kana (``U+3040``-``U+30FF``), 1 for any other character."""
+    def kana(code: str) -> bool:
+        try:
+            return 0x3040 <= int(str(code)[2:], 16) <= 0x30FF
+        except ValueError:
+            return False
+
+    return np.array([0 if kana(c) else 1 for c in codes], dtype=np.int64)
+
+
+def class_shares(blended: pd.DataFrame) -> pd.Series:
+    """Each character class's share of a blend's winners within its script (``seg_fp``
+    left out): how often the models call each class on the books they know (their OOF
+    pages), the target of :func:`fit_class_shift`."""
+    winner = top_two(blended)[0]
+    counts = pd.Series(winner[winner != SEG_FP]).value_counts()
+    return counts / counts.groupby(script_of(counts.index)).transform("sum").to_numpy()
+
+
+def fit_class_shift(blended: pd.DataFrame, shares: pd.Series, *, max_shift: float = 3.0,
+                    min_expected: float = 10.0, steps: int = 200, rate: float = 0.5
+                    ) -> dict[str, float]:
+    """Per-class logit shifts (at most ``max_shift`` either way) under which a blend's
+    expected class counts (a softmax over each box's top-k) come to ``shares`` within
+    each script: no labels needed.
+
+    Fitted on one book, it undoes an unfamiliar hand's systematic misreadings: where
+    the models read most of a book's ``せ`` as ``ぜ``, ``ぜ`` is called far more often
+    than on the books they know, and its shift moves the least sure of those calls back
+    to the second choice. Shares are matched within a script because books differ in
+    how much kana they write far more than in which kana. A count within two Poisson
+    standard deviations of its expectation is taken as chance and left as it is, and
+    classes expected fewer than ``min_expected`` times in the book are left alone.
+    """
+    row, _rank, classes, logits = flatten(blended)
+    codes, cls = np.unique(classes.astype(str), return_inverse=True)
+    target = shares.reindex(codes).fillna(0.0).to_numpy()
+    script = script_of(codes)
+    char = codes != SEG_FP
+    shift = np.zeros(len(codes))
+    n = len(blended)
+
+    def counts(shift: np.ndarray) -> np.ndarray:  # expected count of each class
+        z = logits + shift[cls]
+        top = np.full(n, -np.inf)
+        np.maximum.at(top, row, z)
+        e = np.exp(z - top[row])
+        return np.bincount(cls, weights=e / np.bincount(row, weights=e, minlength=n)[row],
+                           minlength=len(codes))
+
+    # The classes to fit, chosen once; their shares are matched among themselves, so
+    # the mass the book spreads over rare classes does not pull every common one up.
+    got = counts(shift)
+    mass = np.bincount(script[char], weights=got[char], minlength=2)
+    fit = char & (target * mass[script] >= min_expected)
+    share = target / np.maximum(np.bincount(script[fit], weights=target[fit],
+                                            minlength=2)[script], 1e-12)
+    for _ in range(steps):
+        got = counts(shift)
+        expected = share * np.bincount(script[fit], weights=got[fit], minlength=2)[script]
+        # Two Poisson standard deviations either way are chance, not the hand.
+        slack = 2 * np.sqrt(expected)
+        goal = np.clip(got, expected - slack, expected + slack)
+        step = rate * (np.log(np.maximum(goal[fit], 0.5)) - np.log(np.maximum(got[fit], 0.5)))
+        shift[fit] = np.clip(shift[fit] + step, -max_shift, max_shift)
+    return {str(c): float(s) for c, s in zip(codes, shift, strict=True) if s}
 
 
 def seg_fp_lead(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -52,6 +52,10 @@ class Bundle(BaseModel):
     # Lowered seg_fp logit of every classifier on the pages it reads (kzjobs.blend.
     # shift_seg_fp): the adaptation's, fitted on the incoming collections (pseudo.seg_fp_shift).
     seg_fp_shift: float = Field(0.0, ge=0.0)
+    # {book: {code: shift}} added to every classifier's logits on that book's pages
+    # (kzjobs.blend.fit_class_shift): the adaptation's, per book of the incoming
+    # collections (pseudo.class_shift). Other books' pages are read as they are.
+    class_shifts: dict[str, dict[str, float]] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 
     def files(self) -> list[str]:
@@ -158,9 +162,11 @@ class BundleJob(Job):
         report = root.read_json("level2/report.json") if root.exists("level2/report.json") else {}
         use_level2 = level2_helps(report)
         # An adapted run's shift is the one its pseudolabel job set; else the profile's.
-        shift = self.profile.pseudo.seg_fp_shift
+        shift, class_shifts = self.profile.pseudo.seg_fp_shift, {}
         if root.exists(PSEUDO_REPORT):
-            shift = root.read_json(PSEUDO_REPORT).get("seg_fp_shift", {}).get("shift", 0.0)
+            adapted = root.read_json(PSEUDO_REPORT)
+            shift = adapted.get("seg_fp_shift", {}).get("shift", 0.0)
+            class_shifts = adapted.get("class_shift", {}).get("books", {})
         shift = 0.0 if shift == "fit" else float(shift)
         bundle = Bundle(
             profile=self.profile.name,
@@ -176,8 +182,10 @@ class BundleJob(Job):
             ),
             vocabulary="vocabulary.json",
             seg_fp_shift=shift,
+            class_shifts=class_shifts,
             metrics={k: v for k, v in report.items() if isinstance(v, int | float)}
-            | {"level2_used": float(use_level2), "seg_fp_shift": shift},
+            | {"level2_used": float(use_level2), "seg_fp_shift": shift,
+               "class_shift_books": float(len(class_shifts))},
         )
         bundle.save(root)  # refuses a bundle with a missing file
         return {"bundle": self.run_prefix, "files": bundle.files(), "metrics": bundle.metrics,

@@ -11,7 +11,10 @@ Before the rule, the incoming blend's ``seg_fp`` logit may be lowered (the profi
 ``pseudo.seg_fp_shift``, fitted without labels; :func:`fit_shift`): models read an
 unfamiliar hand by calling many of its characters ``seg_fp``, and kept as labels those
 calls would teach them to drop the hand. The shift is reported, and the bundle carries
-it to every page recognition reads.
+it to every page recognition reads. Then each book's class logits may be shifted so
+that the book's class shares match the OOF pages' (``pseudo.class_shift``;
+:func:`fit_class_shifts`): a hand whose ``せ`` the models read as ``ぜ`` makes far more
+``ぜ`` than the books they know. The bundle carries these shifts to those books' pages.
 
 The output is a ``train.csv``-format file (``CODE x y w h``, ``seg_fp`` allowed) of
 the kept boxes per page, which the classifier's training job takes as extra
@@ -163,6 +166,26 @@ def fit_shift(blended: pd.DataFrame, known: pd.DataFrame | None, cfg: PseudoConf
         "incoming_shifted": seg_fp_rate(shift_seg_fp(blended, shift), within - shift)}}
 
 
+def fit_class_shifts(blended: pd.DataFrame, known: pd.DataFrame | None, cfg: PseudoConfig
+                     ) -> dict[str, dict[str, float]]:
+    """``{book: {code: shift}}`` for an incoming blend when ``cfg.class_shift`` is on:
+    each book's shifts fitted to the class shares of ``known``, the same models' OOF
+    blend (:func:`kzjobs.blend.fit_class_shift`). Empty when off."""
+    from kzjobs.blend import class_shares, fit_class_shift
+    from kzjobs.data.books import book_id
+
+    if not cfg.class_shift:
+        return {}
+    if known is None:
+        raise ValueError("class shifts need the training run's OOF predictions (--run) to "
+                         "know how often its models call each class")
+    shares = class_shares(known)
+    books = blended["image_id"].map(book_id)
+    return {book: fit_class_shift(part.reset_index(drop=True), shares,
+                                  max_shift=cfg.max_class_shift)
+            for book, part in blended.groupby(books)}
+
+
 def _finite(value: float) -> float | None:
     """JSON has no infinity: a threshold nothing passes is reported as null."""
     return value if value != float("inf") else None
@@ -192,6 +215,7 @@ class PseudoJob(Job):
             box_folds,
             load_oof,
             load_predictions,
+            shift_books,
             shift_seg_fp,
         )
         from kzjobs.data.format import SEG_FP, write_annotations
@@ -215,6 +239,9 @@ class PseudoJob(Job):
         blended = blend(frames, quarantine=quarantine)
         shift = fit_shift(blended, known, cfg)
         blended = shift_seg_fp(blended, shift["shift"])
+        class_shifts = fit_class_shifts(blended, known, cfg)
+        winner_before, _, _ = margins(blended)
+        blended = shift_books(blended, class_shifts)
         kept, threshold = select(blended, cfg, threshold=threshold)
         pages = labels(blended, kept)
         self.store.write_bytes(self.out, write_annotations(pages))
@@ -227,6 +254,8 @@ class PseudoJob(Job):
             "seg_fp_kept": int((kept & (winner == SEG_FP)).sum()),
             "threshold": _finite(threshold),
             "seg_fp_shift": shift,
+            "class_shift": {"books": class_shifts,
+                            "winners_changed": int((winner != winner_before).sum())},
             "pages": int(blended["image_id"].nunique()), "pages_with_labels": len(pages),
             "quarantined": len(quarantine),
             "validation": evaluate(known, cfg) if known is not None else None,

@@ -11,16 +11,20 @@ import pytest
 from kzjobs.blend import (
     attach_truth,
     blend,
+    class_shares,
+    fit_class_shift,
     fit_seg_fp_shift,
     load_predictions,
     read_predictions,
+    script_of,
     seg_fp_rate,
+    shift_classes,
     shift_seg_fp,
     top_two,
     truth_frame,
 )
 from kzjobs.data.format import SEG_FP, UNKNOWN, Box
-from kzjobs.level2.simulate import KindSpec, simulate, unfamiliar_hand
+from kzjobs.level2.simulate import KindSpec, misread, simulate, unfamiliar_hand
 
 
 def frame(rows, kind="k", fold=0):
@@ -133,6 +137,49 @@ def test_a_fitted_shift_brings_back_the_characters_an_unfamiliar_hand_loses():
     # the window is the cap: unsure calls up to 2 logits, all but `allowed` of them undone
     assert 1.7 < fit_seg_fp_shift(strange, target, max_shift=2.0) <= 2.0
     assert fit_seg_fp_shift(strange, 1.0, max_shift=6.0) == 0.0
+
+
+def test_a_fitted_class_shift_undoes_an_unfamiliar_hands_misreadings():
+    kinds = (KindSpec("a", acc_good=0.9, acc_bad=0.9),)
+    args = {"kinds": kinds, "n_classes": 30, "merged": 0.0, "noise": 0.0}
+    train = simulate(books=4, pages_per_book=3, seed=21, **args)
+    shares = class_shares(blend(train.oof()))
+    assert shares.sum() == pytest.approx(1.0)  # one script here: every code is a kanji
+    new = simulate(books=1, pages_per_book=6, seed=22, book_prefix="t", **args)
+    truth = truth_frame(new.boxes)
+    plain = blend(new.frames)
+    common, other = shares.index[0], shares.index[3]
+    strange = blend([misread(f, common, other, 0.8, seed=0) for f in new.frames])
+
+    def accuracy(blended, code=None):
+        known = attach_truth(blended, truth)
+        right = top_two(known)[0] == known["true"].to_numpy(dtype=object)
+        return float(right[known["true"].to_numpy() == code].mean() if code else right.mean())
+
+    assert accuracy(strange, common) < 0.35 < accuracy(plain, common) - 0.5
+    shift = fit_class_shift(strange, shares)
+    # the hand's extra calls of `other` go back to `common`, second on those boxes
+    assert shift[other] < -0.5 and shift[common] - shift[other] > 1.0
+    assert max(map(abs, shift.values())) <= 3.0
+    fixed = shift_classes(strange, shift)
+    # most of the hand's misreadings are undone, at the cost of few other boxes
+    assert accuracy(fixed, common) > 0.8
+    assert accuracy(fixed) > accuracy(strange) + 0.03
+    assert accuracy(fixed) > accuracy(plain) - 0.02
+    # A book read as the models read their own books barely moves.
+    calm = shift_classes(plain, fit_class_shift(plain, shares))
+    assert (top_two(calm)[0] != top_two(plain)[0]).mean() < 0.02
+    # Rare classes (expected under min_expected times) are never shifted.
+    assert not fit_class_shift(strange, shares, min_expected=1e6)
+
+
+def test_class_shares_are_within_a_script():
+    assert list(script_of(["U+3042", "U+30AB", "U+4E00", SEG_FP, "U+xyz"])) == [0, 0, 1, 1, 1]
+    # a book with twice the kana reads the same shares
+    rows = [("p_000", i, [c], [5.0]) for i, c in enumerate(
+        ["U+3042"] * 4 + ["U+3044"] * 2 + ["U+4E00"] * 3 + [SEG_FP] * 5)]
+    shares = class_shares(blend([frame(rows)]))
+    assert shares.to_dict() == pytest.approx({"U+3042": 2 / 3, "U+3044": 1 / 3, "U+4E00": 1.0})
 
 
 def test_bad_rows_are_quarantined_and_the_rest_goes_on():

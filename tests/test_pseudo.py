@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from kzjobs.blend import attach_truth, blend, box_folds, truth_frame
 from kzjobs.data.format import BOX_CODES, SEG_FP, read_annotations, write_annotations
 from kzjobs.level2.config import PseudoConfig
-from kzjobs.level2.simulate import KindSpec, simulate, unfamiliar_hand
+from kzjobs.level2.simulate import KindSpec, misread, simulate, unfamiliar_hand
 from kzjobs.pseudo import calibrate, evaluate, labels, margins, select
 
 
@@ -165,12 +165,30 @@ def test_pseudo_command_on_an_incoming_collection(tmp_path):
     assert shift["rates"]["incoming"] < shift["rates"]["oof"] + 0.03
 
 
+def pseudo_with(tmp_path, name: str, **rule) -> tuple[dict, dict]:
+    """The pseudo command on ``incoming/c/preds`` of the run ``runs/r`` in ``tmp_path``,
+    tiny's profile with a margin rule and ``rule``: ``(report, kept labels)``."""
+    from kzjobs.cli import app
+    from kzjobs.profile import load_profile
+    from kzjobs.store import open_store
+
+    prof = load_profile("tiny").model_dump(mode="json")
+    prof["pseudo"] |= {"rule": "margin", "min_margin": 2.0, "max_second": 99.0} | rule
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps(prof))
+    out = f"runs/r/pseudo/{name}.csv"
+    result = CliRunner().invoke(app, ["pseudo", "--preds", "incoming/c/preds", "--out", out,
+                                      "--run", "runs/r", "--store", str(tmp_path),
+                                      "--profile", str(path)])
+    assert result.exit_code == 0, result.output
+    kept = read_annotations(open_store(tmp_path).read_bytes(out), allow=BOX_CODES)
+    return json.loads(result.stdout), kept
+
+
 def test_pseudolabels_in_an_unfamiliar_hand_with_and_without_the_seg_fp_shift(tmp_path):
     """Read in a hand the models do not know, characters come out as sure seg_fp: kept
     as labels they would teach the models to drop that hand. The fitted shift sees the
     excess of seg_fp calls without labels and undoes it."""
-    from kzjobs.cli import app
-    from kzjobs.profile import load_profile
     from kzjobs.store import open_store
 
     kinds = (KindSpec("a", acc_good=0.8, acc_bad=0.8),)
@@ -183,20 +201,10 @@ def test_pseudolabels_in_an_unfamiliar_hand_with_and_without_the_seg_fp_shift(tm
     truth = {(i, b.x, b.y, b.w, b.h): b.code for i, bs in new.boxes.items() for b in bs}
 
     def pseudo(shift):
-        prof = load_profile("tiny").model_dump(mode="json")
-        prof["pseudo"] |= {"rule": "margin", "min_margin": 2.0, "max_second": 99.0,
-                           "seg_fp_shift": shift}
-        path = tmp_path / f"shift-{shift}.yaml"
-        path.write_text(json.dumps(prof))
-        out = f"runs/r/pseudo/{shift}.csv"
-        result = CliRunner().invoke(app, ["pseudo", "--preds", "incoming/c/preds", "--out", out,
-                                          "--run", "runs/r", "--store", str(tmp_path),
-                                          "--profile", str(path)])
-        assert result.exit_code == 0, result.output
-        kept = read_annotations(store.read_bytes(out), allow=BOX_CODES)
+        report, kept = pseudo_with(tmp_path, f"shift-{shift}", seg_fp_shift=shift)
         dropped_chars = sum(b.code == SEG_FP and truth[(i, b.x, b.y, b.w, b.h)] != SEG_FP
                             for i, bs in kept.items() for b in bs)
-        return json.loads(result.stdout), dropped_chars
+        return report, dropped_chars
 
     plain, plain_dropped = pseudo(0)
     fitted, fitted_dropped = pseudo("fit")
@@ -206,3 +214,39 @@ def test_pseudolabels_in_an_unfamiliar_hand_with_and_without_the_seg_fp_shift(tm
     assert rates["incoming_shifted"] < rates["oof"] + 0.01  # the OOF's, give or take chance
     assert 0.5 < fitted["seg_fp_shift"]["shift"] <= 3.5
     assert plain_dropped > 20 and fitted_dropped <= plain_dropped // 4
+
+
+def test_class_shifts_undo_a_hands_misreading_before_pseudolabels_are_chosen(tmp_path):
+    """A hand whose most common character the models read as another: kept as labels,
+    those calls would teach the models the hand's misreading. Per-book class shifts,
+    fitted without labels, give most of those boxes back their own class."""
+    from kzjobs.blend import class_shares
+    from kzjobs.store import open_store
+
+    kinds = (KindSpec("a", acc_good=0.9, acc_bad=0.9),)
+    args = {"kinds": kinds, "n_classes": 30, "merged": 0.0, "noise": 0.0}
+    train = simulate(books=4, pages_per_book=3, seed=21, **args)
+    new = simulate(books=2, pages_per_book=6, seed=22, book_prefix="t", **args)
+    shares = class_shares(blend(train.oof()))
+    common, other = shares.index[0], shares.index[3]
+    store = open_store(tmp_path)
+    write_run(store, "runs/r", train)
+    write_frames(store, "incoming/c/preds",
+                 [misread(f, common, other, 0.8, seed=0) for f in new.frames], "preds.parquet")
+    truth = {(i, b.x, b.y, b.w, b.h): b.code for i, bs in new.boxes.items() for b in bs}
+
+    def right_on_common(kept):
+        labels = [b.code for i, bs in kept.items() for b in bs
+                  if truth[(i, b.x, b.y, b.w, b.h)] == common]
+        return np.mean([c == common for c in labels]), len(labels)
+
+    # Every box kept: the labels are the blend's calls, before and after the shifts.
+    plain, plain_kept = pseudo_with(tmp_path, "plain", min_margin=0.0)
+    fitted, fitted_kept = pseudo_with(tmp_path, "classes", min_margin=0.0, class_shift=True)
+    assert plain["class_shift"] == {"books": {}, "winners_changed": 0}
+    books = fitted["class_shift"]["books"]
+    assert sorted(books) == ["ta", "tb"]
+    assert all(b[other] < -0.5 for b in books.values())
+    assert fitted["class_shift"]["winners_changed"] > 20
+    (before, n), (after, n_after) = right_on_common(plain_kept), right_on_common(fitted_kept)
+    assert n == n_after > 50 and before < 0.4 and after > 0.8, (before, after)

@@ -184,8 +184,8 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
                                                "classify/resnet18/fold1/model.pt"]}
 
 
-def test_the_bundle_carries_the_seg_fp_shift_its_adaptation_fitted(tmp_path, make_bundle,
-                                                                   make_heldout):
+def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bundle,
+                                                              make_heldout):
     from kzjobs.bundle import BundleJob, open_bundle
     from kzjobs.plan import PSEUDO_LABELS, PSEUDO_REPORT
     from kzjobs.pseudo import default_report_key
@@ -207,10 +207,14 @@ def test_the_bundle_carries_the_seg_fp_shift_its_adaptation_fitted(tmp_path, mak
         return open_bundle(run, store)[0]
 
     make_heldout(open_store(tmp_path), "train")
-    adapted = bundle_of("adapted", {"seg_fp_shift": {"shift": 2.5, "rule": "fit"}})
+    books = {"ta": {"U+3042": 1.5, "U+3044": -0.5}, "tb": {}}
+    adapted = bundle_of("adapted", {"seg_fp_shift": {"shift": 2.5, "rule": "fit"},
+                                    "class_shift": {"books": books, "winners_changed": 9}})
     assert adapted.seg_fp_shift == 2.5 and adapted.metrics["seg_fp_shift"] == 2.5
+    assert adapted.class_shifts == books and adapted.metrics["class_shift_books"] == 2
     # No incoming collection: tiny's rule is "fit", with nothing to fit on.
-    assert bundle_of("plain", None).seg_fp_shift == 0.0
+    plain = bundle_of("plain", None)
+    assert plain.seg_fp_shift == 0.0 and plain.class_shifts == {}
 
 
 def test_jobs_starting_together_share_one_fresh_embedded_registry(tmp_path):

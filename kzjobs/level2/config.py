@@ -86,3 +86,10 @@ class PseudoConfig(BaseModel):
     # learn from, are never shifted.
     seg_fp_shift: Literal["fit"] | Annotated[float, Field(ge=0.0)] = 0.0
     max_seg_fp_shift: float = Field(6.0, ge=0.0)
+    # Per-book class shifts on the incoming collection (kzjobs.blend.fit_class_shift; no
+    # labels needed): each book's class shares are brought, within chance, to those the
+    # same models call on their OOF pages. An unfamiliar hand's systematic misreadings
+    # (its せ read as ぜ) are undone before pseudolabels are chosen, and the bundle carries
+    # each book's shifts to the recognition of its pages. Needs the OOF run (--run).
+    class_shift: bool = False
+    max_class_shift: float = Field(3.0, ge=0.0)

@@ -15,7 +15,8 @@ what a blend, a pseudolabel rule or level 2 should achieve:
 - *noise* false boxes (seals, marks) stand apart: models mostly say ``seg_fp``.
 
 :func:`unfamiliar_hand` turns a model's frame into its reading of a hand it was not
-trained on: ``seg_fp`` first on characters it does not recognise.
+trained on: ``seg_fp`` first on characters it does not recognise; :func:`misread`, one
+class read as another.
 """
 
 from __future__ import annotations
@@ -129,6 +130,25 @@ def unfamiliar_hand(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFram
         lead = logits[i][0] + rng.uniform(0.5, 3.0)
         classes[i] = [SEG_FP, *classes[i][:-1]]
         logits[i] = np.array([lead, *logits[i][:-1]], np.float32)
+    return frame.assign(classes=classes, logits=logits)
+
+
+def misread(frame: pd.DataFrame, code: str, as_code: str, share: float, seed: int
+            ) -> pd.DataFrame:
+    """``frame`` as read in a hand whose ``code`` looks like ``as_code`` to the model: on
+    ``share`` of the boxes it reads as ``code``, ``as_code`` comes first, 0.5-2 logits
+    ahead, and ``code`` second. Every model given the same ``seed`` stumbles on the same
+    boxes."""
+    rng = np.random.default_rng(seed)
+    classes, logits = list(frame["classes"]), list(frame["logits"])
+    for i in np.flatnonzero(rng.random(len(frame)) < share):
+        if classes[i][0] != code:
+            continue
+        rest = [(c, v) for c, v in zip(classes[i], logits[i], strict=True) if c != as_code]
+        lead = logits[i][0] + rng.uniform(0.5, 2.0)
+        kept = rest[:len(classes[i]) - 1]
+        classes[i] = [as_code, *(c for c, _ in kept)]
+        logits[i] = np.array([lead, *(v for _, v in kept)], np.float32)
     return frame.assign(classes=classes, logits=logits)
 
 

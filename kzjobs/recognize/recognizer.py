@@ -8,7 +8,7 @@ top class, which is the ablation's "blend" step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,7 @@ class Recognizer:
         level2: Level2Model | None,
         device: torch.device,
         seg_fp_shift: float = 0.0,
+        class_shifts: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.profile = profile
         self.detector = detector.to(device).eval()  # load_detector's layout is kept
@@ -56,6 +57,7 @@ class Recognizer:
         self.level2 = level2
         self.device = device
         self.seg_fp_shift = seg_fp_shift  # the bundle's adaptation to new books
+        self.class_shifts = dict(class_shifts or {})  # and to each book of its collections
 
     @classmethod
     def from_bundle(
@@ -92,7 +94,8 @@ class Recognizer:
         level2 = None
         if bundle.level2.lightgbm:
             level2 = Level2Model.load(root, bundle.level2.prefix)
-        return cls(prof, detector, classifiers, level2, torch_device, bundle.seg_fp_shift)
+        return cls(prof, detector, classifiers, level2, torch_device, bundle.seg_fp_shift,
+                   bundle.class_shifts)
 
     def detect(self, image: Image.Image) -> list[Box]:
         from kzjobs.detect.engine import detect_page
@@ -103,11 +106,16 @@ class Recognizer:
 
     def classify(self, image_id: str, image: Image.Image, boxes: list[Box]) -> list[pd.DataFrame]:
         """One prediction frame per classifier (the classifier's parquet schema), its
-        ``seg_fp`` logit lowered by the bundle's shift."""
-        from kzjobs.blend import predictions_frame, shift_seg_fp
+        ``seg_fp`` logit lowered by the bundle's shift, and its classes shifted by the
+        bundle's shifts for the page's book, if any."""
+        from kzjobs.blend import predictions_frame, shift_classes
         from kzjobs.classify.predict import page_table, predict_logits
+        from kzjobs.data.books import book_id
 
         cfg = self.profile.classify
+        shift = dict(self.class_shifts.get(book_id(image_id), {}))
+        if self.seg_fp_shift:
+            shift[SEG_FP] = -self.seg_fp_shift
         array = np.asarray(image)
         frames = []
         for c in self.classifiers:
@@ -117,7 +125,7 @@ class Recognizer:
                 image_id, boxes, logits, c.vocab, top_k=cfg.top_k, kind=c.kind, fold=c.fold
             )
             frame = predictions_frame(table, name=f"{c.kind}/fold{c.fold}")
-            frames.append(shift_seg_fp(frame, self.seg_fp_shift))
+            frames.append(shift_classes(frame, shift))
         return frames
 
     def decide(self, frames: list[pd.DataFrame]) -> pd.DataFrame:

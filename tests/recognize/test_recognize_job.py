@@ -155,12 +155,14 @@ def test_inference_folds_reads_pages_with_the_first_folds_of_each_kind(tmp_path)
     assert [c.fold for c in first.classifiers] == [0]
 
 
-def test_the_bundles_seg_fp_shift_lowers_every_classifiers_seg_fp_logit(setup):
-    """The shift the adaptation fitted reaches every page the recognizer reads: each
-    classifier's seg_fp logit, and nothing else, comes down by it."""
+def test_the_bundles_shifts_reach_every_classifiers_logits(setup):
+    """The shifts the adaptation fitted reach the pages the recognizer reads: each
+    classifier's seg_fp logit comes down by the seg_fp shift on every page, and the
+    classes of a book's shifts move by them on that book's pages only."""
     import numpy as np
 
     from kzjobs.bundle import open_bundle
+    from kzjobs.data.books import book_id
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import SEG_FP
     from kzjobs.recognize.recognizer import Recognizer
@@ -168,26 +170,30 @@ def test_the_bundles_seg_fp_shift_lowers_every_classifiers_seg_fp_logit(setup):
     _root, store = setup
     bundle, root = open_bundle("model", store)
     plain = Recognizer.from_bundle(bundle, root, device="cpu")
-    shifted = Recognizer.from_bundle(bundle.model_copy(update={"seg_fp_shift": 2.5}), root,
-                                     device="cpu")
-    assert (plain.seg_fp_shift, shifted.seg_fp_shift) == (0.0, 2.5)
     coll = Dataset.open("coll", store)
     image_id = next(i for i in coll.image_ids() if i != "synzA_009")
     page = coll.read_image(image_id)
     boxes = plain.detect(page)
     assert boxes
-    seen = 0
-    for a, b in zip(plain.classify(image_id, page, boxes),
-                    shifted.classify(image_id, page, boxes), strict=True):
-        for ca, la, cb, lb in zip(a["classes"], a["logits"], b["classes"], b["logits"],
-                                  strict=True):
-            before, after = dict(zip(ca, la, strict=True)), dict(zip(cb, lb, strict=True))
-            assert before.keys() == after.keys()
-            for code, logit in before.items():
-                want = logit - 2.5 if code == SEG_FP else logit
-                assert np.isclose(after[code], want, atol=1e-5)
-            seen += SEG_FP in before
-    assert seen > 0
+    codes = sorted({c for f in plain.classify(image_id, page, boxes) for cs in f["classes"]
+                    for c in cs} - {SEG_FP})
+    book_shift = {codes[0]: 1.5, codes[1]: -0.75}
+    for book, moved in ((book_id(image_id), book_shift), ("another", {})):
+        shifted = Recognizer.from_bundle(bundle.model_copy(update={
+            "seg_fp_shift": 2.5, "class_shifts": {book: book_shift}}), root, device="cpu")
+        assert (plain.seg_fp_shift, shifted.seg_fp_shift) == (0.0, 2.5)
+        seen = 0
+        for a, b in zip(plain.classify(image_id, page, boxes),
+                        shifted.classify(image_id, page, boxes), strict=True):
+            for ca, la, cb, lb in zip(a["classes"], a["logits"], b["classes"], b["logits"],
+                                      strict=True):
+                before, after = dict(zip(ca, la, strict=True)), dict(zip(cb, lb, strict=True))
+                assert before.keys() == after.keys()
+                for code, logit in before.items():
+                    want = logit - 2.5 if code == SEG_FP else logit + moved.get(code, 0.0)
+                    assert np.isclose(after[code], want, atol=1e-5)
+                seen += SEG_FP in before and codes[0] in before
+        assert seen > 0
 
 
 def _pages(store, copies: int) -> list:
