@@ -226,7 +226,8 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     from bench.errors import reading_errors
 
     errors = {"rung": last} | reading_errors(truth, decisions[last], boxes_by_page)
-    matched = list(decisions)[-1]  # the last rung with class shares matched
+    matched = "+ level 2, class shares matched" if "+ level 2, class shares matched" in (
+        decisions) else last
     return {"ladder": ladder, "seg_fp_shift": shift | {"bundle": bundle.seg_fp_shift},
             "class_shift": class_shift | {"bundle_books": sorted(bundle.class_shifts)},
             "errors": errors,
@@ -256,6 +257,12 @@ def adaptation_rungs(ladder: dict[str, Any], store: Any, run: str, prof: Any,
     seg_fp = fit_shift(incoming, known, prof.pseudo.model_copy(update={"seg_fp_shift": "fit"}))
     books = fit_class_shifts(incoming, known, prof.pseudo.model_copy(update={"class_shift": True}))
 
+    level2 = None
+    if "+ level 2" in ladder:
+        from kzjobs.level2.model import Level2Model, predict
+
+        level2 = Level2Model.load(store.child(run), "level2")
+
     def rungs(label: str, shift: Callable[[Any], Any]) -> None:
         def shifted(chosen: list[str]) -> list[Any]:
             return [shift(f) for f in of_kinds(chosen)]
@@ -263,10 +270,7 @@ def adaptation_rungs(ladder: dict[str, Any], store: Any, run: str, prof: Any,
         ladder[f"blend, {label}"] = f1_of(top_class(shifted(base)))
         if tuned:
             ladder[f"blend + pseudolabels, {label}"] = f1_of(top_class(shifted(tuned)))
-        if "+ level 2" in ladder:
-            from kzjobs.level2.model import Level2Model, predict
-
-            level2 = Level2Model.load(store.child(run), "level2")
+        if level2 is not None:
             ladder[f"+ level 2, {label}"] = f1_of(predict(shifted(list(level2.kinds)), level2),
                                                   f"+ level 2, {label}")
 

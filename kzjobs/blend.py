@@ -389,13 +389,12 @@ def shift_books(frame: pd.DataFrame, shifts: Mapping[str, Mapping[str, float]]
 
 def script_of(codes: Iterable[str]) -> np.ndarray:
     """Per code: 0 for kana (``U+3040``-``U+30FF``), 1 for any other character."""
-    def kana(code: str) -> bool:
-        try:
-            return 0x3040 <= int(str(code)[2:], 16) <= 0x30FF
-        except ValueError:
-            return False
+    from kzjobs.data.format import code_to_char, is_code_point
 
-    return np.array([0 if kana(c) else 1 for c in codes], dtype=np.int64)
+    def kana(code: str) -> bool:
+        return is_code_point(code) and 0x3040 <= ord(code_to_char(code)) <= 0x30FF
+
+    return np.array([0 if kana(str(c)) else 1 for c in codes], dtype=np.int64)
 
 
 def class_shares(blended: pd.DataFrame) -> pd.Series:
