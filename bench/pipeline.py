@@ -344,6 +344,33 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     }
 
 
+def read_time_adaptation(store: Any, run: str, heldout: str, work: Path) -> dict[str, Any]:
+    """The held-out books read by ``kzjobs recognize`` (level 2 and all) three ways, on the
+    same pages: with the class shifts the retraining run fitted for them (the bundle's),
+    as books scanned after that run (a manifest without them), and as such books with
+    shifts fitted at read time (``--adapt``)."""
+    from kzjobs.bundle import Bundle, copy_bundle
+    from kzjobs.evaluate import evaluate_model
+    from kzjobs.store import open_store
+
+    bundle = Bundle.load(store.child(run))
+    unseen = work / "model-unseen-books"
+    copy_bundle(bundle, store.child(run), unseen)
+    bundle.model_copy(update={"class_shifts": {}}).save(open_store(unseen))
+    stamp = int(time.time())
+    reads = {"the bundle's shifts": (run, None), "no shifts": (str(unseen), False),
+             "no shifts, fitted at read time": (str(unseen), True)}
+    result = {}
+    for name, (model, adapt) in reads.items():
+        started = time.perf_counter()
+        scored = evaluate_model(model, heldout, store, out=f"bench-adapt/{stamp}-{len(result)}",
+                                profile=None, adapt=adapt)
+        result[name] = {"f1": round(scored["f1"], 4),
+                        "by_book": {b: round(c["f1"], 4) for b, c in scored["by_book"].items()},
+                        "seconds": round(time.perf_counter() - started, 1)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -403,6 +430,7 @@ def main() -> None:
                                f"{plan.run}/bench-stage-seconds.json")
     quality = ablation(store, plan.run, "datasets/heldout", args.profile)
     adapted = adaptation(store, plan, "datasets/heldout")
+    read_time = read_time_adaptation(store, plan.run, "datasets/heldout", work)
 
     from bench.tesseract import run_tesseract_bench
     from kzjobs.data.dataset import Dataset
@@ -435,6 +463,7 @@ def main() -> None:
         "model_train_seconds": model_train_seconds(store, plan.run),
         "quality": quality,
         "adaptation": adapted,
+        "read_time_adaptation": read_time,
         "tesseract": {k: tesseract[k] for k in tesseract if k not in ("pages_detail",)},
         "recognize_speed": speed,
         "bundle": str(model_dir),

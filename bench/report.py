@@ -100,6 +100,14 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
             "the true class among the candidates for "
             f"{l2['candidate_recall']:.1%} of boxes)",
         ]
+    if read_time := r.get("read_time_adaptation"):
+        lines += ["", "`kzjobs recognize` on the held-out pages, as books the retraining run "
+                  "adapted to and as books scanned after it (`bench.pipeline."
+                  "read_time_adaptation`):", "", "| class shifts | F1 | per book | seconds |",
+                  "| --- | --- | --- | --- |"]
+        for name, fig in read_time.items():
+            books = ", ".join(f"{b} {f:.3f}" for b, f in fig["by_book"].items())
+            lines.append(f"| {name} | {fig['f1']:.4f} | {books} | {fig['seconds']} |")
     lines += ["", "| recognize | pages/s (job) | pages/s (wall, with model load) | peak RSS MB |",
               "| --- | --- | --- | --- |"]
     for s in r["recognize_speed"]:

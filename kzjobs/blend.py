@@ -135,6 +135,13 @@ def read_truth(store: Store, keys: Iterable[str]) -> pd.DataFrame:
     return truth_frame(pages)
 
 
+def oof_keys(store: Store, run: str, kinds: Iterable[str] | None = None) -> list[str]:
+    """``<run>/classify/<kind>/fold{K}/oof.parquet`` of every kind found, or of ``kinds``."""
+    wanted = set(kinds) if kinds is not None else None
+    return [k for k in store.list(f"{run.rstrip('/')}/classify")
+            if key_name(k) == "oof.parquet" and (wanted is None or k.split("/")[-3] in wanted)]
+
+
 def load_oof(store: Store, run: str, kinds: Iterable[str] | None = None
              ) -> tuple[list[pd.DataFrame], pd.DataFrame]:
     """A training run's OOF classifier predictions and their truth.
@@ -143,11 +150,7 @@ def load_oof(store: Store, run: str, kinds: Iterable[str] | None = None
     ``kinds``) and the detector's ``<run>/detect/fold{K}/oof.csv`` box files.
     """
     run = run.rstrip("/")
-    wanted = set(kinds) if kinds is not None else None
-    pred_keys = [
-        k for k in store.list(f"{run}/classify")
-        if key_name(k) == "oof.parquet" and (wanted is None or k.split("/")[-3] in wanted)
-    ]
+    pred_keys = oof_keys(store, run, kinds)
     box_keys = [k for k in store.list(f"{run}/detect") if key_name(k) == "oof.csv"]
     if not pred_keys:
         raise ValueError(f"no classifier OOF predictions under {run}/classify in {store.uri}")
@@ -453,6 +456,16 @@ def fit_class_shift(blended: pd.DataFrame, shares: pd.Series, *, max_shift: floa
         step = rate * (np.log(np.maximum(goal[fit], 0.5)) - np.log(np.maximum(got[fit], 0.5)))
         shift[fit] = np.clip(shift[fit] + step, -max_shift, max_shift)
     return {str(c): float(s) for c, s in zip(codes, shift, strict=True) if s}
+
+
+def fit_book_shifts(blended: pd.DataFrame, shares: pd.Series, *, max_shift: float = 3.0
+                    ) -> dict[str, dict[str, float]]:
+    """``{book: {code: shift}}``: :func:`fit_class_shift` on each book's boxes of a blend."""
+    from kzjobs.data.books import book_id
+
+    books = blended["image_id"].map(book_id)
+    return {str(book): fit_class_shift(part.reset_index(drop=True), shares, max_shift=max_shift)
+            for book, part in blended.groupby(books)}
 
 
 def seg_fp_lead(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,9 @@ class Bundle(BaseModel):
     # (kzjobs.blend.fit_class_shift): the adaptation's, per book of the incoming
     # collections (pseudo.class_shift). Other books' pages are read as they are.
     class_shifts: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # {code: share}: how often the blend calls each class on its OOF pages, within its
+    # script (kzjobs.blend.class_shares): what recognition fits a new book's shifts to.
+    class_shares: dict[str, float] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 
     def files(self) -> list[str]:
@@ -143,6 +146,7 @@ class BundleJob(Job):
     dataset: str  # the training dataset: the characters of the codes
 
     def run(self) -> dict[str, Any]:
+        from kzjobs.blend import blend, class_shares, load_predictions, oof_keys
         from kzjobs.data.dataset import Dataset
         from kzjobs.data.format import code_to_char
         from kzjobs.folds import load_folds
@@ -168,6 +172,9 @@ class BundleJob(Job):
             shift = adapted.get("seg_fp_shift", {}).get("shift", 0.0)
             class_shifts = adapted.get("class_shift", {}).get("books", {})
         shift = 0.0 if shift == "fit" else float(shift)
+        if not (keys := oof_keys(self.store, self.run_prefix, meta["kinds"])):
+            raise ValueError(f"no OOF predictions of {meta['kinds']} under {self.run_prefix}")
+        shares = class_shares(blend(load_predictions(self.store, keys)))
         bundle = Bundle(
             profile=self.profile.name,
             profile_data=self.profile.model_dump(mode="json", by_alias=True),
@@ -183,6 +190,7 @@ class BundleJob(Job):
             vocabulary="vocabulary.json",
             seg_fp_shift=shift,
             class_shifts=class_shifts,
+            class_shares={str(c): round(float(v), 6) for c, v in shares.items()},
             metrics={k: v for k, v in report.items() if isinstance(v, int | float)}
             | {"level2_used": float(use_level2), "seg_fp_shift": shift,
                "class_shift_books": float(len(class_shifts))},

@@ -18,9 +18,11 @@ from kzjobs.store import Store, join
 
 
 def evaluate_model(
-    model: str, dataset: str, store: Store, *, out: str, profile: str
+    model: str, dataset: str, store: Store, *, out: str, profile: str | None,
+    adapt: bool | None = None,
 ) -> dict[str, Any]:
-    """Recognize every page of a labelled dataset with ``model`` into ``out`` and score it."""
+    """Recognize every page of a labelled dataset with ``model`` into ``out`` and score it
+    (``profile`` and ``adapt`` as ``kzjobs recognize`` takes them)."""
     from kzjobs.data.format import read_submission
     from kzjobs.metric import score
     from kzjobs.recognize.job import RecognizeJob
@@ -33,7 +35,7 @@ def evaluate_model(
     if not ds.labelled:
         raise ValueError(f"held-out dataset {dataset!r} has no train.csv")
     recognized = RecognizeJob(store_uri=store.uri, profile_name=profile, model=model,
-                              collection=dataset, out=out, progress=False).run()
+                              collection=dataset, out=out, adapt=adapt, progress=False).run()
     preds = read_submission(store.read_bytes(join(out, "submission.csv")))
     result = score(ds.annotations, preds).as_dict(by_book=True)
     # Where the errors are: boxes missed or spurious (detection), or wrongly named.

@@ -215,6 +215,7 @@ class RecognizePlan(BaseModel):
     collection: str
     shards: int
     batch: int = PAGES_PER_BATCH  # pages per level-2 call (`kzjobs recognize --batch`)
+    adapt: bool | None = None  # `--adapt/--no-adapt`; None: the model's own setting
     out: str
 
     @classmethod
@@ -229,6 +230,7 @@ class RecognizePlan(BaseModel):
             collection=collection,
             shards=max(1, int(params.get("shards") or 1)),
             batch=max(1, int(params.get("batch") or PAGES_PER_BATCH)),
+            adapt=params.get("adapt"),
             out=join(params.get("out_prefix") or "predictions", name),
         )
 
@@ -243,13 +245,14 @@ class RecognizePlan(BaseModel):
         # Recognition reads only the pages validation passed; merge lists the rest.
         where = ("--collection", self.collection, "--out", self.out,
                  "--validation", self.validation)
+        adapt = [] if self.adapt is None else ["--adapt" if self.adapt else "--no-adapt"]
         return {
             "plan": self.model_dump(),
             "validate": self._p(self.collection, "--out", self.validation),
             # no --profile: a blend recognizes with the settings it was evaluated with
             "recognize": [
                 ["--model", self.model, *where, "--shard", f"{i}/{self.shards}",
-                 "--batch", str(self.batch)]
+                 "--batch", str(self.batch), *adapt]
                 for i in range(self.shards)
             ],
             "merge": list(where),  # merging reads results, not models: no profile

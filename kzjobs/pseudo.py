@@ -171,19 +171,14 @@ def fit_class_shifts(blended: pd.DataFrame, known: pd.DataFrame | None, cfg: Pse
     """``{book: {code: shift}}`` for an incoming blend when ``cfg.class_shift`` is on:
     each book's shifts fitted to the class shares of ``known``, the same models' OOF
     blend (:func:`kzjobs.blend.fit_class_shift`). Empty when off."""
-    from kzjobs.blend import class_shares, fit_class_shift
-    from kzjobs.data.books import book_id
+    from kzjobs.blend import class_shares, fit_book_shifts
 
     if not cfg.class_shift:
         return {}
     if known is None:
         raise ValueError("class shifts need the training run's OOF predictions (--run) to "
                          "know how often its models call each class")
-    shares = class_shares(known)
-    books = blended["image_id"].map(book_id)
-    return {book: fit_class_shift(part.reset_index(drop=True), shares,
-                                  max_shift=cfg.max_class_shift)
-            for book, part in blended.groupby(books)}
+    return fit_book_shifts(blended, class_shares(known), max_shift=cfg.max_class_shift)
 
 
 def _finite(value: float) -> float | None:

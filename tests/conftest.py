@@ -154,6 +154,23 @@ def write_test_bundle(store, prefix: str, *, tag: str = "a", folds: int = 2):
     return bundle, files
 
 
+def write_test_oof(store, run: str, winners: dict[int, list[str]]) -> None:
+    """Each fold's OOF predictions of ``resnet18``: one box per code in ``winners[fold]``,
+    that code its top class."""
+    import torch
+
+    from kzjobs.classify.predict import page_table, table_bytes
+    from kzjobs.data.format import Box
+
+    vocab = ["U+3042", "U+3044", "seg_fp"]
+    for fold, codes in winners.items():
+        boxes = [Box("", 10 * i, 10, 8, 8) for i in range(len(codes))]
+        logits = torch.tensor([[2.0 if v == c else 0.0 for v in vocab] for c in codes])
+        table = page_table(f"h{fold}_001", boxes, logits, vocab, top_k=3, kind="resnet18",
+                           fold=fold)
+        store.write_bytes(f"{run}/classify/resnet18/fold{fold}/oof.parquet", table_bytes(table))
+
+
 def write_test_heldout(store, key: str, books=("ha", "hb")) -> None:
     """A labelled held-out dataset: train.csv and its image files."""
     rows = ["image_id,labels"]
@@ -167,6 +184,11 @@ def write_test_heldout(store, key: str, books=("ha", "hb")) -> None:
 @pytest.fixture
 def make_bundle():
     return write_test_bundle
+
+
+@pytest.fixture
+def make_oof():
+    return write_test_oof
 
 
 @pytest.fixture

@@ -160,7 +160,7 @@ def test_a_relative_reference_is_a_store_key_first_then_a_local_folder(tmp_path,
 
 
 @pytest.mark.parametrize(("level2_f1", "used"), [(0.40, False), (0.60, True)])
-def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bundle,
+def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bundle, make_oof,
                                                               make_heldout, level2_f1, used):
     from kzjobs.bundle import BundleJob, open_bundle
     from kzjobs.store import open_store
@@ -172,6 +172,7 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
     store.write_json("run/folds.json", {"books": {"ha": 0, "hb": 1}})
     store.write_json("run/level2/meta.json", {"folds": [0, 1], "kinds": ["resnet18"]})
     store.write_json("run/level2/vocab.json", ["U+3042", "U+3044", "seg_fp"])
+    make_oof(store, "run", {0: ["U+3042"], 1: ["U+3044"]})
     store.write_json("run/level2/report.json", {"blend_oof_f1": 0.5,
                                                 "level2_oof_f1": level2_f1})
     out = BundleJob(store_uri=str(tmp_path), profile_name="tiny", run_prefix="run",
@@ -184,7 +185,7 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
                                                "classify/resnet18/fold1/model.pt"]}
 
 
-def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bundle,
+def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bundle, make_oof,
                                                               make_heldout):
     from kzjobs.bundle import BundleJob, open_bundle
     from kzjobs.plan import PSEUDO_LABELS, PSEUDO_REPORT
@@ -200,6 +201,8 @@ def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bund
         store.write_json(f"{run}/folds.json", {"books": {"ha": 0, "hb": 1}})
         store.write_json(f"{run}/level2/meta.json", {"folds": [0, 1], "kinds": ["resnet18"]})
         store.write_json(f"{run}/level2/vocab.json", ["U+3042", "seg_fp"])
+        # The OOF blend calls あ three times, い once and seg_fp once (left out of shares).
+        make_oof(store, run, {0: ["U+3042", "U+3042", "seg_fp"], 1: ["U+3044", "U+3042"]})
         if report is not None:
             store.write_json(f"{run}/{PSEUDO_REPORT}", report)
         BundleJob(store_uri=str(tmp_path), profile_name="tiny", run_prefix=run,
@@ -212,6 +215,8 @@ def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bund
                                     "class_shift": {"books": books, "winners_changed": 9}})
     assert adapted.seg_fp_shift == 2.5 and adapted.metrics["seg_fp_shift"] == 2.5
     assert adapted.class_shifts == books and adapted.metrics["class_shift_books"] == 2
+    # What recognition fits a new book's shifts to.
+    assert adapted.class_shares == {"U+3042": 0.75, "U+3044": 0.25}
     # No incoming collection: tiny's rule is "fit", with nothing to fit on.
     plain = bundle_of("plain", None)
     assert plain.seg_fp_shift == 0.0 and plain.class_shifts == {}

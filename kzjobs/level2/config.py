@@ -91,5 +91,10 @@ class PseudoConfig(BaseModel):
     # same models call on their OOF pages. An unfamiliar hand's systematic misreadings
     # (its せ read as ぜ) are undone before pseudolabels are chosen, and the bundle carries
     # each book's shifts to the recognition of its pages. Needs the OOF run (--run).
+    # Recognition fits them too, for the books the bundle has none for
+    # (kzjobs.recognize.adapt; `kzjobs recognize --adapt/--no-adapt` overrides).
     class_shift: bool = False
     max_class_shift: float = Field(3.0, ge=0.0)
+    # Pages of a book recognition fits its shifts on, evenly spaced through it: enough to
+    # count its common classes, and memory that does not grow with the book.
+    class_shift_pages: int = Field(400, ge=1)

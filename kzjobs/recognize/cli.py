@@ -40,6 +40,10 @@ def recognize(
         help="Pages read side by side in threads, sharing the models (0: one per torch "
         "CPU thread, up to 8; 1 on a GPU).")] = 0,
     validation: Validation = None,
+    adapt: Annotated[bool | None, typer.Option(
+        "--adapt/--no-adapt", help="Fit class shifts for the books the model has none for, "
+        "reading the pages in two passes (default: the model's pseudo.class_shift).",
+        show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     store: StoreOption = None,
     profile: Annotated[str | None, typer.Option(
@@ -55,7 +59,7 @@ def recognize(
 
     emit(RecognizeJob(store_uri=store, profile_name=profile, model=model, collection=collection,
                       images=images, out=out, shard=shard, batch=batch,
-                      workers=workers, validation=validation,
+                      workers=workers, validation=validation, adapt=adapt,
                       device=device).run())
 
 

@@ -12,8 +12,8 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
@@ -23,6 +23,10 @@ from kzjobs.recognize import PAGES_PER_BATCH
 from kzjobs.recognize.outputs import done_pages, merge
 from kzjobs.store import Store, UnsafeKeyError, join, validate_key
 from kzjobs.validate.config import MAX_ID_LENGTH
+
+if TYPE_CHECKING:
+    from kzjobs.recognize.outputs import PageResult
+    from kzjobs.recognize.recognizer import Recognizer
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"
@@ -120,6 +124,9 @@ class RecognizeJob(_CollectionJob):
     workers: int = Field(0, ge=0)  # pages read side by side in threads (0: page_workers)
     device: str | None = None
     progress: bool = True
+    # Fit class shifts for the books the bundle has none for (kzjobs.recognize.adapt);
+    # None: the blend's own pseudo.class_shift.
+    adapt: bool | None = None
 
     @field_validator("shard")
     @classmethod
@@ -131,6 +138,7 @@ class RecognizeJob(_CollectionJob):
         from tqdm import tqdm
 
         from kzjobs.bundle import open_bundle
+        from kzjobs.data.books import book_id
         from kzjobs.images import ImageError
         from kzjobs.recognize.outputs import write_page
         from kzjobs.recognize.recognizer import Recognizer, page_workers
@@ -156,9 +164,9 @@ class RecognizeJob(_CollectionJob):
             summary["workers"] = workers
             started = time.perf_counter()
 
-            def readable() -> Iterator[tuple[str, Any]]:
-                """The shard's pages that decode; the others are quarantined here."""
-                for image_id in tqdm(todo, desc=f"recognize {self.shard}", file=sys.stderr,
+            def readable(ids: list[str], step: str = "recognize") -> Iterator[tuple[str, Any]]:
+                """Those of ``ids`` that decode; the others are quarantined here."""
+                for image_id in tqdm(ids, desc=f"{step} {self.shard}", file=sys.stderr,
                                      disable=not self.progress, dynamic_ncols=True):
                     try:
                         if not safe_id(image_id):  # its outputs' keys would leave their folders
@@ -173,7 +181,13 @@ class RecognizeJob(_CollectionJob):
                         continue
                     yield image_id, image
 
-            for result, image in recognizer.recognize_stream(readable(), self.batch, workers):
+            adapt = recognizer.profile.pseudo.class_shift if self.adapt is None else self.adapt
+            new_books = {book_id(i) for i in todo} - recognizer.class_shifts.keys()
+            if adapt and new_books:
+                stream = self._adapted(recognizer, out, todo, readable, workers, summary)
+            else:
+                stream = recognizer.recognize_stream(readable(todo), self.batch, workers)
+            for result, image in stream:
                 write_page(out, result, image)
                 summary["recognized"] += 1
                 # One line per committed page: the job's progress in its task log, and what
@@ -185,6 +199,43 @@ class RecognizeJob(_CollectionJob):
         if count == 1:
             summary["merge"] = MergeJob(**self._merge_fields()).run()
         return summary
+
+    def _adapted(self, recognizer: Recognizer, out: Store, todo: list[str],
+                 readable: Callable[..., Iterator[tuple[str, Any]]], workers: int,
+                 summary: dict[str, Any]) -> Iterator[tuple[PageResult, Any]]:
+        """The shard's results, each new book read with the class shifts fitted on its
+        pages (see :mod:`kzjobs.recognize.adapt` for the passes and how they resume)."""
+        from kzjobs.data.books import book_id
+        from kzjobs.recognize import adapt
+
+        if not recognizer.class_shares:
+            raise ValueError(f"{self.model} has no class shares to adapt to new books (a "
+                             "bundle made before they were kept): re-bundle it, or pass "
+                             "--no-adapt")
+        framed = adapt.framed_pages(out)
+        unread = [i for i in todo if i not in framed]
+        for (image_id, _), frames in recognizer.read_stream(readable(unread, "read"), workers,
+                                                           ahead=self.batch + workers):
+            adapt.write_frames(out, image_id, frames)
+        framed = adapt.framed_pages(out)
+        read = [i for i in todo if i in framed]
+        key = adapt.shifts_key(self.shard)
+        if not out.exists(key):
+            new = [i for i in read if book_id(i) not in recognizer.class_shifts]
+            out.write_json(key, adapt.fit_books(out, new, recognizer.class_shares,
+                                                recognizer.profile.pseudo))
+        shifts = out.read_json(key)
+        summary["adaptation"] = {"shifts": key, "books": len(shifts),
+                                 "classes_shifted": sum(map(len, shifts.values()))}
+        # Pages read again for their images (the review pages draw on them), not networks.
+        pages = ((page, adapt.shifted(adapt.read_frames(out, page[0]),
+                                      shifts.get(book_id(page[0]), {})))
+                 for page in readable(read, "decide"))
+        yield from recognizer.decide_stream(pages, self.batch)
+        # Every finished page's frames, this run's and a crashed run's alike.
+        for image_id in sorted(adapt.framed_pages(out) & (done_pages(out)
+                                                           | quarantined_pages(out))):
+            out.delete(adapt.frames_key(image_id))
 
     def _merge_fields(self) -> dict[str, Any]:
         fields = ("store_uri", "collection", "images", "out", "validation")

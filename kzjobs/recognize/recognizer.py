@@ -48,6 +48,7 @@ class Recognizer:
         device: torch.device,
         seg_fp_shift: float = 0.0,
         class_shifts: Mapping[str, Mapping[str, float]] | None = None,
+        class_shares: Mapping[str, float] | None = None,
     ) -> None:
         self.profile = profile
         self.detector = detector.to(device).eval()  # load_detector's layout is kept
@@ -58,6 +59,7 @@ class Recognizer:
         self.device = device
         self.seg_fp_shift = seg_fp_shift  # the bundle's adaptation to new books
         self.class_shifts = dict(class_shifts or {})  # and to each book of its collections
+        self.class_shares = dict(class_shares or {})  # what a new book's shifts fit to
 
     @classmethod
     def from_bundle(
@@ -95,7 +97,7 @@ class Recognizer:
         if bundle.level2.lightgbm:
             level2 = Level2Model.load(root, bundle.level2.prefix)
         return cls(prof, detector, classifiers, level2, torch_device, bundle.seg_fp_shift,
-                   bundle.class_shifts)
+                   bundle.class_shifts, bundle.class_shares)
 
     def detect(self, image: Image.Image) -> list[Box]:
         from kzjobs.detect.engine import detect_page
@@ -177,22 +179,37 @@ class Recognizer:
                          workers: int = 1) -> Iterator[tuple[PageResult, Image.Image]]:
         """Each page's result with its image, in the order given, ``batch`` pages to a
         level-2 call. ``pages`` is read lazily, so memory holds a batch and the pages in
-        flight whatever the collection's size.
+        flight whatever the collection's size."""
+        return self.decide_stream(self.read_stream(pages, workers, ahead=batch + workers),
+                                  batch)
 
-        ``workers`` > 1 reads that many pages side by side in threads, each with an equal
-        share of torch's CPU threads: whole pages in parallel keep the cores busier than
-        one page's operators split between them, without a second copy of the models as in
-        a second shard (bench blend, 2 cores: 1.02 pages/s against 0.90; RESULTS.md)."""
+    def read_stream(self, pages: Iterable[tuple[str, Image.Image]], workers: int = 1,
+                    ahead: int = 1) -> Iterator[tuple[tuple[str, Image.Image], list]]:
+        """Each page with its :meth:`read_page` frames, in the order given.
+
+        ``workers`` > 1 reads that many pages side by side in threads (at most ``ahead``
+        in flight), each with an equal share of torch's CPU threads: whole pages in
+        parallel keep the cores busier than one page's operators split between them,
+        without a second copy of the models as in a second shard (bench blend, 2 cores:
+        1.02 pages/s against 0.90; RESULTS.md)."""
         from kzjobs.device import torch_threads
 
         on_cpu = workers > 1 and self.device.type == "cpu"
         with torch_threads(max(1, torch.get_num_threads() // workers) if on_cpu else 0):
-            read = (self._read_in_threads(pages, workers, ahead=batch + workers)
-                    if workers > 1 else ((page, self.read_page(*page)) for page in pages))
-            for chunk in batched(read, batch):
-                pages_read = [page for page, _ in chunk]
-                decided = self.decide_pages(pages_read, [frames for _, frames in chunk])
-                yield from zip(decided, (image for _, image in pages_read), strict=True)
+            if workers > 1:
+                yield from self._read_in_threads(pages, workers, max(ahead, workers))
+            else:
+                for page in pages:
+                    yield page, self.read_page(*page)
+
+    def decide_stream(self, read: Iterable[tuple[tuple[str, Image.Image], list]], batch: int
+                      ) -> Iterator[tuple[PageResult, Image.Image]]:
+        """Read pages (each with its frames) decided ``batch`` to a level-2 call: each
+        page's result with its image, in the order given."""
+        for chunk in batched(read, batch):
+            pages_read = [page for page, _ in chunk]
+            decided = self.decide_pages(pages_read, [frames for _, frames in chunk])
+            yield from zip(decided, (image for _, image in pages_read), strict=True)
 
     def _read_in_threads(self, pages: Iterable[tuple[str, Image.Image]], workers: int,
                          ahead: int) -> Iterator[tuple[tuple[str, Image.Image], list]]:

@@ -64,3 +64,26 @@ def test_kept_seg_fp_labels_are_judged_by_their_overlap_with_true_characters():
               "b_1": [Box(SEG_FP, 0, 0, 5, 5)]}  # a page without truth: right
     assert seg_fp_on_characters(labels, truth) == (3, 1 / 3)
     assert seg_fp_on_characters({"a_1": labels["a_1"][2:]}, truth) == (0, 0.0)
+
+
+def test_read_time_adaptation_reads_the_books_as_seen_as_unseen_and_adapted(tmp_path):
+    """Three recognitions of the same labelled pages: the bundle as it is, a manifest
+    without its book shifts, and that manifest with shifts fitted at read time."""
+    from bench.pipeline import read_time_adaptation
+    from bench.workload import write_seeded_bundle
+    from kzjobs.bundle import Bundle
+
+    store = open_store(str(tmp_path / "store"))
+    generate(store.child("heldout"), books=1, pages_per_book=2, seed=3, fonts=["ipaex-mincho"])
+    write_seeded_bundle(store, "run")
+    book = store.list("heldout/images")[0].rsplit("/", 1)[-1].split("_")[0]
+    root = store.child("run")
+    Bundle.load(root).model_copy(update={"class_shifts": {book: {"U+3044": 3.0}},
+                                         "class_shares": {"U+3042": 0.5, "U+3044": 0.5}}
+                                 ).save(root)
+    result = read_time_adaptation(store, "run", "heldout", tmp_path)
+    assert list(result) == ["the bundle's shifts", "no shifts", "no shifts, fitted at read time"]
+    assert all(0.0 <= r["f1"] <= 1.0 and list(r["by_book"]) == [book] for r in result.values())
+    assert Bundle.load(open_store(tmp_path / "model-unseen-books")).class_shifts == {}
+    adapted = [k for k in store.list("bench-adapt") if "/adaptation/" in k]
+    assert len(adapted) == 1 and adapted[0].split("/")[1].endswith("-2")  # only the third

@@ -83,6 +83,11 @@ def test_recognize_plan_shards_and_validation():
     assert {_opt(x, "--batch") for x in a["recognize"]} == {"8"}
     batched = RecognizePlan.build({"profile": "tiny", "batch": 2}, RUN_ID, "incoming/batch-7")
     assert _opt(batched.args()["recognize"][0], "--batch") == "2"
+    # Adapting to new books: the model's own setting unless the run says.
+    assert not {"--adapt", "--no-adapt"} & set(a["recognize"][0])
+    for adapt, flag in ((True, "--adapt"), (False, "--no-adapt")):
+        told = RecognizePlan.build({"profile": "tiny", "adapt": adapt}, RUN_ID, "incoming/b")
+        assert all(flag in x for x in told.args()["recognize"])
     validation = _opt(a["validate"], "--out")
     assert all(_opt(x, "--validation") == validation for x in [*a["recognize"], a["merge"]])
     assert {_opt(x, "--out") for x in [*a["recognize"], a["merge"]]} == {

@@ -30,8 +30,8 @@ def setup(tmp_path_factory):
 
 
 def run(root, out, **kw):
-    return RecognizeJob(store_uri=str(root), profile_name="tiny", model="model",
-                        collection="coll", out=out, progress=False, **kw).run()
+    return RecognizeJob(store_uri=str(root), profile_name="tiny", collection="coll", out=out,
+                        progress=False, **{"model": "model", **kw}).run()
 
 
 def outputs(store, out):
@@ -194,6 +194,64 @@ def test_the_bundles_shifts_reach_every_classifiers_logits(setup):
                     assert np.isclose(after[code], want, atol=1e-5)
                 seen += SEG_FP in before and codes[0] in before
         assert seen > 0
+
+
+def _rebundled(store, prefix: str, **update) -> str:
+    """The seeded blend again (same weights) under ``prefix``, its manifest updated."""
+    from kzjobs.bundle import Bundle
+
+    write_seeded_bundle(store, prefix)
+    root = store.child(prefix)
+    Bundle.load(root).model_copy(update=update).save(root)
+    return prefix
+
+
+def _codes(store, out) -> list[str]:
+    return [c["code"] for k in store.list(f"{out}/pages")
+            for c in store.read_json(k)["characters"]]
+
+
+def test_recognition_adapts_to_a_new_book_as_a_bundle_with_its_shifts_would(setup):
+    """A book the bundle has no shifts for: ``adapt`` fits them on its pages, against
+    the shares the bundle's models call on their OOF pages, and reads the book exactly
+    as a bundle carrying those shifts reads it. A re-run after losing a page re-reads
+    only that page, keeps the saved shifts, and writes the same bytes; no frames stay."""
+    from kzjobs.data.books import book_id
+
+    root, store = setup
+    run(root, "out/as-is")
+    plain = _codes(store, "out/as-is")
+    rare = min(("U+3042", "U+3044"), key=plain.count)  # the class the blend calls least
+    assert plain.count(rare) < len(plain) / 2
+    shares = {rare: 0.8, ({"U+3042", "U+3044"} - {rare}).pop(): 0.2}
+    with pytest.raises(ValueError, match="no class shares"):
+        run(root, "out/no-shares", adapt=True)
+
+    adapted = run(root, "out/adapted", model=_rebundled(store, "with-shares",
+                                                        class_shares=shares), adapt=True)
+    assert adapted["merge"]["recognized"] == 2 and adapted["merge"]["quarantined"] == 1
+    assert adapted["adaptation"]["books"] == 1
+    shifts = store.read_json("out/adapted/" + adapted["adaptation"]["shifts"])
+    (book, shift), = shifts.items()
+    assert book == book_id(store.list("coll/images")[0].rsplit("/", 1)[-1][:-4])
+    assert shift[rare] > 0
+    assert _codes(store, "out/adapted").count(rare) > plain.count(rare)
+    assert store.list("out/adapted/frames") == []
+
+    # The same as a bundle that carried the fitted shifts (from a retraining run).
+    run(root, "out/carried", model=_rebundled(store, "with-shifts", class_shifts=shifts))
+    strip = {"out/adapted/": len("out/adapted/"), "out/carried/": len("out/carried/")}
+    carried = {k[strip["out/carried/"]:]: v for k, v in outputs(store, "out/carried").items()}
+    assert {k[strip["out/adapted/"]:]: v for k, v in outputs(store, "out/adapted").items()
+            if not k.startswith("out/adapted/adaptation/")} == carried
+
+    # A crash that lost a page: only it is read again, with the saved shifts.
+    store.delete(store.list("out/adapted/pages")[0])
+    again = run(root, "out/adapted", model="with-shares", adapt=True)
+    assert (again["already_done"], again["recognized"]) == (2, 1)
+    assert {k[strip["out/adapted/"]:]: v for k, v in outputs(store, "out/adapted").items()
+            if not k.startswith("out/adapted/adaptation/")} == carried
+    assert store.list("out/adapted/frames") == []
 
 
 def _pages(store, copies: int) -> list:

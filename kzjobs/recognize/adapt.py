@@ -1,0 +1,109 @@
+"""Adapting at read time to books the bundle has not seen: their class shares matched.
+
+The retraining run fits each incoming book's class shifts before choosing its
+pseudolabels (``pseudo.class_shift``), and the bundle carries them. A book scanned after
+that run would be read without them, so recognition fits them itself, in two passes over
+its shard:
+
+1. the networks read every page, and each page's classifier frames are kept
+   (``frames/<id>.parquet``);
+2. each new book's shifts are fitted on up to ``pseudo.class_shift_pages`` of its pages
+   (:func:`kzjobs.blend.fit_book_shifts`, against the shares the bundle's models call on
+   their OOF pages) and saved (``adaptation/shard-<i>-of-<n>.json``);
+3. level 2 decides every page with its book's shifts, and the frames are deleted.
+
+Each step's output is in the store, so a run that crashes resumes where it was: frames
+already written are not read again, and saved shifts are not fitted again (a page added
+afterwards is read with them). The shifts of a shard come from its own pages, every
+n-th of the collection, so shards fit nearly the same shifts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from kzjobs.store import Store, join
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kzjobs.level2.config import PseudoConfig
+
+FRAMES, ADAPTATION = "frames", "adaptation"
+
+
+def frames_key(image_id: str) -> str:
+    return join(FRAMES, f"{image_id}.parquet")
+
+
+def shifts_key(shard: str) -> str:
+    index, count = shard.split("/")
+    return join(ADAPTATION, f"shard-{index}-of-{count}.json")
+
+
+def framed_pages(out: Store) -> set[str]:
+    """Ids whose frames are kept (read by the first pass, not yet decided)."""
+    return {k.rsplit("/", 1)[-1].removesuffix(".parquet") for k in out.list(FRAMES)
+            if k.endswith(".parquet")}
+
+
+def write_frames(out: Store, image_id: str, frames: Sequence[pd.DataFrame]) -> None:
+    """A page's frames (one per classifier, in the recognizer's order) in one file."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from kzjobs.classify.predict import SCHEMA, table_bytes
+
+    table = (pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+             if frames else SCHEMA.empty_table())
+    out.write_bytes(frames_key(image_id), table_bytes(table))
+
+
+def read_frames(out: Store, image_id: str) -> list[pd.DataFrame]:
+    """The frames :func:`write_frames` kept, in the same order (none for a page without
+    boxes)."""
+    from kzjobs.blend import read_predictions
+
+    key = frames_key(image_id)
+    frame = read_predictions(out.read_bytes(key), name=key)
+    return [part.reset_index(drop=True)
+            for _, part in frame.groupby(["kind", "fold"], sort=False)]
+
+
+def spread(ids: Sequence[str], n: int) -> list[str]:
+    """At most ``n`` of ``ids``, evenly spaced from the first to the last."""
+    if len(ids) <= n:
+        return list(ids)
+    step = (len(ids) - 1) / (n - 1) if n > 1 else 0
+    return [ids[round(i * step)] for i in range(n)]
+
+
+def fit_books(out: Store, ids: Iterable[str], shares: Mapping[str, float], cfg: PseudoConfig
+              ) -> dict[str, dict[str, float]]:
+    """``{book: {code: shift}}`` of the books of ``ids``, from their kept frames, one
+    book at a time so that memory holds one book's sample."""
+    import pandas as pd
+
+    from kzjobs.blend import blend, fit_book_shifts
+    from kzjobs.data.books import book_id
+    from kzjobs.recognize.recognizer import frames_per_model
+
+    by_book: dict[str, list[str]] = {}
+    for image_id in sorted(ids):
+        by_book.setdefault(book_id(image_id), []).append(image_id)
+    target = pd.Series(dict(shares), dtype=float)
+    shifts: dict[str, dict[str, float]] = {}
+    for pages in by_book.values():
+        read = [f for f in (read_frames(out, i) for i in spread(pages, cfg.class_shift_pages))
+                if f]
+        if read:
+            shifts |= fit_book_shifts(blend(frames_per_model(read)), target,
+                                      max_shift=cfg.max_class_shift)
+    return shifts
+
+
+def shifted(frames: Sequence[pd.DataFrame], shift: Mapping[str, float]) -> list[pd.DataFrame]:
+    from kzjobs.blend import shift_classes
+
+    return [shift_classes(frame, shift) for frame in frames]
