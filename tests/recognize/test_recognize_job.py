@@ -310,3 +310,11 @@ def test_a_page_that_fails_in_a_worker_stops_the_stream_with_its_own_error(setup
         for result, _ in failing.recognize_stream(pages, 2, workers=2):
             done.append(result.image_id)
     assert done == [i for i, _ in pages[:4]]
+
+
+@pytest.mark.parametrize(("n", "want"), [(4, ["p0", "p3", "p6", "p9"]), (1, ["p0"]),
+                                         (20, [f"p{i}" for i in range(10)])])
+def test_a_books_shifts_are_fitted_on_pages_spread_through_it(n, want):
+    from kzjobs.recognize.adapt import spread
+
+    assert spread([f"p{i}" for i in range(10)], n) == want
