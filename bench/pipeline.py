@@ -346,9 +346,10 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
 
 def read_time_adaptation(store: Any, run: str, heldout: str, work: Path) -> dict[str, Any]:
     """The held-out books read by ``kzjobs recognize`` (level 2 and all) three ways, on the
-    same pages: with the class shifts the retraining run fitted for them (the bundle's),
-    as books scanned after that run (a manifest without them), and as such books with
-    shifts fitted at read time (``--adapt``)."""
+    same pages: with the class shifts the retraining run fitted for them (the bundle's,
+    ``--no-adapt``), as books scanned after that run (a manifest without them), and with
+    shifts fitted at read time (``--adapt``, which fits every book whatever the bundle
+    carries)."""
     from kzjobs.bundle import Bundle, copy_bundle
     from kzjobs.evaluate import evaluate_model
     from kzjobs.store import open_store
@@ -358,7 +359,7 @@ def read_time_adaptation(store: Any, run: str, heldout: str, work: Path) -> dict
     copy_bundle(bundle, store.child(run), unseen)
     bundle.model_copy(update={"class_shifts": {}}).save(open_store(unseen))
     stamp = int(time.time())
-    reads = {"the bundle's shifts": (run, None), "no shifts": (str(unseen), False),
+    reads = {"the bundle's shifts": (run, False), "no shifts": (str(unseen), False),
              "no shifts, fitted at read time": (str(unseen), True)}
     result = {}
     for name, (model, adapt) in reads.items():

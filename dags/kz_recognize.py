@@ -40,8 +40,8 @@ predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
         "batch": Param(PAGES_PER_BATCH, type="integer", minimum=1,
                        description="Pages per level-2 call; a crash redoes at most this many."),
         "adapt": Param(None, type=["null", "boolean"],
-                       description="Fit class shifts for books the model has not adapted "
-                       "to (two passes); null: the model's own pseudo.class_shift."),
+                       description="Fit each book's class shifts on its own pages (two "
+                       "passes); null: the model's own pseudo.class_shift."),
         "out_prefix": Param("predictions", type="string"),
     },
     tags=["kzjobs"],

@@ -91,7 +91,7 @@ class PseudoConfig(BaseModel):
     # same models call on their OOF pages. An unfamiliar hand's systematic misreadings
     # (its せ read as ぜ) are undone before pseudolabels are chosen, and the bundle carries
     # each book's shifts to the recognition of its pages. Needs the OOF run (--run).
-    # Recognition fits them too, for the books the bundle has none for
+    # Recognition fits every book's shifts again, on the final models' logits
     # (kzjobs.recognize.adapt; `kzjobs recognize --adapt/--no-adapt` overrides).
     class_shift: bool = False
     max_class_shift: float = Field(3.0, ge=0.0)

@@ -1,13 +1,14 @@
-"""Adapting at read time to books the bundle has not seen: their class shares matched.
+"""Adapting at read time to each book: its class shares matched to the bundle's.
 
 The retraining run fits each incoming book's class shifts before choosing its
 pseudolabels (``pseudo.class_shift``), and the bundle carries them. A book scanned after
-that run would be read without them, so recognition fits them itself, in two passes over
-its shard:
+that run would be read without them, and those it carries were fitted on the models
+before fine-tuning; so recognition fits every book's shifts itself, on the logits of
+the models that read it, in two passes over its shard:
 
 1. the networks read every page, and each page's classifier frames are kept
    (``frames/<id>.parquet``);
-2. each new book's shifts are fitted on up to ``pseudo.class_shift_pages`` of its pages
+2. each book's shifts are fitted on up to ``pseudo.class_shift_pages`` of its pages
    (:func:`kzjobs.blend.fit_book_shifts`, against the shares the bundle's models call on
    their OOF pages) and saved (``adaptation/shard-<i>-of-<n>.json``);
 3. level 2 decides every page with its book's shifts, and the frames are deleted.

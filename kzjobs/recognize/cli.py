@@ -41,8 +41,9 @@ def recognize(
         "CPU thread, up to 8; 1 on a GPU).")] = 0,
     validation: Validation = None,
     adapt: Annotated[bool | None, typer.Option(
-        "--adapt/--no-adapt", help="Fit class shifts for the books the model has none for, "
-        "reading the pages in two passes (default: the model's pseudo.class_shift).",
+        "--adapt/--no-adapt", help="Fit each book's class shifts on its own pages, reading "
+        "them in two passes; without, the model's own shifts for the books it adapted to "
+        "(default: the model's pseudo.class_shift).",
         show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     store: StoreOption = None,

@@ -214,8 +214,9 @@ def _codes(store, out) -> list[str]:
 def test_recognition_adapts_to_a_new_book_as_a_bundle_with_its_shifts_would(setup):
     """A book the bundle has no shifts for: ``adapt`` fits them on its pages, against
     the shares the bundle's models call on their OOF pages, and reads the book exactly
-    as a bundle carrying those shifts reads it. A re-run after losing a page re-reads
-    only that page, keeps the saved shifts, and writes the same bytes; no frames stay."""
+    as a bundle carrying those shifts reads it; adapting again with that bundle fits
+    them afresh (not on top). A re-run after losing a page re-reads only that page, keeps
+    the saved shifts, and writes the same bytes; no frames stay."""
     from kzjobs.data.books import book_id
 
     root, store = setup
@@ -239,11 +240,14 @@ def test_recognition_adapts_to_a_new_book_as_a_bundle_with_its_shifts_would(setu
     assert store.list("out/adapted/frames") == []
 
     # The same as a bundle that carried the fitted shifts (from a retraining run).
-    run(root, "out/carried", model=_rebundled(store, "with-shifts", class_shifts=shifts))
+    run(root, "out/carried", model=_rebundled(store, "with-shifts", class_shifts=shifts,
+                                              class_shares=shares))
     strip = {"out/adapted/": len("out/adapted/"), "out/carried/": len("out/carried/")}
     carried = {k[strip["out/carried/"]:]: v for k, v in outputs(store, "out/carried").items()}
     assert {k[strip["out/adapted/"]:]: v for k, v in outputs(store, "out/adapted").items()
             if not k.startswith("out/adapted/adaptation/")} == carried
+    refitted = run(root, "out/refitted", model="with-shifts", adapt=True)
+    assert store.read_json("out/refitted/" + refitted["adaptation"]["shifts"]) == shifts
 
     # A crash that lost a page: only it is read again, with the saved shifts.
     store.delete(store.list("out/adapted/pages")[0])
