@@ -458,13 +458,14 @@ def fit_class_shift(blended: pd.DataFrame, shares: pd.Series, *, max_shift: floa
     return {str(c): float(s) for c, s in zip(codes, shift, strict=True) if s}
 
 
-def fit_book_shifts(blended: pd.DataFrame, shares: pd.Series, *, max_shift: float = 3.0
-                    ) -> dict[str, dict[str, float]]:
+def fit_book_shifts(blended: pd.DataFrame, shares: pd.Series, *, max_shift: float = 3.0,
+                    min_expected: float = 10.0) -> dict[str, dict[str, float]]:
     """``{book: {code: shift}}``: :func:`fit_class_shift` on each book's boxes of a blend."""
     from kzjobs.data.books import book_id
 
     books = blended["image_id"].map(book_id)
-    return {str(book): fit_class_shift(part.reset_index(drop=True), shares, max_shift=max_shift)
+    return {str(book): fit_class_shift(part.reset_index(drop=True), shares,
+                                       max_shift=max_shift, min_expected=min_expected)
             for book, part in blended.groupby(books)}
 
 

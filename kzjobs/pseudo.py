@@ -178,7 +178,8 @@ def fit_class_shifts(blended: pd.DataFrame, known: pd.DataFrame | None, cfg: Pse
     if known is None:
         raise ValueError("class shifts need the training run's OOF predictions (--run) to "
                          "know how often its models call each class")
-    return fit_book_shifts(blended, class_shares(known), max_shift=cfg.max_class_shift)
+    return fit_book_shifts(blended, class_shares(known), max_shift=cfg.max_class_shift,
+                           min_expected=cfg.min_class_expected)
 
 
 def _finite(value: float) -> float | None:

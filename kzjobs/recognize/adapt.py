@@ -100,7 +100,8 @@ def fit_books(out: Store, ids: Iterable[str], shares: Mapping[str, float], cfg: 
                 if f]
         if read:
             shifts |= fit_book_shifts(blend(frames_per_model(read)), target,
-                                      max_shift=cfg.max_class_shift)
+                                      max_shift=cfg.max_class_shift,
+                                      min_expected=cfg.min_class_expected)
     return shifts
 
 
