@@ -344,12 +344,17 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     }
 
 
-def read_time_adaptation(store: Any, run: str, heldout: str, work: Path) -> dict[str, Any]:
+def read_time_adaptation(store: Any, run: str, heldout: str, work: Path,
+                         variants: dict[str, dict[str, dict[str, Any]]] | None = None
+                         ) -> dict[str, Any]:
     """The held-out books read by ``kzjobs recognize`` (level 2 and all) three ways, on the
     same pages: with the class shifts the retraining run fitted for them (the bundle's,
     ``--no-adapt``), as books scanned after that run (a manifest without them), and with
     shifts fitted at read time (``--adapt``, which fits every book whatever the bundle
-    carries)."""
+    carries); then with ``--adapt`` once per variant (``{name: profile overrides}`` of
+    the bundle's profile, as ``kzjobs recognize --profile`` takes a YAML)."""
+    import yaml
+
     from kzjobs.bundle import Bundle, copy_bundle
     from kzjobs.evaluate import evaluate_model
     from kzjobs.store import open_store
@@ -358,14 +363,21 @@ def read_time_adaptation(store: Any, run: str, heldout: str, work: Path) -> dict
     unseen = work / "model-unseen-books"
     copy_bundle(bundle, store.child(run), unseen)
     bundle.model_copy(update={"class_shifts": {}}).save(open_store(unseen))
+    reads: dict[str, tuple[str, bool, str | None]] = {
+        "the bundle's shifts": (run, False, None), "no shifts": (str(unseen), False, None),
+        "no shifts, fitted at read time": (str(unseen), True, None)}
+    for n, (name, overrides) in enumerate((variants or {}).items()):
+        profile = {s: v | overrides.get(s, {}) if isinstance(v, dict) else v
+                   for s, v in bundle.profile_data.items()}
+        path = work / f"read-time-variant-{n}.yaml"
+        path.write_text(yaml.safe_dump(profile))
+        reads[f"fitted at read time, {name}"] = (str(unseen), True, str(path))
     stamp = int(time.time())
-    reads = {"the bundle's shifts": (run, False), "no shifts": (str(unseen), False),
-             "no shifts, fitted at read time": (str(unseen), True)}
     result = {}
-    for name, (model, adapt) in reads.items():
+    for name, (model, adapt, profile_path) in reads.items():
         started = time.perf_counter()
         scored = evaluate_model(model, heldout, store, out=f"bench-adapt/{stamp}-{len(result)}",
-                                profile=None, adapt=adapt)
+                                profile=profile_path, adapt=adapt)
         result[name] = {"f1": round(scored["f1"], 4),
                         "by_book": {b: round(c["f1"], 4) for b, c in scored["by_book"].items()},
                         "seconds": round(time.perf_counter() - started, 1)}

@@ -81,9 +81,16 @@ def test_read_time_adaptation_reads_the_books_as_seen_as_unseen_and_adapted(tmp_
     Bundle.load(root).model_copy(update={"class_shifts": {book: {"U+3044": 3.0}},
                                          "class_shares": {"U+3042": 0.5, "U+3044": 0.5}}
                                  ).save(root)
-    result = read_time_adaptation(store, "run", "heldout", tmp_path)
-    assert list(result) == ["the bundle's shifts", "no shifts", "no shifts, fitted at read time"]
+    result = read_time_adaptation(store, "run", "heldout", tmp_path, {
+        "no shift allowed": {"pseudo": {"max_class_shift": 0.0}}})
+    assert list(result) == ["the bundle's shifts", "no shifts", "no shifts, fitted at read time",
+                            "fitted at read time, no shift allowed"]
+    # A variant is the bundle's profile with its overrides (read by recognize --profile):
+    # adapting with no shift allowed reads the pages as they are.
+    outs = {k.split("/")[1][-2:]: store.read_bytes(k) for k in store.list("bench-adapt")
+            if k.endswith("/submission.csv")}
+    assert outs["-3"] == outs["-1"] != outs["-2"]
     assert all(0.0 <= r["f1"] <= 1.0 and list(r["by_book"]) == [book] for r in result.values())
     assert Bundle.load(open_store(tmp_path / "model-unseen-books")).class_shifts == {}
     adapted = [k for k in store.list("bench-adapt") if "/adaptation/" in k]
-    assert len(adapted) == 1 and adapted[0].split("/")[1].endswith("-2")  # only the third
+    assert sorted(k.split("/")[1][-2:] for k in adapted) == ["-2", "-3"]  # the adapted reads
