@@ -206,7 +206,7 @@ class RecognizeJob(_CollectionJob):
         from kzjobs.recognize import adapt
 
         if not recognizer.class_shares:
-            raise ValueError(f"{self.model} has no class shares to adapt to new books (a "
+            raise ValueError(f"{self.model} has no class shares to fit books' shifts to (a "
                              "bundle made before they were kept): re-bundle it, or pass "
                              "--no-adapt")
         # Every book is fitted here, on the logits of the very models that read it: the
