@@ -355,6 +355,7 @@ def read_time_adaptation(store: Any, run: str, heldout: str, work: Path,
     the bundle's profile, as ``kzjobs recognize --profile`` takes a YAML)."""
     import yaml
 
+    from bench.inference import variant_profile
     from kzjobs.bundle import Bundle, copy_bundle
     from kzjobs.evaluate import evaluate_model
     from kzjobs.store import open_store
@@ -367,10 +368,8 @@ def read_time_adaptation(store: Any, run: str, heldout: str, work: Path,
         "the bundle's shifts": (run, False, None), "no shifts": (str(unseen), False, None),
         "no shifts, fitted at read time": (str(unseen), True, None)}
     for n, (name, overrides) in enumerate((variants or {}).items()):
-        profile = {s: v | overrides.get(s, {}) if isinstance(v, dict) else v
-                   for s, v in bundle.profile_data.items()}
         path = work / f"read-time-variant-{n}.yaml"
-        path.write_text(yaml.safe_dump(profile))
+        path.write_text(yaml.safe_dump(variant_profile(bundle.profile_data, overrides)))
         reads[f"fitted at read time, {name}"] = (str(unseen), True, str(path))
     stamp = int(time.time())
     result = {}

@@ -136,10 +136,15 @@ def read_truth(store: Store, keys: Iterable[str]) -> pd.DataFrame:
 
 
 def oof_keys(store: Store, run: str, kinds: Iterable[str] | None = None) -> list[str]:
-    """``<run>/classify/<kind>/fold{K}/oof.parquet`` of every kind found, or of ``kinds``."""
+    """``<run>/classify/<kind>/fold{K}/oof.parquet`` of every kind found, or of ``kinds``;
+    raises when there is none."""
+    run = run.rstrip("/")
     wanted = set(kinds) if kinds is not None else None
-    return [k for k in store.list(f"{run.rstrip('/')}/classify")
+    keys = [k for k in store.list(f"{run}/classify")
             if key_name(k) == "oof.parquet" and (wanted is None or k.split("/")[-3] in wanted)]
+    if not keys:
+        raise ValueError(f"no classifier OOF predictions under {run}/classify in {store.uri}")
+    return keys
 
 
 def load_oof(store: Store, run: str, kinds: Iterable[str] | None = None
@@ -152,8 +157,6 @@ def load_oof(store: Store, run: str, kinds: Iterable[str] | None = None
     run = run.rstrip("/")
     pred_keys = oof_keys(store, run, kinds)
     box_keys = [k for k in store.list(f"{run}/detect") if key_name(k) == "oof.csv"]
-    if not pred_keys:
-        raise ValueError(f"no classifier OOF predictions under {run}/classify in {store.uri}")
     if not box_keys:
         raise ValueError(f"no detector OOF boxes under {run}/detect in {store.uri}")
     return load_predictions(store, pred_keys), read_truth(store, box_keys)

@@ -172,9 +172,8 @@ class BundleJob(Job):
             shift = adapted.get("seg_fp_shift", {}).get("shift", 0.0)
             class_shifts = adapted.get("class_shift", {}).get("books", {})
         shift = 0.0 if shift == "fit" else float(shift)
-        if not (keys := oof_keys(self.store, self.run_prefix, meta["kinds"])):
-            raise ValueError(f"no OOF predictions of {meta['kinds']} under {self.run_prefix}")
-        shares = class_shares(blend(load_predictions(self.store, keys)))
+        oof = load_predictions(self.store, oof_keys(self.store, self.run_prefix, meta["kinds"]))
+        shares = class_shares(blend(oof))
         bundle = Bundle(
             profile=self.profile.name,
             profile_data=self.profile.model_dump(mode="json", by_alias=True),
