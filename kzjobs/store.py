@@ -129,8 +129,15 @@ class LocalStore(Store):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        for attempt in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                           suffix=".tmp")
+                break
+            except FileNotFoundError:  # another writer's delete emptied and removed it
+                if attempt == 2:
+                    raise
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -159,7 +166,17 @@ class LocalStore(Store):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove the key, and the folders it leaves empty: as in S3, a folder is there
+        while it holds a key."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): the folders above are kept too
+                break
 
 
 class S3Store(Store):

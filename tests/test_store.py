@@ -38,6 +38,19 @@ def test_delete(store):
     store.delete("k.bin")  # deleting twice is fine
 
 
+def test_delete_leaves_no_empty_folder_and_keeps_the_others(tmp_path):
+    store = LocalStore(tmp_path / "root")
+    store.write_bytes("frames/a/1.bin", b"1")
+    store.write_bytes("frames/2.bin", b"2")
+    store.delete("frames/a/1.bin")
+    assert not (store.root / "frames" / "a").exists()  # as in S3: no key, no folder
+    assert store.list("frames") == ["frames/2.bin"]
+    store.delete("frames/2.bin")
+    assert not (store.root / "frames").exists() and store.root.is_dir()
+    store.write_bytes("frames/3.bin", b"3")  # a writer after the delete makes it again
+    assert store.read_bytes("frames/3.bin") == b"3"
+
+
 def test_json_and_text_helpers(store):
     store.write_json("r/report.json", {"ok": True, "名": [1, 2]})
     assert store.read_json("r/report.json") == {"ok": True, "名": [1, 2]}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
+from kzjobs.data.books import book_id
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.recognize import PAGES_PER_BATCH
@@ -140,7 +141,7 @@ class RecognizeJob(_CollectionJob):
         from kzjobs.bundle import open_bundle
         from kzjobs.images import ImageError
         from kzjobs.recognize.outputs import write_page
-        from kzjobs.recognize.recognizer import Recognizer, page_workers
+        from kzjobs.recognize.recognizer import Recognizer, bundle_profile, page_workers
 
         index, count = parse_shard(self.shard)
         ds = self.dataset()
@@ -155,9 +156,15 @@ class RecognizeJob(_CollectionJob):
         }
         if todo:
             bundle, root = open_bundle(self.model, self.store)
+            profile = bundle_profile(bundle, self.profile_name)
+            adapting = profile.pseudo.class_shift if self.adapt is None else self.adapt
+            # An adapting reader fits every book's shifts itself, on the logits of the very
+            # models that read it: the bundle's were fitted on its models before
+            # fine-tuning (bench: held-out F1 0.9442 refitted against 0.9412 with the
+            # bundle's; RESULTS.md, 12-05 14:09).
             recognizer = Recognizer.from_bundle(
-                bundle, root, profile=self.profile_name,
-                device=self.device or self.settings.device,
+                bundle, root, profile=profile, device=self.device or self.settings.device,
+                book_shifts=not adapting,
             )
             workers = self.workers or page_workers(recognizer.device)
             summary["workers"] = workers
@@ -180,7 +187,7 @@ class RecognizeJob(_CollectionJob):
                         continue
                     yield image_id, image
 
-            if recognizer.profile.pseudo.class_shift if self.adapt is None else self.adapt:
+            if adapting:
                 stream = self._adapted(recognizer, out, todo, readable, workers, summary)
             else:
                 stream = recognizer.recognize_stream(readable(todo), self.batch, workers)
@@ -202,17 +209,12 @@ class RecognizeJob(_CollectionJob):
                  summary: dict[str, Any]) -> Iterator[tuple[PageResult, Any]]:
         """The shard's results, each book read with the class shifts fitted on its pages
         (see :mod:`kzjobs.recognize.adapt` for the passes and how they resume)."""
-        from kzjobs.data.books import book_id
         from kzjobs.recognize import adapt
 
         if not recognizer.class_shares:
             raise ValueError(f"{self.model} has no class shares to fit books' shifts to (a "
                              "bundle made before they were kept): re-bundle it, or pass "
                              "--no-adapt")
-        # Every book is fitted here, on the logits of the very models that read it: the
-        # bundle's shifts were fitted on its models before fine-tuning (bench: held-out
-        # F1 0.9442 refitted against 0.9412 with the bundle's; RESULTS.md, 12-05 14:09).
-        recognizer.class_shifts = {}
         framed = adapt.framed_pages(out)
         unread = [i for i in todo if i not in framed]
         for (image_id, _), frames in recognizer.read_stream(readable(unread, "read"), workers,
@@ -242,6 +244,16 @@ class RecognizeJob(_CollectionJob):
         return {f: getattr(self, f) for f in fields}
 
 
+def adapted_books(out: Store, books: set[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{shards' key: {book: {code: shift}}}``: the shifts ``--adapt`` fitted to
+    ``books`` (an output prefix may hold other collections' too)."""
+    from kzjobs.recognize.adapt import ADAPTATION
+
+    found = {key: {b: s for b, s in out.read_json(key).items() if b in books}
+             for key in out.list(ADAPTATION) if key.endswith(".json")}
+    return {key: shifts for key, shifts in found.items() if shifts}
+
+
 class MergeJob(_CollectionJob):
     """Merge the shards' pages into ``submission.csv``, the review index and a report.
 
@@ -266,6 +278,7 @@ class MergeJob(_CollectionJob):
             )
         recognized = [i for i in ids if i in done]
         merged = merge(out, recognized)
+        adaptation = adapted_books(out, {book_id(i) for i in recognized})
         quarantine.sort(key=lambda q: (q["item"], q.get("key", "")))
         report = {
             # pages_in == recognized + quarantined: every file in is accounted for once.
@@ -274,6 +287,8 @@ class MergeJob(_CollectionJob):
             "quarantined": len(quarantine),
             "characters": merged["characters"],
             "quarantine": quarantine,
+            # each shard's class shifts of this collection's books, when read with --adapt
+            **({"adaptation": adaptation} if adaptation else {}),
             # a key in the store, or the full URI when --out named a location of its own
             # (an s3:// or absolute --out is no key: joining it failed, or lost its root)
             "submission": "" if self.images else (

@@ -64,21 +64,18 @@ class Recognizer:
     @classmethod
     def from_bundle(
         cls, bundle: Bundle, root: Store, *, profile: str | Profile | None = None,
-        device: str = "auto",
+        device: str = "auto", book_shifts: bool = True,
     ) -> Recognizer:
         """Load the models the bundle names (``classify.inference_folds`` of each kind);
-        ``profile`` (a name, a YAML path or a Profile) overrides the inference knobs."""
+        ``profile`` (a name, a YAML path or a Profile) overrides the inference knobs.
+        ``book_shifts=False`` leaves out the class shifts the bundle fitted to its books
+        (for a reader that fits its own)."""
         from kzjobs.checkpoint import load_checkpoint
         from kzjobs.classify.model import load_model
         from kzjobs.detect.model import load_detector
         from kzjobs.level2.model import Level2Model
 
-        if isinstance(profile, Profile):
-            prof = profile
-        elif profile:
-            prof = load_profile(profile)
-        else:
-            prof = Profile.model_validate(bundle.profile_data or {"name": bundle.profile})
+        prof = bundle_profile(bundle, profile)
         torch_device = select_device(device)
         # One detector: the first fold's. Every fold's detector reaches ~the same boxes,
         # and detection is the cheaper half of the errors (the seed's finding too).
@@ -97,7 +94,7 @@ class Recognizer:
         if bundle.level2.lightgbm:
             level2 = Level2Model.load(root, bundle.level2.prefix)
         return cls(prof, detector, classifiers, level2, torch_device, bundle.seg_fp_shift,
-                   bundle.class_shifts, bundle.class_shares)
+                   bundle.class_shifts if book_shifts else {}, bundle.class_shares)
 
     def detect(self, image: Image.Image) -> list[Box]:
         from kzjobs.detect.engine import detect_page
@@ -232,6 +229,16 @@ class Recognizer:
             finally:  # a failed page or a closed stream: the rest are not started
                 for _, future in pending:
                     future.cancel()
+
+
+def bundle_profile(bundle: Bundle, profile: str | Profile | None = None) -> Profile:
+    """The profile a bundle is read with: ``profile`` (a name, a YAML path or a Profile)
+    when given, else the one it was trained with."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile:
+        return load_profile(profile)
+    return Profile.model_validate(bundle.profile_data or {"name": bundle.profile})
 
 
 def page_workers(device: torch.device) -> int:

@@ -238,6 +238,9 @@ def test_recognition_adapts_to_a_new_book_as_a_bundle_with_its_shifts_would(setu
     assert shift[rare] > 0
     assert _codes(store, "out/adapted").count(rare) > plain.count(rare)
     assert store.list("out/adapted/frames") == []
+    report = store.read_json("out/adapted/report.json")
+    assert report["adaptation"] == {adapted["adaptation"]["shifts"]: shifts}
+    assert "adaptation" not in store.read_json("out/as-is/report.json")
 
     # The same as a bundle that carried the fitted shifts (from a retraining run).
     run(root, "out/carried", model=_rebundled(store, "with-shifts", class_shifts=shifts,
