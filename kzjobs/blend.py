@@ -425,7 +425,10 @@ def fit_class_shift(blended: pd.DataFrame, shares: pd.Series, *, max_shift: floa
     to the second choice. Shares are matched within a script because books differ in
     how much kana they write far more than in which kana. A count within two Poisson
     standard deviations of its expectation is taken as chance and left as it is, and
-    classes expected fewer than ``min_expected`` times in the book are left alone.
+    classes neither expected nor called ``min_expected`` times in the book are left
+    alone: a rare class the hand makes the models call far more often than expected is
+    pushed down like a common one (the bench's cursive hand has its る read as a small
+    っ, expected a few times a book and called a hundred).
     """
     row, _rank, classes, logits = flatten(blended)
     codes, cls = np.unique(classes.astype(str), return_inverse=True)
@@ -447,7 +450,7 @@ def fit_class_shift(blended: pd.DataFrame, shares: pd.Series, *, max_shift: floa
     # the mass the book spreads over rare classes does not pull every common one up.
     got = counts(shift)
     mass = np.bincount(script[char], weights=got[char], minlength=2)
-    fit = char & (target * mass[script] >= min_expected)
+    fit = char & ((target * mass[script] >= min_expected) | (got >= min_expected))
     share = target / np.maximum(np.bincount(script[fit], weights=target[fit],
                                             minlength=2)[script], 1e-12)
     for _ in range(steps):

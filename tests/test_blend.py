@@ -169,8 +169,17 @@ def test_a_fitted_class_shift_undoes_an_unfamiliar_hands_misreadings():
     # A book read as the models read their own books barely moves.
     calm = shift_classes(plain, fit_class_shift(plain, shares))
     assert (top_two(calm)[0] != top_two(plain)[0]).mean() < 0.02
-    # Rare classes (expected under min_expected times) are never shifted.
+    # Classes neither expected nor called min_expected times are never shifted.
     assert not fit_class_shift(strange, shares, min_expected=1e6)
+    # A rare class the hand makes the models call far more often than expected is
+    # pushed down, though it is too rare to be fitted for its own sake.
+    rare = shares.index[-1]
+    too_few = 3 * shares[rare] * len(strange)  # rare is expected under it, common over
+    assert shares[common] * len(strange) > too_few
+    confused = blend([misread(f, common, rare, 0.8, seed=0) for f in new.frames])
+    shift = fit_class_shift(confused, shares, min_expected=too_few)
+    assert shift[rare] < -0.5
+    assert accuracy(shift_classes(confused, shift), common) > accuracy(confused, common) + 0.3
 
 
 def test_class_shares_are_within_a_script():
