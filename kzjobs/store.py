@@ -170,8 +170,8 @@ class LocalStore(Store):
         while it holds a key."""
         path = self._path(key)
         path.unlink(missing_ok=True)
-        for folder in path.parents:
-            if folder == self.root or not folder.is_relative_to(self.root):
+        for folder in path.parents:  # a validated key's folders all lie under the root
+            if folder == self.root:
                 break
             try:
                 folder.rmdir()

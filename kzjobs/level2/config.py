@@ -95,7 +95,8 @@ class PseudoConfig(BaseModel):
     # (kzjobs.recognize.adapt; `kzjobs recognize --adapt/--no-adapt` overrides).
     class_shift: bool = False
     max_class_shift: float = Field(3.0, ge=0.0)
-    min_class_expected: float = Field(10.0, gt=0.0)  # classes expected less often: unshifted
+    # A class neither expected nor called this often in a book is left unshifted.
+    min_class_expected: float = Field(10.0, gt=0.0)
     # Pages of a book recognition fits its shifts on, evenly spaced through it: enough to
     # count its common classes, and memory that does not grow with the book.
     class_shift_pages: int = Field(400, ge=1)
