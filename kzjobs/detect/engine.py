@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,14 +83,25 @@ def train_one_epoch(
     amp: bool = True,
     grad_clip: float | None = None,
     progress: bool = True,
+    running: Mapping[str, float] | None = None,
+    save: Callable[[dict[str, float]], None] | None = None,
+    save_every: float = 0.0,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of each loss and the last learning rate."""
+    """One pass over ``loader``; returns the mean of each loss and the last learning rate.
+
+    A long epoch is checkpointed within: every ``save_every`` seconds ``save`` gets the
+    running loss sums, ``steps`` and ``batches`` (those read, unreadable ones too). A run
+    resumed from such a checkpoint passes them back as ``running``, with a loader that
+    starts after those batches.
+    """
     model.train()
-    sums: dict[str, float] = {}
-    steps = 0
+    sums = dict(running or {})
+    steps, batches = int(sums.pop("steps", 0)), int(sums.pop("batches", 0))
+    saved = time.monotonic()
     bar = tqdm(loader, desc=f"detect epoch {epoch}", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+               dynamic_ncols=True, initial=batches, total=batches + len(loader))
     for images, targets in bar:
+        batches += 1
         if not images:  # every page of the batch was unreadable
             continue
         images = [img.to(device, non_blocking=True) for img in images]
@@ -119,6 +131,9 @@ def train_one_epoch(
         sums["loss"] = sums.get("loss", 0.0) + loss.item()
         bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}",
                         lr=f"{optimizer.param_groups[0]['lr']:.4f}")
+        if save is not None and save_every and time.monotonic() - saved >= save_every:
+            save(sums | {"steps": steps, "batches": batches})
+            saved = time.monotonic()
     metrics = {name: total / max(steps, 1) for name, total in sums.items()}
     metrics["lr"] = optimizer.param_groups[0]["lr"]
     return metrics

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "kz-detect"
 CHECKPOINT_FORMAT = "kzjobs.detect/1"
 # Settings that may change between a run and its resume without changing the result.
-_RESUME_FREE = {"workers", "threads"}
+_RESUME_FREE = {"workers", "threads", "checkpoint_seconds"}
 
 
 def fold_split(ds: Dataset, store: Store, folds_key: str, fold: int) -> tuple[list[str], list[str]]:
@@ -171,7 +171,7 @@ class DetectTrainJob(Job):
         scheduler = lr_scheduler(optimizer, config, iters * config.epochs)
         scaler = grad_scaler(device, config.amp)
 
-        start_epoch, history, run_id = 0, [], None
+        start_epoch, history, run_id, within = 0, [], None, None
         if store.exists(ckpt_key):
             ckpt = load_from_store(store, ckpt_key)
             self._check_resumable(ckpt, config)
@@ -181,7 +181,9 @@ class DetectTrainJob(Job):
             scaler.load_state_dict(ckpt["scaler"])
             _set_rng_state(ckpt["rng"])
             start_epoch, history, run_id = ckpt["epoch"], ckpt["history"], ckpt["mlflow_run_id"]
-            log.info("resuming fold %d after epoch %d", self.fold, start_epoch)
+            within = ckpt.get("within")  # where a checkpoint within an epoch left it
+            log.info("resuming fold %d at epoch %d, step %d", self.fold, start_epoch,
+                     within["running"]["steps"] if within else 0)
 
         with _start_mlflow(run_id, f"detect-fold{self.fold}") as run:
             if run_id is None:
@@ -191,35 +193,61 @@ class DetectTrainJob(Job):
                     "valid_pages": len(valid_ids), "device": str(device),
                     "profile": self.profile.name,
                 })
-            started = time.monotonic()
-            for epoch in range(start_epoch, config.epochs):
-                crops.set_epoch(epoch)
-                sampler = torch.utils.data.RandomSampler(
-                    crops, generator=torch.Generator().manual_seed(crops.seed * 1000 + epoch))
-                loader = torch.utils.data.DataLoader(
-                    crops, batch_size=config.batch_size, sampler=sampler,
-                    num_workers=config.workers, collate_fn=collate,
-                    pin_memory=device.type == "cuda")
-                tic = time.monotonic()
-                metrics = train_one_epoch(
-                    model, optimizer, loader, device, epoch, scheduler=scheduler, scaler=scaler,
-                    amp=config.amp, grad_clip=config.grad_clip, progress=self.progress)
-                metrics["epoch_seconds"] = time.monotonic() - tic
-                history.append(metrics)
-                mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
+
+            def checkpoint(epochs_done: int, within: dict[str, Any] | None = None) -> None:
                 save_to_store(store, ckpt_key, {
                     "format": CHECKPOINT_FORMAT,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
-                    "epoch": epoch + 1,
+                    "epoch": epochs_done,
+                    "within": within,
                     "config": config.model_dump(mode="json"),
                     "rng": _rng_state(),
                     "history": history,
                     "mlflow_run_id": run.info.run_id,
                     "fold": self.fold,
                 })
+
+            started = time.monotonic()
+            for epoch in range(start_epoch, config.epochs):
+                crops.set_epoch(epoch)
+                # A checkpoint within this epoch: its loss sums and steps, seconds, and the
+                # loader's seed (its workers' base seed, drawn from the global RNG as
+                # DataLoader does; the checkpoint's RNG state is after that draw).
+                running = within["running"] if within else {}
+                before = within["seconds"] if within else 0.0
+                loader_seed = (within["loader_seed"] if within else
+                               int(torch.empty((), dtype=torch.int64).random_().item()))
+                within = None
+                # The epoch's seeded order, after the batches a checkpoint within it trained.
+                order = torch.randperm(len(crops), generator=torch.Generator().manual_seed(
+                    crops.seed * 1000 + epoch))
+                loader = torch.utils.data.DataLoader(
+                    crops, batch_size=config.batch_size,
+                    sampler=order[int(running.get("batches", 0)) * config.batch_size:].tolist(),
+                    num_workers=config.workers, collate_fn=collate,
+                    pin_memory=device.type == "cuda",
+                    generator=torch.Generator().manual_seed(loader_seed))
+                tic = time.monotonic()
+
+                def save_within(sums: dict[str, float], epoch: int = epoch,
+                                before: float = before, tic: float = tic,
+                                loader_seed: int = loader_seed) -> None:
+                    checkpoint(epoch, {"running": sums, "loader_seed": loader_seed,
+                                       "seconds": before + time.monotonic() - tic})
+                    log.info("fold %d epoch %d: checkpointed at step %d, loss %.4f",
+                             self.fold, epoch, sums["steps"], sums["loss"] / sums["steps"])
+
+                metrics = train_one_epoch(
+                    model, optimizer, loader, device, epoch, scheduler=scheduler, scaler=scaler,
+                    amp=config.amp, grad_clip=config.grad_clip, progress=self.progress,
+                    running=running, save=save_within, save_every=config.checkpoint_seconds)
+                metrics["epoch_seconds"] = before + time.monotonic() - tic
+                history.append(metrics)
+                mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
+                checkpoint(epoch + 1)
             train_seconds = time.monotonic() - started
 
             quarantine: dict[str, str] = {}

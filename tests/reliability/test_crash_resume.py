@@ -434,8 +434,8 @@ CLASSIFY_PROFILE = {
 DETECT_PROFILE = {
     "name": "crash-detect",
     "detect": {"fpn_channels": 16, "box_head_size": 32, "roi_batch_size": 32, "page_size": 192,
-               "crop": [96, 96], "crops_per_page": 1, "batch_size": 2, "epochs": 3,
-               "warmup_iters": 2, "threads": 1},
+               "crop": [96, 96], "crops_per_page": 4, "batch_size": 2, "epochs": 3,
+               "warmup_iters": 2, "threads": 1, "checkpoint_seconds": 1e-6},  # every step
 }
 
 
@@ -547,20 +547,23 @@ def test_detector_training_killed_again_and_again_ends_with_the_same_model(
     assert ckpt_path is not None
 
     rng = random.Random(SEED + 3)
-    epoch_done, landed = 0, []
-    for k in range(2):
+    done, landed = (0, 0), []  # (epochs, steps of the next one) in the checkpoint
+    for k in range(3):
         assert run_and_kill(argv, tmp_path / f"run{k}.log", when=rewritten(ckpt_path),
                             delay=rng.uniform(0.1, 0.7) * epoch_seconds), \
             f"kill {k} came after the job had finished"
         ckpt = load_from_store(store, f"{out}/checkpoint.pt")
-        assert ckpt["epoch"] > epoch_done, "a killed run left no new epoch"
+        at = (ckpt["epoch"], ckpt["within"]["running"]["steps"] if ckpt["within"] else 0)
+        assert at > done, "a killed run left no new step"
         assert not store.exists(f"{out}/model.pt")
-        epoch_done = ckpt["epoch"]
-        landed.append(epoch_done)
+        done = at
+        landed.append(at)
+    # Kills within an epoch are what this test is for (4 steps an epoch, each checkpointed).
+    assert any(steps for _, steps in landed), landed
 
     resumed = run_to_end(argv, tmp_path / "final.log")
-    print(f"detect: killed after epochs {landed}; epoch {epoch_seconds:.2f} s")
-    assert resumed["resumed_from_epoch"] == epoch_done
+    print(f"detect: killed at (epoch, step) {landed}; epoch {epoch_seconds:.2f} s")
+    assert resumed["resumed_from_epoch"] == done[0]
     assert_same_weights(load_from_store(store, "det/reference/model.pt")["model"],
                         load_from_store(store, f"{out}/model.pt")["model"])
     assert resumed["loss"] == reference["loss"]  # the last epoch's, to the bit
