@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +99,8 @@ def train_one_epoch(
     steps, batches = int(sums.pop("steps", 0)), int(sums.pop("batches", 0))
     saved = time.monotonic()
     bar = tqdm(loader, desc=f"detect epoch {epoch}", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True, initial=batches, total=batches + len(loader))
+               dynamic_ncols=True, initial=batches,
+               total=batches + len(loader) if isinstance(loader, Sized) else None)
     for images, targets in bar:
         batches += 1
         if not images:  # every page of the batch was unreadable

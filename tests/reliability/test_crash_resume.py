@@ -549,17 +549,18 @@ def test_detector_training_killed_again_and_again_ends_with_the_same_model(
     rng = random.Random(SEED + 3)
     done, landed = (0, 0), []  # (epochs, steps of the next one) in the checkpoint
     for k in range(3):
+        # The first kill falls as the first checkpoint lands, after the first of the epoch's
+        # 4 steps, so at least one kill is within an epoch; the others fall at random.
+        delay = 0.0 if k == 0 else rng.uniform(0.1, 0.7) * epoch_seconds
         assert run_and_kill(argv, tmp_path / f"run{k}.log", when=rewritten(ckpt_path),
-                            delay=rng.uniform(0.1, 0.7) * epoch_seconds), \
-            f"kill {k} came after the job had finished"
+                            delay=delay), f"kill {k} came after the job had finished"
         ckpt = load_from_store(store, f"{out}/checkpoint.pt")
         at = (ckpt["epoch"], ckpt["within"]["running"]["steps"] if ckpt["within"] else 0)
         assert at > done, "a killed run left no new step"
         assert not store.exists(f"{out}/model.pt")
         done = at
         landed.append(at)
-    # Kills within an epoch are what this test is for (4 steps an epoch, each checkpointed).
-    assert any(steps for _, steps in landed), landed
+    assert any(steps for _, steps in landed), landed  # kills within an epoch: the point
 
     resumed = run_to_end(argv, tmp_path / "final.log")
     print(f"detect: killed at (epoch, step) {landed}; epoch {epoch_seconds:.2f} s")
