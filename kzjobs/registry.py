@@ -107,14 +107,16 @@ def experiment_id(mlflow_client: MlflowClient, name: str = EXPERIMENT) -> str:
 
 
 def signature() -> Any:
-    """Pages in (an id and a path or URI of the image), submission rows out."""
+    """Pages in (an id and a path or URI of the image), submission rows out; the param
+    ``adapt`` as ``kzjobs recognize --adapt/--no-adapt`` (None: as the blend was trained)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "image_id"), ColSpec("string", "image")]),
         outputs=Schema([ColSpec("string", "image_id"), ColSpec("string", "labels"),
                         ColSpec("string", "text")]),
+        params=ParamSchema([ParamSpec("adapt", "boolean", None)]),
     )
 
 

@@ -284,13 +284,15 @@ def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_pat
 
 
 def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
-    """A seeded blend registered and loaded back as a pyfunc: its labels for a batch of
-    page files are the recognize job's submission rows for the same pages."""
+    """A seeded blend trained to adapt, registered and loaded back as a pyfunc: its labels
+    for a batch of page files are the recognize job's submission rows for the same pages,
+    adapting to the book as the job does by default, and not with ``adapt`` False."""
     import mlflow
     import pandas as pd
 
     from bench.workload import write_seeded_bundle
     from kzjobs import registry
+    from kzjobs.bundle import Bundle
     from kzjobs.data.format import parse_points, read_submission
     from kzjobs.recognize.job import RecognizeJob
     from kzjobs.store import open_store
@@ -299,23 +301,42 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     store = open_store(tmp_path / "store")
     generate(store.child("coll"), books=1, pages_per_book=3, seed=3, fonts=["ipaex-mincho"])
     write_seeded_bundle(store, "model")
+    # Trained to adapt, against shares its seeded models are far from: they call U+3042
+    # on nearly every box, and U+3044 is expected most.
+    bundle = Bundle.load(store.child("model"))
+    profile = bundle.profile_data | {"pseudo": bundle.profile_data["pseudo"]
+                                     | {"class_shift": True}}
+    bundle.model_copy(update={"profile_data": profile,
+                              "class_shares": {"U+3044": 0.8, "U+3042": 0.2}}
+                      ).save(store.child("model"))
     ev = _evaluation(store, "coll", 0.5)
     registry.register_bundle("model", store, evaluation=ev, dataset="coll",
                              dataset_version=ev["dataset_version"])
-    RecognizeJob(store_uri=store.uri, model="model", collection="coll", out="out",
-                 progress=False).run()
-    expected = read_submission(store.read_bytes("out/submission.csv"))
-
     ds = Dataset.open("coll", store)
     ids = ds.image_ids()
     pages = pd.DataFrame({"image_id": ids,
                           "image": [f"{ds.store.uri}/{ds.image_keys[i]}" for i in ids]})
-    got = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate").predict(pages)
-    assert list(got["image_id"]) == ids
-    assert sum(len(expected[i]) for i in ids) > 0
+    model = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate")
 
-    # The same points in the same (reading) order, and the job's transcripts as text.
-    read = dict(zip(got["image_id"], got["labels"], strict=True))
-    assert [parse_points(i, read[i]) for i in ids] == [expected[i] for i in ids]
-    text = dict(zip(got["image_id"], got["text"], strict=True))
-    assert [text[i] for i in ids] == [store.read_text(f"out/transcripts/{i}.txt") for i in ids]
+    read = {}
+    for adapt in (None, False):
+        out = f"out/{adapt}"
+        summary = RecognizeJob(store_uri=store.uri, model="model", collection="coll", out=out,
+                               progress=False, adapt=adapt).run()
+        assert ("adaptation" in summary) == (adapt is None)
+        expected = read_submission(store.read_bytes(f"{out}/submission.csv"))
+        got = model.predict(pages, params={} if adapt is None else {"adapt": adapt})
+        assert list(got["image_id"]) == ids
+        assert sum(len(expected[i]) for i in ids) > 0
+
+        # The same points in the same (reading) order, and the job's transcripts as text.
+        labels = dict(zip(got["image_id"], got["labels"], strict=True))
+        read[adapt] = [parse_points(i, labels[i]) for i in ids]
+        assert read[adapt] == [expected[i] for i in ids]
+        text = dict(zip(got["image_id"], got["text"], strict=True))
+        assert [text[i] for i in ids] == [store.read_text(f"{out}/transcripts/{i}.txt")
+                                          for i in ids]
+    def count(points, code="U+3044"):
+        return sum(p.code == code for page in points for p in page)
+
+    assert count(read[None]) > count(read[False])  # the adaptation reached the pages

@@ -21,15 +21,19 @@ n-th of the collection, so shards fit nearly the same shifts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kzjobs.store import Store, join
 
 if TYPE_CHECKING:
     import pandas as pd
+    from PIL import Image
 
     from kzjobs.level2.config import PseudoConfig
+    from kzjobs.profile import Profile
+    from kzjobs.recognize.outputs import PageResult
+    from kzjobs.recognize.recognizer import Recognizer
 
 FRAMES, ADAPTATION = "frames", "adaptation"
 
@@ -80,10 +84,22 @@ def spread(ids: Sequence[str], n: int) -> list[str]:
     return [ids[round(i * step)] for i in range(n)]
 
 
-def fit_books(out: Store, ids: Iterable[str], shares: Mapping[str, float], cfg: PseudoConfig
-              ) -> dict[str, dict[str, float]]:
-    """``{book: {code: shift}}`` of the books of ``ids``, from their kept frames, one
-    book at a time so that memory holds one book's sample."""
+def adapting(profile: Profile, adapt: bool | None) -> bool:
+    """Whether a reader fits each book's shifts: ``adapt`` if given, else as the blend
+    was trained (``pseudo.class_shift``)."""
+    return profile.pseudo.class_shift if adapt is None else adapt
+
+
+def check_shares(recognizer: Recognizer, model: str, opt_out: str) -> None:
+    if not recognizer.class_shares:
+        raise ValueError(f"{model} has no class shares to fit books' shifts to (a bundle "
+                         f"made before they were kept): re-bundle it, or pass {opt_out}")
+
+
+def fit_books(ids: Iterable[str], frames_of: Callable[[str], Sequence[pd.DataFrame]],
+              shares: Mapping[str, float], cfg: PseudoConfig) -> dict[str, dict[str, float]]:
+    """``{book: {code: shift}}`` of the books of ``ids``, from each page's frames
+    (``frames_of``), one book at a time so that memory holds one book's sample."""
     import pandas as pd
 
     from kzjobs.blend import blend, fit_book_shifts
@@ -96,8 +112,7 @@ def fit_books(out: Store, ids: Iterable[str], shares: Mapping[str, float], cfg: 
     target = pd.Series(dict(shares), dtype=float)
     shifts: dict[str, dict[str, float]] = {}
     for pages in by_book.values():
-        read = [f for f in (read_frames(out, i) for i in spread(pages, cfg.class_shift_pages))
-                if f]
+        read = [f for f in map(frames_of, spread(pages, cfg.class_shift_pages)) if f]
         if read:
             shifts |= fit_book_shifts(blend(frames_per_model(read)), target,
                                       max_shift=cfg.max_class_shift,
@@ -109,3 +124,20 @@ def shifted(frames: Sequence[pd.DataFrame], shift: Mapping[str, float]) -> list[
     from kzjobs.blend import shift_classes
 
     return [shift_classes(frame, shift) for frame in frames]
+
+
+def recognize_in_memory(recognizer: Recognizer,
+                        pages: Callable[[], Iterable[tuple[str, Image.Image]]], batch: int
+                        ) -> Iterator[tuple[PageResult, Image.Image]]:
+    """The same passes with the frames in memory, for a call's worth of pages (the
+    registry's pyfunc); ``pages()`` yields them afresh for each pass, so that memory holds
+    frames, not images. A collection goes through the recognize job, whose frames in the
+    store let a crashed run resume. ``recognizer`` reads without book shifts."""
+    from kzjobs.data.books import book_id
+
+    frames = {image_id: f for (image_id, _), f in recognizer.read_stream(pages())}
+    shifts = fit_books(frames, frames.__getitem__, recognizer.class_shares,
+                       recognizer.profile.pseudo)
+    decided = ((page, shifted(frames.pop(page[0]), shifts.get(book_id(page[0]), {})))
+               for page in pages())
+    yield from recognizer.decide_stream(decided, batch)

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
@@ -20,7 +21,7 @@ from pydantic import Field, field_validator
 from kzjobs.data.books import book_id
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
-from kzjobs.recognize import PAGES_PER_BATCH
+from kzjobs.recognize import PAGES_PER_BATCH, adapt
 from kzjobs.recognize.outputs import done_pages, merge
 from kzjobs.store import Store, UnsafeKeyError, join, validate_key
 from kzjobs.validate.config import MAX_ID_LENGTH
@@ -157,15 +158,15 @@ class RecognizeJob(_CollectionJob):
         if todo:
             bundle, root = open_bundle(self.model, self.store)
             profile = bundle_profile(bundle, self.profile_name)
-            adapting = profile.pseudo.class_shift if self.adapt is None else self.adapt
-            # An adapting reader fits every book's shifts itself, on the logits of the very
-            # models that read it: the bundle's were fitted on its models before
-            # fine-tuning (bench: held-out F1 0.9442 refitted against 0.9412 with the
-            # bundle's; RESULTS.md, 12-05 14:09).
+            adapting = adapt.adapting(profile, self.adapt)
             recognizer = Recognizer.from_bundle(
-                bundle, root, profile=profile, device=self.device or self.settings.device,
-                book_shifts=not adapting,
-            )
+                bundle, root, profile=profile, device=self.device or self.settings.device)
+            if adapting:
+                # It fits every book's shifts itself, on the logits of the very models that
+                # read it: the bundle's were fitted on its models before fine-tuning (bench:
+                # held-out F1 0.9442 refitted against 0.9412 with the bundle's; RESULTS.md,
+                # 12-05 14:09).
+                recognizer = recognizer.without_book_shifts()
             workers = self.workers or page_workers(recognizer.device)
             summary["workers"] = workers
             started = time.perf_counter()
@@ -209,12 +210,7 @@ class RecognizeJob(_CollectionJob):
                  summary: dict[str, Any]) -> Iterator[tuple[PageResult, Any]]:
         """The shard's results, each book read with the class shifts fitted on its pages
         (see :mod:`kzjobs.recognize.adapt` for the passes and how they resume)."""
-        from kzjobs.recognize import adapt
-
-        if not recognizer.class_shares:
-            raise ValueError(f"{self.model} has no class shares to fit books' shifts to (a "
-                             "bundle made before they were kept): re-bundle it, or pass "
-                             "--no-adapt")
+        adapt.check_shares(recognizer, self.model, "--no-adapt")
         framed = adapt.framed_pages(out)
         unread = [i for i in todo if i not in framed]
         for (image_id, _), frames in recognizer.read_stream(readable(unread, "read"), workers,
@@ -224,7 +220,8 @@ class RecognizeJob(_CollectionJob):
         read = [i for i in todo if i in framed]
         key = adapt.shifts_key(self.shard)
         if not out.exists(key):
-            out.write_json(key, adapt.fit_books(out, read, recognizer.class_shares,
+            out.write_json(key, adapt.fit_books(read, partial(adapt.read_frames, out),
+                                                recognizer.class_shares,
                                                 recognizer.profile.pseudo))
         shifts = out.read_json(key)
         summary["adaptation"] = {"shifts": key, "books": len(shifts),
@@ -247,10 +244,8 @@ class RecognizeJob(_CollectionJob):
 def adapted_books(out: Store, books: set[str]) -> dict[str, dict[str, dict[str, float]]]:
     """``{shards' key: {book: {code: shift}}}``: the shifts ``--adapt`` fitted to
     ``books`` (an output prefix may hold other collections' too)."""
-    from kzjobs.recognize.adapt import ADAPTATION
-
     found = {key: {b: s for b, s in out.read_json(key).items() if b in books}
-             for key in out.list(ADAPTATION) if key.endswith(".json")}
+             for key in out.list(adapt.ADAPTATION) if key.endswith(".json")}
     return {key: shifts for key, shifts in found.items() if shifts}
 
 

@@ -8,6 +8,7 @@ top class, which is the ablation's "blend" step.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -64,12 +65,10 @@ class Recognizer:
     @classmethod
     def from_bundle(
         cls, bundle: Bundle, root: Store, *, profile: str | Profile | None = None,
-        device: str = "auto", book_shifts: bool = True,
+        device: str = "auto",
     ) -> Recognizer:
         """Load the models the bundle names (``classify.inference_folds`` of each kind);
-        ``profile`` (a name, a YAML path or a Profile) overrides the inference knobs.
-        ``book_shifts=False`` leaves out the class shifts the bundle fitted to its books
-        (for a reader that fits its own)."""
+        ``profile`` (a name, a YAML path or a Profile) overrides the inference knobs."""
         from kzjobs.checkpoint import load_checkpoint
         from kzjobs.classify.model import load_model
         from kzjobs.detect.model import load_detector
@@ -94,7 +93,14 @@ class Recognizer:
         if bundle.level2.lightgbm:
             level2 = Level2Model.load(root, bundle.level2.prefix)
         return cls(prof, detector, classifiers, level2, torch_device, bundle.seg_fp_shift,
-                   bundle.class_shifts if book_shifts else {}, bundle.class_shares)
+                   bundle.class_shifts, bundle.class_shares)
+
+    def without_book_shifts(self) -> Recognizer:
+        """The same models, reading every book without the class shifts the bundle fitted
+        to its books (for a reader that fits its own)."""
+        other = copy.copy(self)
+        other.class_shifts = {}
+        return other
 
     def detect(self, image: Image.Image) -> list[Box]:
         from kzjobs.detect.engine import detect_page
