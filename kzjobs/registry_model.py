@@ -46,7 +46,7 @@ class KzRecognizerModel(mlflow.pyfunc.PythonModel):
         from kzjobs.data.format import format_points
         from kzjobs.images import open_image
         from kzjobs.recognize import PAGES_PER_BATCH, adapt
-        from kzjobs.recognize.recognizer import bundle_profile
+        from kzjobs.recognize.recognizer import bundle_profile, page_workers
         from kzjobs.store import read_uri
 
         def pages():  # read a batch at a time
@@ -56,11 +56,12 @@ class KzRecognizerModel(mlflow.pyfunc.PythonModel):
 
         adapting = adapt.adapting(bundle_profile(self.bundle), (params or {}).get("adapt"))
         recognizer = self.recognizer(adapting)
+        workers = page_workers(recognizer.device)  # as the job: pages side by side
         if adapting:
             adapt.check_shares(recognizer, self.root.uri, "params={'adapt': False}")
-            stream = adapt.recognize_in_memory(recognizer, pages, PAGES_PER_BATCH)
+            stream = adapt.recognize_in_memory(recognizer, pages, PAGES_PER_BATCH, workers)
         else:
-            stream = recognizer.recognize_stream(pages(), PAGES_PER_BATCH)
+            stream = recognizer.recognize_stream(pages(), PAGES_PER_BATCH, workers)
         results = [result for result, _ in stream]
         return pd.DataFrame({"image_id": [r.image_id for r in results],
                              "labels": [format_points(r.points()) for r in results],

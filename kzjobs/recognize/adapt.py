@@ -127,17 +127,18 @@ def shifted(frames: Sequence[pd.DataFrame], shift: Mapping[str, float]) -> list[
 
 
 def recognize_in_memory(recognizer: Recognizer,
-                        pages: Callable[[], Iterable[tuple[str, Image.Image]]], batch: int
-                        ) -> Iterator[tuple[PageResult, Image.Image]]:
+                        pages: Callable[[], Iterable[tuple[str, Image.Image]]], batch: int,
+                        workers: int = 1) -> Iterator[tuple[PageResult, Image.Image]]:
     """The same passes with the frames in memory, for a call's worth of pages (the
     registry's pyfunc); ``pages()`` yields them afresh for each pass, so that memory holds
     frames, not images. A collection goes through the recognize job, whose frames in the
     store let a crashed run resume. ``recognizer`` reads without book shifts."""
     from kzjobs.data.books import book_id
 
-    frames = {image_id: f for (image_id, _), f in recognizer.read_stream(pages())}
+    frames = {image_id: f for (image_id, _), f in recognizer.read_stream(pages(), workers,
+                                                                      ahead=batch + workers)}
     shifts = fit_books(frames, frames.__getitem__, recognizer.class_shares,
                        recognizer.profile.pseudo)
-    decided = ((page, shifted(frames.pop(page[0]), shifts.get(book_id(page[0]), {})))
+    decided = ((page, shifted(frames[page[0]], shifts.get(book_id(page[0]), {})))
                for page in pages())
     yield from recognizer.decide_stream(decided, batch)
