@@ -14,6 +14,10 @@ fine-tuning costs minutes, not the hour of training the base classifiers.
 ``--incoming-pages N`` reads a larger incoming collection: N pages of each held-out book
 (the base run's pages are the first ones, byte for byte), adapted to and scored whole and
 on the base run's pages alone. The variant then starts at ``detect_incoming`` or later.
+
+``--second-round`` (with ``--from pseudolabel``) is a second round of pseudolabels: the
+incoming collection is read again by the base run's fine-tuned classifiers, and the
+base classifiers are fine-tuned again on the labels those choose.
 """
 
 from __future__ import annotations
@@ -60,17 +64,32 @@ def stage_outputs(plan: Any, stage: str) -> list[str]:
     return outs + ([plan.key(PSEUDO_REPORT)] if stage == "pseudolabel" else [])
 
 
+def second_round_reads(plan: Any, base: Any) -> list[list[str]]:
+    """``plan``'s ``classify_incoming`` calls, each with the base run's fine-tuned
+    classifier in place of the base one (its predictions keep the base one's key)."""
+    from kzjobs.plan import finetuned
+    from kzjobs.store import join
+
+    teacher = {join(plan.classifier(kind, k), "model.pt"):
+               join(base.classifier(finetuned(kind), k), "model.pt")
+               for kind in plan.kinds for k in range(plan.n_folds)}
+    return [[teacher.get(arg, arg) for arg in call] for call in plan.args()["classify_incoming"]]
+
+
 def _under(key: str, prefixes: list[str]) -> bool:
     return any(key == p or key.startswith(p + "/") for p in prefixes)
 
 
-def copy_base(store: Any, base: Any, variant: Any, start: str) -> list[str]:
+def copy_base(store: Any, base: Any, variant: Any, start: str, rerun: tuple[str, ...] = ()
+              ) -> list[str]:
     """Copy into ``variant``'s run what ``base``'s stages before ``start`` wrote (and not
-    what a later stage wrote under the same prefix, such as a detector's OOF boxes).
-    Returns the keys copied; keys already in the variant's run are kept."""
-    before = STAGE_NAMES[: STAGE_NAMES.index(start)]
+    what a later stage wrote under the same prefix, such as a detector's OOF boxes), but
+    for the stages of ``rerun``. Returns the keys copied; keys already in the variant's run
+    are kept."""
+    before = [stage for stage in STAGE_NAMES[: STAGE_NAMES.index(start)] if stage not in rerun]
     keep = [o for stage in before for o in stage_outputs(base, stage)]
-    redo = [o for stage in STAGE_NAMES[len(before):] for o in stage_outputs(base, stage)]
+    redo = [o for stage in STAGE_NAMES if stage not in before
+            for o in stage_outputs(base, stage)]
     copied = []
     for key in store.list(base.run):
         if _under(key, keep) and not _under(key, redo):
@@ -111,6 +130,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--incoming-pages", type=int, default=0, metavar="N",
                         help="Adapt to N pages of each held-out book, not the base run's.")
+    parser.add_argument("--second-round", action="store_true",
+                        help="Pseudolabels chosen by the base run's fine-tuned classifiers "
+                        "(with --from pseudolabel).")
     parser.add_argument("--out", help="Default: bench/results/variant-NAME.json.")
     args = parser.parse_args()
     try:
@@ -121,6 +143,9 @@ def main() -> None:
             "detect_incoming"):
         parser.error("--incoming-pages changes the incoming collection: start at "
                      "detect_incoming or later")
+    if args.second_round and (args.start != "pseudolabel" or args.incoming_pages):
+        parser.error("--second-round reads the base run's incoming pages again: use it with "
+                     "--from pseudolabel alone")
 
     from bench.inference import variant_profile
     from bench.machine import machine_info
@@ -155,11 +180,14 @@ def main() -> None:
     if args.incoming_pages:
         heldout, incoming = larger_heldout(store, args.incoming_pages)
     plan = bench_plan(str(profile_path), f"variant-{args.name}", heldout, incoming)
-    copied = copy_base(store, base, plan, args.start)
+    rerun = ("classify_incoming",) if args.second_round else ()
+    copied = copy_base(store, base, plan, args.start, rerun)
     print(f"== variant {args.name}: {len(copied)} files of {base.run} before {args.start}",
           file=sys.stderr, flush=True)
-    rest = STAGE_NAMES[STAGE_NAMES.index(args.start):]
+    rest = [*rerun, *STAGE_NAMES[STAGE_NAMES.index(args.start):]]
     plan_args = plan.args()
+    if args.second_round:
+        plan_args["classify_incoming"] = second_round_reads(plan, base)
     stages = {stage: plan_args[stage] if stage in rest else [] for stage in STAGE_NAMES}
     seconds = run_stages(stages, env, args.jobs, store, plan.key("bench-stage-seconds.json"))
     result = {

@@ -93,3 +93,28 @@ def test_a_larger_incoming_collection_holds_the_base_runs_pages_first(tmp_path):
                  vocabulary_size=VOCABULARY_SIZE)
     with pytest.raises(ValueError, match="not the base run's"):
         larger_heldout(other, 2)
+
+
+def test_a_second_round_reads_the_incoming_pages_with_the_base_runs_finetuned_models(base_run):
+    """--second-round: the base run's incoming predictions are not copied, and they are
+    made again by its fine-tuned classifiers, under the same keys; the variant then
+    fine-tunes the base classifiers again (they are copied; the fine-tuned ones are not)."""
+    from bench.variant import second_round_reads
+
+    store, base = base_run
+    variant = bench_plan("tiny", "variant-x")
+    keys = copy_base(store, base, variant, "pseudolabel", ("classify_incoming",))
+    copied = RUN_FILES[:RUN_FILES.index("pseudo/labels.csv")]
+    copied.remove("incoming/datasets-incoming/preds/resnet18-fold0.parquet")
+    assert sorted(keys) == sorted(variant.key(name) for name in copied)
+
+    reads = second_round_reads(variant, base)
+    assert len(reads) == len(variant.args()["classify_incoming"]) == 2
+    for fold, call in enumerate(reads):
+        assert call[call.index("--model") + 1] == base.key(
+            "classify", "resnet18-ft", f"fold{fold}", "model.pt")
+        assert call[call.index("--out") + 1] == variant.key(
+            "incoming", "datasets-incoming", "preds", f"resnet18-fold{fold}.parquet")
+    finetune = variant.args()["finetune"]
+    assert [c[c.index("--init") + 1] for c in finetune] == [
+        variant.key("classify", "resnet18", f"fold{k}", "model.pt") for k in (0, 1)]
