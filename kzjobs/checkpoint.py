@@ -35,3 +35,35 @@ def save_to_store(store: Store, key: str, checkpoint: dict[str, Any]) -> None:
 
 def load_from_store(store: Store, key: str) -> dict[str, Any]:
     return load_checkpoint(store.read_bytes(key))
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random generators' states (torch, CUDA, NumPy, Python) as plain data,
+    for a checkpoint that resumes a run where it stood."""
+    import random
+
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()  # plain data for weights_only
+    state = {"torch": torch.get_rng_state(), "numpy": np_state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np_state = dict(state["numpy"])
+    np_state["state"] = dict(np_state["state"], key=np.array(np_state["state"]["key"], np.uint32))
+    np.random.set_state(np_state)
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -54,6 +54,9 @@ class ClassifyConfig(BaseModel):
     # as its training set, about 0.5; an incoming batch smaller than that is diluted.
     pseudo_share: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
+    # Seconds between checkpoints within an epoch (0: at epoch ends only); a resumed run
+    # ends with the same model as one never stopped.
+    checkpoint_seconds: float = Field(600.0, ge=0.0)
     eval_every: int = 0  # validate on full pages every N epochs (0: after the last only)
     tta_scales: tuple[float, ...] = (1.0,)
     # Read each page at the scale that brings the median of its boxes (sqrt(w*h) at

@@ -4,8 +4,9 @@ held-out pages."""
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -33,50 +34,64 @@ def train_one_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loader: torch.utils.data.DataLoader,
+    loader: Iterable,
     device: torch.device,
     scaler: torch.amp.GradScaler,
     *,
     epoch: int,
     amp: bool = True,
     progress: bool = True,
+    running: Mapping[str, float] | None = None,
+    save: Callable[[dict[str, float]], None] | None = None,
+    save_every: float = 0.0,
 ) -> dict[str, float]:
-    """Cross-entropy over every kept box; the LR schedule steps per batch."""
+    """Cross-entropy over every kept box; the LR schedule steps per batch.
+
+    A long epoch is checkpointed within: every ``save_every`` seconds ``save`` gets the
+    running sums (``loss_sum``, ``correct``, ``seen``, ``batches`` trained and ``consumed``
+    loader items). A run resumed from such a checkpoint passes them back as ``running``,
+    with a loader that starts after the items consumed.
+    """
     model.train()
-    loss_sum, correct, seen, batches = 0.0, 0, 0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    sums = {"loss_sum": 0.0, "correct": 0, "seen": 0, "batches": 0, "consumed": 0,
+            **(running or {})}
+    saved = time.monotonic()
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False,
+               initial=int(sums["consumed"]))
     for batch in bar:
-        if batch is None:
-            scheduler.step()
-            continue
-        images, boxes, targets = batch
-        if len(targets) < 2:  # BatchNorm1d in the head needs two boxes or more
-            scheduler.step()
-            continue
-        images = images.to(device, non_blocking=True)
-        boxes = [b.to(device, non_blocking=True) for b in boxes]
-        targets = targets.to(device, non_blocking=True)
-        with autocast(device, amp, cpu_bf16=True):  # a class score, not a coordinate
-            logits = model(images, boxes)
-            loss = F.cross_entropy(logits.float(), targets)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower the lr")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        sums["consumed"] += 1
+        # BatchNorm1d in the head needs two boxes or more
+        if batch is not None and len(batch[2]) >= 2:
+            images, boxes, targets = batch
+            images = images.to(device, non_blocking=True)
+            boxes = [b.to(device, non_blocking=True) for b in boxes]
+            targets = targets.to(device, non_blocking=True)
+            with autocast(device, amp, cpu_bf16=True):  # a class score, not a coordinate
+                logits = model(images, boxes)
+                loss = F.cross_entropy(logits.float(), targets)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower the lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(targets)
+            sums["loss_sum"] += loss.item() * n
+            sums["correct"] += int((logits.argmax(1) == targets).sum())
+            sums["seen"] += n
+            sums["batches"] += 1
+            bar.set_postfix(loss=f"{sums['loss_sum'] / sums['seen']:.3f}",
+                            acc=f"{sums['correct'] / sums['seen']:.3f}")
         scheduler.step()
-        n = len(targets)
-        loss_sum += loss.item() * n
-        correct += int((logits.argmax(1) == targets).sum())
-        seen += n
-        batches += 1
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if save is not None and save_every and time.monotonic() - saved >= save_every:
+            save(dict(sums))
+            saved = time.monotonic()
+    seen = sums["seen"]
     return {
-        "loss": loss_sum / seen if seen else float("nan"),
-        "accuracy": correct / seen if seen else 0.0,
+        "loss": sums["loss_sum"] / seen if seen else float("nan"),
+        "accuracy": sums["correct"] / seen if seen else 0.0,
         "boxes": seen,
-        "batches": batches,
+        "batches": sums["batches"],
         "lr": optimizer.param_groups[0]["lr"],
     }
 

@@ -11,6 +11,8 @@ Heavy modules are imported inside ``run`` so that DAG files can import the job c
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 from typing import Any
 
@@ -21,6 +23,7 @@ from kzjobs.job import Job
 from kzjobs.store import join
 
 EXPERIMENT = "kz-classify"
+log = logging.getLogger(__name__)
 
 
 def model_prefix(run: str, kind: str, fold: int) -> str:
@@ -35,6 +38,14 @@ def quarantine_key(out: str) -> str:
 
 def _quarantine_records(quarantine: dict[str, str]) -> list[dict[str, str]]:
     return [{"item": image_id, "reason": reason} for image_id, reason in quarantine.items()]
+
+
+# Settings that may change between a run and its resume without changing the result.
+_RESUME_FREE = {"threads", "checkpoint_seconds"}
+
+
+def _resume_bound(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _RESUME_FREE}
 
 
 def _flat_params(config: dict[str, Any]) -> dict[str, str]:
@@ -94,7 +105,12 @@ class ClassifyTrainJob(Job):
         import mlflow
         import torch
 
-        from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
+        from kzjobs.checkpoint import (
+            checkpoint_bytes,
+            load_checkpoint,
+            rng_state,
+            set_rng_state,
+        )
         from kzjobs.classify.config import KINDS
         from kzjobs.classify.dataset import (
             CropDataset,
@@ -172,19 +188,23 @@ class ClassifyTrainJob(Job):
             optimizer, T_max=max(1, cfg.epochs * len(batches))
         )
         scaler = grad_scaler(device, cfg.amp)
+        # "within": where a checkpoint within the next epoch left it.
         state: dict[str, Any] = {"epoch": -1, "history": [], "train_seconds": 0.0,
-                                 "mlflow_run_id": None}
+                                 "mlflow_run_id": None, "within": None}
         if store.exists(keys["checkpoint.pt"]):
             ckpt = load_checkpoint(store.read_bytes(keys["checkpoint.pt"]))
-            if (ckpt["vocabulary"], ckpt["model_args"], ckpt["config"]) != (
-                    vocab, args, cfg.model_dump(mode="json")):
+            if (ckpt["vocabulary"], ckpt["model_args"], _resume_bound(ckpt["config"])) != (
+                    vocab, args, _resume_bound(cfg.model_dump(mode="json"))):
                 raise ValueError(f"{keys['checkpoint.pt']} is for another model, vocabulary or "
                                  "configuration; delete it to start over")
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
-            state = {k: ckpt[k] for k in state}
+            state = {k: ckpt.get(k) for k in state}
+            log.info("resuming %s fold %d at epoch %d, step %d", self.label, self.fold,
+                     state["epoch"] + 1,
+                     state["within"]["running"]["batches"] if state["within"] else 0)
 
         from kzjobs import registry
 
@@ -204,15 +224,47 @@ class ClassifyTrainJob(Job):
                     "device": device.type, "trainable_params": sum(p.numel() for p in params),
                 } | {f"epoch_{k}": v for k, v in describe(crops).items()})
             state["mlflow_run_id"] = run.info.run_id
+            def checkpoint() -> None:
+                store.write_bytes(keys["checkpoint.pt"], checkpoint_bytes({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "vocabulary": vocab, "model_args": args,
+                    "config": cfg.model_dump(mode="json"), **state,
+                }))
+
             for epoch in range(state["epoch"] + 1, cfg.epochs):
                 # Every epoch is seeded, so a resumed run repeats the same batches.
                 crops.set_epoch(epoch)
                 generator.manual_seed(seed * 1000 + epoch)
                 torch.manual_seed(seed * 1000 + epoch)
+                within, state["within"] = state["within"], None
+                running = within["running"] if within else {}
+                before = within["seconds"] if within else 0.0
                 start = time.perf_counter()
-                stats = train_one_epoch(model, optimizer, scheduler, batches, device, scaler,
-                                        epoch=epoch, amp=cfg.amp, progress=self.progress)
-                state["train_seconds"] += time.perf_counter() - start
+                epoch_batches = iter(batches)
+                if within:
+                    # The items a checkpoint within the epoch trained on are made again,
+                    # not trained on: the crops' and the box caps' random streams then
+                    # stand where they stood, and the global one is the checkpoint's.
+                    for _ in itertools.islice(epoch_batches, int(running["consumed"])):
+                        pass
+                    set_rng_state(within["rng"])
+
+                def save_within(sums: dict[str, float], before: float = before,
+                                start: float = start, epoch: int = epoch) -> None:
+                    state["within"] = {"running": sums, "rng": rng_state(),
+                                       "seconds": before + time.perf_counter() - start}
+                    checkpoint()
+                    log.info("%s fold %d epoch %d: checkpointed at step %d, loss %.4f",
+                             self.label, self.fold, epoch, sums["batches"],
+                             sums["loss_sum"] / max(sums["seen"], 1))
+
+                stats = train_one_epoch(model, optimizer, scheduler, epoch_batches, device,
+                                        scaler, epoch=epoch, amp=cfg.amp, progress=self.progress,
+                                        running=running, save=save_within,
+                                        save_every=cfg.checkpoint_seconds)
+                state["within"] = None
+                state["train_seconds"] += before + time.perf_counter() - start
                 stats = {f"train_{k}": v for k, v in stats.items()}
                 if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
                         and epoch + 1 < cfg.epochs and valid_ids:
@@ -224,12 +276,7 @@ class ClassifyTrainJob(Job):
                 mlflow.log_metrics(stats, step=epoch)
                 state["history"].append({"epoch": epoch, **stats})
                 state["epoch"] = epoch
-                store.write_bytes(keys["checkpoint.pt"], checkpoint_bytes({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "vocabulary": vocab, "model_args": args,
-                    "config": cfg.model_dump(mode="json"), **state,
-                }))
+                checkpoint()
 
             table, quarantine = predict_pages(
                 model, vocab, data, boxes, valid_ids, cfg=cfg, device=device, kind=self.label,

@@ -20,7 +20,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from kzjobs.checkpoint import load_checkpoint, load_from_store, save_to_store
+from kzjobs.checkpoint import (
+    load_checkpoint,
+    load_from_store,
+    rng_state,
+    save_to_store,
+    set_rng_state,
+)
 from kzjobs.data.books import book_id, split_fold
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
@@ -54,36 +60,6 @@ def fold_split(ds: Dataset, store: Store, folds_key: str, fold: int) -> tuple[li
     return split_fold(ids, folds, fold)
 
 
-
-
-def _rng_state() -> dict[str, Any]:
-    import random
-
-    import numpy as np
-    import torch
-
-    np_state = np.random.get_state(legacy=False)
-    np_state["state"]["key"] = np_state["state"]["key"].tolist()  # plain data for weights_only
-    state = {"torch": torch.get_rng_state(), "numpy": np_state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    np_state = dict(state["numpy"])
-    np_state["state"] = dict(np_state["state"], key=np.array(np_state["state"]["key"], np.uint32))
-    np.random.set_state(np_state)
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _flat_params(config: DetectConfig) -> dict[str, Any]:
@@ -179,7 +155,7 @@ class DetectTrainJob(Job):
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
-            _set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
             start_epoch, history, run_id = ckpt["epoch"], ckpt["history"], ckpt["mlflow_run_id"]
             within = ckpt.get("within")  # where a checkpoint within an epoch left it
             log.info("resuming fold %d at epoch %d, step %d", self.fold, start_epoch,
@@ -204,7 +180,7 @@ class DetectTrainJob(Job):
                     "epoch": epochs_done,
                     "within": within,
                     "config": config.model_dump(mode="json"),
-                    "rng": _rng_state(),
+                    "rng": rng_state(),
                     "history": history,
                     "mlflow_run_id": run.info.run_id,
                     "fold": self.fold,

@@ -427,9 +427,9 @@ def test_recognize_killed_while_writing_to_s3_ends_as_if_never_killed(
 CLASSIFY_PROFILE = {
     "name": "crash-classify",
     "classify": {"kinds": ["resnet18"], "page_size": 320, "crop": [128, 96],
-                 "crops_per_page": 2, "max_boxes": 64, "box_bucket": 16, "hidden": 64,
+                 "crops_per_page": 4, "max_boxes": 64, "box_bucket": 16, "hidden": 64,
                  "epochs": 5, "batch_size": 2, "lr": 0.01, "tta_scales": [1.0], "top_k": 5,
-                 "threads": 1},
+                 "threads": 1, "checkpoint_seconds": 1e-6},  # every step
 }
 DETECT_PROFILE = {
     "name": "crash-detect",
@@ -493,26 +493,30 @@ def test_classifier_training_killed_again_and_again_ends_with_the_same_model(
     assert ckpt_path is not None
 
     rng = random.Random(SEED + 2)
-    epoch_done, run_ids, landed = -1, set(), []
-    # Twice at a random point of the epoch after the next one, then during the OOF
-    # prediction: training never ends before the last kill.
+    done, run_ids, landed = (-1, 0), set(), []  # (last epoch done, items of the next one)
+    # First as the first checkpoint lands, after the first of the epoch's 4 steps, so that
+    # a kill falls within an epoch; then at random; then during the OOF prediction, so
+    # that training never ends before the last kill.
     for k in range(3):
         if k < 2:
-            when, delay = rewritten(ckpt_path), rng.uniform(0.1, 0.7) * epoch_seconds
+            when = rewritten(ckpt_path)
+            delay = 0.0 if k == 0 else rng.uniform(0.1, 0.7) * epoch_seconds
         else:
             when, delay = appeared(store, f"{out}/oof.parquet.parts"), 0.0
         assert run_and_kill(argv, tmp_path / f"run{k}.log", when=when, delay=delay), \
             f"kill {k} came after the job had finished"
         ckpt = load_from_store(store, f"{out}/checkpoint.pt")
-        assert ckpt["epoch"] > epoch_done, "a killed run left no new epoch"
+        at = (ckpt["epoch"], ckpt["within"]["running"]["consumed"] if ckpt["within"] else 0)
+        assert at > done, "a killed run left no new step"
         assert not store.exists(f"{out}/model.pt")
-        epoch_done = ckpt["epoch"]
+        done = at
         run_ids.add(ckpt["mlflow_run_id"])
-        landed.append(epoch_done)
-    assert epoch_done == epochs - 1  # the last kill fell after training, in the prediction
+        landed.append(at)
+    assert done == (epochs - 1, 0)  # the last kill fell after training, in the prediction
+    assert any(items for _, items in landed), landed  # kills within an epoch: the point
 
     resumed = run_to_end(argv, tmp_path / "final.log")
-    print(f"classify: killed after epochs {landed}; epoch {epoch_seconds:.2f} s")
+    print(f"classify: killed at (epochs done, items) {landed}; epoch {epoch_seconds:.2f} s")
     assert_same_weights(load_from_store(store, "cls/reference/model.pt")["model"],
                         load_from_store(store, f"{out}/model.pt")["model"])
     assert store.read_bytes(f"{out}/oof.parquet") == \
