@@ -37,6 +37,12 @@ def load_from_store(store: Store, key: str) -> dict[str, Any]:
     return load_checkpoint(store.read_bytes(key))
 
 
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], free: set[str]) -> list[str]:
+    """The settings of ``now`` a checkpoint made with ``saved`` cannot resume under:
+    every one that differs, but those in ``free`` (threads, checkpoint intervals)."""
+    return sorted(k for k in now if k not in free and saved.get(k) != now[k])
+
+
 def rng_state() -> dict[str, Any]:
     """The global random generators' states (torch, CUDA, NumPy, Python) as plain data,
     for a checkpoint that resumes a run where it stood."""

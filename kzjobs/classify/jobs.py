@@ -44,10 +44,6 @@ def _quarantine_records(quarantine: dict[str, str]) -> list[dict[str, str]]:
 _RESUME_FREE = {"threads", "checkpoint_seconds"}
 
 
-def _resume_bound(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in _RESUME_FREE}
-
-
 def _flat_params(config: dict[str, Any]) -> dict[str, str]:
     return {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
             for k, v in config.items()}
@@ -106,6 +102,7 @@ class ClassifyTrainJob(Job):
         import torch
 
         from kzjobs.checkpoint import (
+            changed_settings,
             checkpoint_bytes,
             load_checkpoint,
             rng_state,
@@ -193,10 +190,10 @@ class ClassifyTrainJob(Job):
                                  "mlflow_run_id": None, "within": None}
         if store.exists(keys["checkpoint.pt"]):
             ckpt = load_checkpoint(store.read_bytes(keys["checkpoint.pt"]))
-            if (ckpt["vocabulary"], ckpt["model_args"], _resume_bound(ckpt["config"])) != (
-                    vocab, args, _resume_bound(cfg.model_dump(mode="json"))):
+            changed = changed_settings(ckpt["config"], cfg.model_dump(mode="json"), _RESUME_FREE)
+            if (ckpt["vocabulary"], ckpt["model_args"]) != (vocab, args) or changed:
                 raise ValueError(f"{keys['checkpoint.pt']} is for another model, vocabulary or "
-                                 "configuration; delete it to start over")
+                                 f"configuration (changed: {changed}); delete it to start over")
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -224,6 +221,7 @@ class ClassifyTrainJob(Job):
                     "device": device.type, "trainable_params": sum(p.numel() for p in params),
                 } | {f"epoch_{k}": v for k, v in describe(crops).items()})
             state["mlflow_run_id"] = run.info.run_id
+
             def checkpoint() -> None:
                 store.write_bytes(keys["checkpoint.pt"], checkpoint_bytes({
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),

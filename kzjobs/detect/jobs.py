@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kzjobs.checkpoint import (
+    changed_settings,
     load_checkpoint,
     load_from_store,
     rng_state,
@@ -266,9 +267,7 @@ class DetectTrainJob(Job):
         return result
 
     def _check_resumable(self, ckpt: dict[str, Any], config: DetectConfig) -> None:
-        saved = {k: v for k, v in ckpt["config"].items() if k not in _RESUME_FREE}
-        now = {k: v for k, v in config.model_dump(mode="json").items() if k not in _RESUME_FREE}
-        changed = sorted(k for k in now if saved.get(k) != now[k])
+        changed = changed_settings(ckpt["config"], config.model_dump(mode="json"), _RESUME_FREE)
         if changed or ckpt.get("fold") != self.fold:
             raise ValueError(
                 f"checkpoint {join(self.out, 'checkpoint.pt')} was made with other settings "
