@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import kzjobs.classify.engine as engine
@@ -13,6 +14,7 @@ from kzjobs.classify.jobs import ClassifyPredictJob, ClassifyTrainJob
 from kzjobs.classify.predict import read_table, to_points
 from kzjobs.cli import app
 from kzjobs.data.format import SEG_FP, read_annotations, write_annotations
+from tests.classify.conftest import MECHANICS_PROFILE
 
 pytestmark = pytest.mark.slow  # trains small models
 
@@ -24,7 +26,7 @@ def _train(data, profile, **kw) -> ClassifyTrainJob:
 
 
 def test_training_resumes_after_a_crash_and_skips_unreadable_pages(
-    small_data, mechanics_profile, monkeypatch
+    small_data, mechanics_profile, monkeypatch, tmp_path
 ):
     real = engine.train_one_epoch
     calls = []
@@ -41,6 +43,16 @@ def test_training_resumes_after_a_crash_and_skips_unreadable_pages(
     store = small_data.store
     prefix = "runs/m/classify/resnet18/fold0"
     assert store.exists(f"{prefix}/checkpoint.pt") and not store.exists(f"{prefix}/model.pt")
+
+    # The checkpoint resumes only under the settings it was made with: another learning
+    # rate is refused by name, before any training, and the checkpoint is kept.
+    other = tmp_path / "other-lr.yaml"
+    other.write_text(yaml.safe_dump(
+        MECHANICS_PROFILE | {"classify": MECHANICS_PROFILE["classify"] | {"lr": 0.02}}))
+    calls.clear()
+    with pytest.raises(ValueError, match=r"changed: \['lr'\]"):
+        _train(small_data, str(other)).run()
+    assert calls == [] and store.exists(f"{prefix}/checkpoint.pt")
 
     calls.clear()
     monkeypatch.setattr(engine, "train_one_epoch",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,16 +209,16 @@ def test_training_resumes_after_a_kill_from_the_last_epoch(run, tmp_path, monkey
     from kzjobs.detect.jobs import DetectTrainJob
 
     store = run["store"]
-    profile = tmp_path / "micro.yaml"
-    profile.write_text(
-        "detect:\n  fpn_channels: 16\n  box_head_size: 32\n  roi_batch_size: 32\n"
-        "  page_size: 192\n  crop: [96, 96]\n  batch_size: 2\n  epochs: 2\n"
-        "  warmup_iters: 2\n  threads: 1\n"
-    )
+    micro = ("detect:\n  fpn_channels: 16\n  box_head_size: 32\n  roi_batch_size: 32\n"
+             "  page_size: 192\n  crop: [96, 96]\n  batch_size: 2\n  epochs: 2\n"
+             "  threads: 1\n  warmup_iters: ")
+    profile, longer_warmup = tmp_path / "micro.yaml", tmp_path / "micro-warmup3.yaml"
+    profile.write_text(micro + "2\n")
+    longer_warmup.write_text(micro + "3\n")
 
-    def job(out: str) -> DetectTrainJob:
+    def job(out: str, profile: Path = profile, fold: int = 1) -> DetectTrainJob:
         return DetectTrainJob(store_uri=store.uri, profile_name=str(profile), dataset="ds",
-                              folds="runs/r/folds.json", fold=1, out=out, progress=False)
+                              folds="runs/r/folds.json", fold=fold, out=out, progress=False)
 
     straight = job("micro/straight").run()
     real = engine.train_one_epoch
@@ -235,6 +236,11 @@ def test_training_resumes_after_a_kill_from_the_last_epoch(run, tmp_path, monkey
     assert load_from_store(store, "micro/resumed/checkpoint.pt")["epoch"] == 1
     assert not store.exists("micro/resumed/model.pt")
     monkeypatch.setattr(engine, "train_one_epoch", real)
+    # It resumes only the fold and settings it was made with, and says what changed.
+    with pytest.raises(ValueError, match=r"fold 1, changed: \['warmup_iters'\]"):
+        job("micro/resumed", longer_warmup).run()
+    with pytest.raises(ValueError, match=r"fold 1, changed: \[\]"):
+        job("micro/resumed", fold=0).run()
     resumed = job("micro/resumed").run()
 
     assert resumed["resumed_from_epoch"] == 1 and straight["resumed_from_epoch"] == 0
