@@ -11,9 +11,11 @@ fonts the training never saw.
 3. the ablation ladder on the held-out books: each single model, the blend of the
    base kinds, + pseudolabel fine-tuning, + level 2; plus detection-only F1;
 4. speed and peak memory of ``kzjobs recognize`` at 10 and 100 pages (and at 100 pages in
-   one shard per core, side by side), and Tesseract on the same held-out pages.
+   one shard per core, side by side), and Tesseract on the same held-out pages;
+5. the held-out books read through ``kzjobs recognize`` with and without class shifts.
 
-Every stage is resumable: a re-run reuses what the store already holds.
+Every stage is resumable: a re-run reuses what the store already holds. Each evaluation
+step is saved as it ends; ``--evaluate-only`` judges a finished run again.
 """
 
 from __future__ import annotations
@@ -416,6 +418,9 @@ def main() -> None:
                         "shards (1: not).")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", default=str(RESULTS / "pipeline.json"))
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="Only judge the finished run in --work (no data made, no stage "
+                        "run; their seconds come from the run's record).")
     args = parser.parse_args()
     args.vocabulary_size = args.vocabulary_size or None
     from kzjobs.profile import load_profile
@@ -434,55 +439,87 @@ def main() -> None:
     work = Path(args.work).resolve()
     store_uri, env = use_work(work)
     store = open_store(store_uri)
-    started = time.perf_counter()
-    made = make_data(store, args)
-    data_seconds = round(time.perf_counter() - started, 1)
     plan = bench_plan(args.profile)
-    stage_seconds = run_stages(plan.args(), env, args.jobs, store,
-                               f"{plan.run}/bench-stage-seconds.json")
-    quality = ablation(store, plan.run, "datasets/heldout", args.profile)
-    adapted = adaptation(store, plan, "datasets/heldout")
-    read_time = read_time_adaptation(store, plan.run, "datasets/heldout", work)
-
-    from bench.tesseract import run_tesseract_bench
-    from kzjobs.data.dataset import Dataset
-
-    heldout = Dataset.open("datasets/heldout", store)
-    tesseract = run_tesseract_bench(heldout, heldout.image_ids())
-    from kzjobs.bundle import Bundle, copy_bundle
-
-    model_dir = work / "model"  # the final blend, for `kzjobs recognize --model var/bench/model`
-    copy_bundle(Bundle.load(store.child(plan.run)), store.child(plan.run), model_dir)
-    from bench.scale import recognize_speed
-
-    speed = [recognize_speed(store_uri, plan.run, "datasets/heldout", n, env)
-             for n in args.speed_pages]
-    if args.speed_pages and args.speed_shards > 1:
-        speed.append(recognize_speed(store_uri, plan.run, "datasets/heldout",
-                                     max(args.speed_pages), env, shards=args.speed_shards))
-    result = {
+    timings = f"{plan.run}/bench-stage-seconds.json"
+    result: dict[str, Any] = {
         "command": "python -m bench.pipeline " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
         "profile": args.profile,
         "data": {"train_fonts": args.train_fonts, "heldout_fonts": args.heldout_fonts,
                  "train_pages": args.train_books * args.pages,
                  "heldout_pages": args.heldout_books * args.heldout_pages,
-                 "vocabulary_size": args.vocabulary_size or "all",
-                 "generated": {k: v.get("pages") for k, v in made.items()},
-                 "seconds": data_seconds},
-        "train_seconds": stage_seconds,
-        "train_minutes_total": round(sum(stage_seconds.values()) / 60, 1),
-        "model_train_seconds": model_train_seconds(store, plan.run),
-        "quality": quality,
-        "adaptation": adapted,
-        "read_time_adaptation": read_time,
-        "tesseract": {k: tesseract[k] for k in tesseract if k not in ("pages_detail",)},
-        "recognize_speed": speed,
-        "bundle": str(model_dir),
+                 "vocabulary_size": args.vocabulary_size or "all"},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    if args.evaluate_only:
+        seconds = store.read_json(timings) if store.exists(timings) else {}
+        if "bundle" not in seconds:
+            parser.error(f"--evaluate-only: no finished run in {work} (its stages: "
+                         f"{sorted(seconds) or 'none'})")
+    else:
+        started = time.perf_counter()
+        made = make_data(store, args)
+        result["data"] |= {"generated": {k: v.get("pages") for k, v in made.items()},
+                           "seconds": round(time.perf_counter() - started, 1)}
+        seconds = run_stages(plan.args(), env, args.jobs, store, timings)
+    result |= {"train_seconds": seconds,
+               "train_minutes_total": round(sum(seconds.values()) / 60, 1),
+               "model_train_seconds": model_train_seconds(store, plan.run)}
+    evaluate(result, store, plan, work, env, args)
     print(json.dumps({k: result[k] for k in ("quality", "train_minutes_total")}, indent=2))
+
+
+def evaluate(result: dict[str, Any], store: Any, plan: Any, work: Path, env: dict[str, str],
+             args: argparse.Namespace) -> None:
+    """The finished run judged step by step, each step's figures saved to ``args.out`` as
+    it ends: a run stopped during its evaluation keeps what it measured, and the file names
+    the steps still owed (``not_measured``). Quality and speed come first."""
+    from bench.scale import recognize_speed
+    from bench.tesseract import run_tesseract_bench
+    from kzjobs.bundle import Bundle, copy_bundle
+    from kzjobs.data.dataset import Dataset
+
+    heldout = "datasets/heldout"
+    store_uri = str(work / "store")
+    model_dir = work / "model"  # the final blend, for `kzjobs recognize --model var/bench/model`
+    copy_bundle(Bundle.load(store.child(plan.run)), store.child(plan.run), model_dir)
+    result["bundle"] = str(model_dir)
+
+    def speed() -> list[dict[str, Any]]:
+        rows = [recognize_speed(store_uri, plan.run, heldout, n, env) for n in args.speed_pages]
+        if args.speed_pages and args.speed_shards > 1:
+            rows.append(recognize_speed(store_uri, plan.run, heldout, max(args.speed_pages),
+                                        env, shards=args.speed_shards))
+        return rows
+
+    def tesseract() -> dict[str, Any]:
+        pages = Dataset.open(heldout, store)
+        figures = run_tesseract_bench(pages, pages.image_ids())
+        return {k: figures[k] for k in figures if k != "pages_detail"}
+
+    steps: dict[str, Callable[[], Any]] = {
+        "quality": lambda: ablation(store, plan.run, heldout, args.profile),
+        "adaptation": lambda: adaptation(store, plan, heldout),
+        "recognize_speed": speed,
+        "tesseract": tesseract,
+        "read_time_adaptation": lambda: read_time_adaptation(store, plan.run, heldout, work),
+    }
+    run_steps(result, steps, Path(args.out))
+
+
+def run_steps(result: dict[str, Any], steps: dict[str, Callable[[], Any]], out: Path) -> None:
+    """Each step's figures go into ``result`` under its name, and ``result`` is saved to
+    ``out`` before the first step and after each one, with the steps still owed listed
+    under ``not_measured`` (dropped once all are done)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    owed = list(steps)
+    while True:
+        out.write_text(json.dumps(result | ({"not_measured": owed} if owed else {}),
+                                  indent=2, ensure_ascii=False))
+        if not owed:
+            return
+        print(f"== evaluate: {owed[0]}", file=sys.stderr, flush=True)
+        result[owed[0]] = steps[owed[0]]()
+        owed = owed[1:]
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
         lines.append(f"| {rung} | {fig['f1']:.4f} | {books} |")
     books = ", ".join(f"{b} {f:.3f}" for b, f in q["detection_by_book"].items())
     lines.append(f"| detection only (detector boxes) | {q['detection_f1']:.4f} | {books} |")
-    t = r["tesseract"]
-    books = ", ".join(f"{b} {c['f1']:.3f}" for b, c in t["f1"]["by_book"].items())
-    lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | {t['f1']['f1']:.4f} "
-                 f"| {books}; detection-only {t['detection_f1']['f1']:.3f}; "
-                 f"{t['pages_per_s_wall']} pages/s |")
+    if t := r.get("tesseract"):
+        books = ", ".join(f"{b} {c['f1']:.3f}" for b, c in t["f1"]["by_book"].items())
+        lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | "
+                     f"{t['f1']['f1']:.4f} | {books}; detection-only "
+                     f"{t['detection_f1']['f1']:.3f}; {t['pages_per_s_wall']} pages/s |")
     if errors := q.get("errors"):
         from bench.errors import describe
 
@@ -108,13 +108,16 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
         for name, fig in read_time.items():
             books = ", ".join(f"{b} {f:.3f}" for b, f in fig["by_book"].items())
             lines.append(f"| {name} | {fig['f1']:.4f} | {books} | {fig['seconds']} |")
-    lines += ["", "| recognize | pages/s (job) | pages/s (wall, with model load) | peak RSS MB |",
-              "| --- | --- | --- | --- |"]
-    for s in r["recognize_speed"]:
-        shards = s.get("shards", 1)
-        where = f" in {shards} shards side by side" if shards > 1 else ""
-        lines.append(f"| {s['pages']} pages{where} | {s['pages_per_second_job']} | "
-                     f"{s['pages_per_second_wall']} | {s['peak_rss_mb']} |")
+    if speed := r.get("recognize_speed"):
+        lines += ["", "| recognize | pages/s (job) | pages/s (wall, with model load) "
+                  "| peak RSS MB |", "| --- | --- | --- | --- |"]
+        for s in speed:
+            shards = s.get("shards", 1)
+            where = f" in {shards} shards side by side" if shards > 1 else ""
+            lines.append(f"| {s['pages']} pages{where} | {s['pages_per_second_job']} | "
+                         f"{s['pages_per_second_wall']} | {s['peak_rss_mb']} |")
+    if owed := r.get("not_measured"):
+        lines += ["", f"Not measured (the evaluation was stopped): {', '.join(owed)}."]
     lines += ["", f"The final blend is at `{r['bundle']}`.", ""]
     return lines
 

@@ -94,3 +94,26 @@ def test_read_time_adaptation_reads_the_books_as_seen_as_unseen_and_adapted(tmp_
     assert Bundle.load(open_store(tmp_path / "model-unseen-books")).class_shifts == {}
     adapted = [k for k in store.list("bench-adapt") if "/adaptation/" in k]
     assert sorted(k.split("/")[1][-2:] for k in adapted) == ["-2", "-3"]  # the adapted reads
+
+
+def test_each_evaluation_step_is_saved_as_it_ends_and_a_stopped_one_is_named_owed(tmp_path):
+    import json
+
+    from bench.pipeline import run_steps
+
+    out = tmp_path / "results" / "pipeline.json"
+
+    def stopped() -> None:
+        saved = json.loads(out.read_text())  # what a stop here leaves behind
+        assert saved == {"run": "r", "quality": 0.9, "not_measured": ["speed", "tesseract"]}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_steps({"run": "r"}, {"quality": lambda: 0.9, "speed": stopped,
+                                 "tesseract": lambda: 0.2}, out)
+    assert json.loads(out.read_text())["not_measured"] == ["speed", "tesseract"]
+
+    result = {"run": "r"}
+    run_steps(result, {"quality": lambda: 0.9, "speed": lambda: [1.3]}, out)
+    assert json.loads(out.read_text()) == result == {"run": "r", "quality": 0.9,
+                                                      "speed": [1.3]}
