@@ -452,7 +452,7 @@ def main() -> None:
     }
     if args.evaluate_only:
         seconds = store.read_json(timings) if store.exists(timings) else {}
-        if "bundle" not in seconds:
+        if STAGES[-1][0] not in seconds:  # the last stage's time is written as it ends
             parser.error(f"--evaluate-only: no finished run in {work} (its stages: "
                          f"{sorted(seconds) or 'none'})")
     else:
@@ -464,12 +464,12 @@ def main() -> None:
     result |= {"train_seconds": seconds,
                "train_minutes_total": round(sum(seconds.values()) / 60, 1),
                "model_train_seconds": model_train_seconds(store, plan.run)}
-    evaluate(result, store, plan, work, env, args)
+    evaluate(result, store_uri, plan, work, env, args)
     print(json.dumps({k: result[k] for k in ("quality", "train_minutes_total")}, indent=2))
 
 
-def evaluate(result: dict[str, Any], store: Any, plan: Any, work: Path, env: dict[str, str],
-             args: argparse.Namespace) -> None:
+def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
+             env: dict[str, str], args: argparse.Namespace) -> None:
     """The finished run judged step by step, each step's figures saved to ``args.out`` as
     it ends: a run stopped during its evaluation keeps what it measured, and the file names
     the steps still owed (``not_measured``). Quality and speed come first."""
@@ -477,9 +477,10 @@ def evaluate(result: dict[str, Any], store: Any, plan: Any, work: Path, env: dic
     from bench.tesseract import run_tesseract_bench
     from kzjobs.bundle import Bundle, copy_bundle
     from kzjobs.data.dataset import Dataset
+    from kzjobs.store import open_store
 
     heldout = "datasets/heldout"
-    store_uri = str(work / "store")
+    store = open_store(store_uri)
     model_dir = work / "model"  # the final blend, for `kzjobs recognize --model var/bench/model`
     copy_bundle(Bundle.load(store.child(plan.run)), store.child(plan.run), model_dir)
     result["bundle"] = str(model_dir)
