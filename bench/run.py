@@ -15,13 +15,14 @@ PARTS = {
     "synth": ["-m", "bench.synth_speed"],
     "validate": ["-m", "bench.validate"],
     "detect": ["-m", "bench.detect", "--profiles", "bench", "demo"],
+    "networks": ["-m", "bench.networks"],  # minutes, no training: the networks' cost a page
     "pipeline": ["-m", "bench.pipeline"],
     "inference": ["-m", "bench.inference"],  # reads the blend bench.pipeline trained
     "scale": ["-m", "bench.scale"],
     # needs PostgreSQL and Redis on localhost (a real Airflow cluster): ask for it by name
     "celery": ["-m", "bench.celery"],
 }
-DEFAULT = ["synth", "validate", "detect", "pipeline", "inference", "scale"]
+DEFAULT = ["synth", "validate", "detect", "networks", "pipeline", "inference", "scale"]
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     for part in args.parts:
         argv = [sys.executable, *PARTS[part]]
-        if part == "pipeline":
+        if part in ("pipeline", "networks"):
             argv += ["--profile", args.profile]
         if part == "inference":  # the run bench.pipeline trained
             argv += ["--run", f"runs/retrain/bench-{args.profile}"]

@@ -1,9 +1,11 @@
 """Device choice and mixed precision on the machine the tests run on."""
 
+import copy
+
 import pytest
 import torch
 
-from kzjobs.device import autocast, cpu_has_bf16, select_device
+from kzjobs.device import autocast, cpu_has_bf16, fold_batch_norms, for_inference, select_device
 
 CPU = torch.device("cpu")
 
@@ -23,3 +25,31 @@ def test_cpu_bf16_only_where_asked_enabled_and_the_cpu_has_bf16(enabled, cpu_bf1
     assert on == (enabled and cpu_bf16 and cpu_has_bf16())
     assert y.dtype == (torch.bfloat16 if on else torch.float32)
     assert not torch.is_autocast_enabled("cpu")  # restored on exit
+
+
+def test_folded_batch_norms_leave_none_and_the_same_outputs():
+    """A classifier as loaded for inference has its batch norms folded into its
+    convolutions (stem, blocks and downsample paths); it scores boxes as the model it
+    was built from does, up to float rounding, with statistics far from the defaults."""
+    from kzjobs.classify.model import RoIClassifier
+
+    torch.manual_seed(0)
+    model = RoIClassifier("resnet18", 12, dropout=0.0, frozen=[]).eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 1 + 6 * 2 + 2  # stem, 2 in each block of layer1-3, 2 downsamples
+    for norm in norms:
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.2, 3)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.5, 0.5)
+    page = torch.rand(1, 3, 96, 128)
+    boxes = [torch.tensor([[10.0, 12, 40, 44], [60, 20, 100, 70]])]
+    with torch.inference_mode():
+        before = model(page, boxes)
+        loaded = for_inference(copy.deepcopy(model), CPU)
+        after = loaded(page.contiguous(memory_format=torch.channels_last), boxes)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())
+    assert before.abs().max() > 0.1
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(RoIClassifier("resnet18", 12).train())

@@ -141,9 +141,9 @@ def test_training_losses_through_the_split_forward(monkeypatch, bf16):
 
 
 def test_a_detector_loaded_for_inference_runs_channels_last_and_finds_the_same_boxes():
-    """load_detector puts the weights in channels_last (faster convolutions); detect_page
-    feeds the page in that layout. The boxes are those of the model in NCHW layout, up to
-    float rounding."""
+    """load_detector folds the trunk's batch norms into its convolutions and puts the
+    weights in channels_last (faster convolutions); detect_page feeds the page in that
+    layout. The boxes are those of the model as trained, up to float rounding."""
     import numpy as np
     from PIL import Image
     from torchvision.ops import box_iou
@@ -162,6 +162,7 @@ def test_a_detector_loaded_for_inference_runs_channels_last_and_finds_the_same_b
     assert layout_of(loaded) == torch.channels_last
     assert loaded.backbone.body.layer1[0].conv1.weight.is_contiguous(
         memory_format=torch.channels_last)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())
     page = Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 300, 3), np.uint8))
     cpu = torch.device("cpu")
     a, b = (detect_page(m, page, config, cpu) for m in (plain, loaded))
