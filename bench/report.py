@@ -138,7 +138,25 @@ def inference_section(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-SECTIONS = {"pipeline": pipeline_section, "inference": inference_section}
+def networks_section(r: dict[str, Any]) -> list[str]:
+    lines = [f"### The networks' cost a page, random weights (`bench.networks`, profile "
+             f"`{r['profile']}`)", "",
+             f"- command: `{r['command']}`", f"- machine: {_machine(r['machine'])}",
+             f"- {r['pages']} generated pages ({r['boxes_per_page']} boxes a page), each "
+             f"variant read {r['rounds']} time(s) in turn; the seconds are of its fastest "
+             "reading", "",
+             "| variant | torch threads | detect s/page | classify s/page (one classifier) "
+             "| classifiers | pages/s the networks allow |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for v in r["variants"]:
+        sec = v["seconds_per_page"]
+        lines.append(f"| {v['name']} | {v['torch_threads']} | {sec['detect']} | "
+                     f"{sec['classify']} | {v['classifiers']} | {v['pages_per_second_bound']} |")
+    return [*lines, ""]
+
+
+SECTIONS = {"pipeline": pipeline_section, "inference": inference_section,
+            "networks": networks_section}
 
 
 def generic_section(name: str, r: dict[str, Any]) -> list[str]:
