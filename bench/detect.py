@@ -87,12 +87,14 @@ def make_data(store: Any) -> dict[str, Any]:
 
 
 def bench_profile(profile: str, work: Path, env: dict[str, str], keep: bool) -> dict[str, Any]:
+    """``profile`` is a shipped profile's name or a YAML's path; its runs go under its name."""
     from kzjobs.profile import load_profile
 
+    name = load_profile(profile).name
     store_uri = str(work / "store")
-    prefix = f"runs/{profile}/detect/fold0"
+    prefix = f"runs/{name}/detect/fold0"
     if not keep:
-        shutil.rmtree(work / "store" / "runs" / profile, ignore_errors=True)
+        shutil.rmtree(work / "store" / "runs" / name, ignore_errors=True)
     common = ["--store", store_uri, "--profile", profile, "--no-progress"]
     print(f"== detect bench: training the {profile} profile", file=sys.stderr, flush=True)
     train = run_child([_kzjobs(), "detect", "train", "--dataset", "data",
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
+    from kzjobs.profile import load_profile
     from kzjobs.store import open_store
 
     work = args.work.resolve()
@@ -147,7 +150,8 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()[0]
     data = make_data(open_store(work / "store"))
-    profiles = {p: bench_profile(p, work, env, args.keep_models) for p in args.profiles}
+    profiles = {load_profile(p).name: bench_profile(p, work, env, args.keep_models)
+                for p in args.profiles}
     result = {
         "part": "detect",
         "command": " ".join([".venv/bin/python -m bench.detect", *sys.argv[1:]]),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ def main() -> None:
             "pages_per_second_bound": round((cores if threads == 1 else 1) / page, 3),
         })
     boxes = sum(len(b) for _, b in pages) / len(pages)
-    result = {"command": f"python -m bench.networks --profile {args.profile}",
+    result = {"command": " ".join(["python -m bench.networks", *sys.argv[1:]]),
               "machine": machine_info(), "profile": args.profile, "pages": len(pages),
               "boxes_per_page": round(boxes, 1), "rounds": args.rounds, "variants": variants}
     args.out.parent.mkdir(parents=True, exist_ok=True)
