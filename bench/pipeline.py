@@ -99,13 +99,15 @@ def use_work(work: Path) -> tuple[str, dict[str, str]]:
 
 def bench_plan(profile: str, name: str | None = None, heldout: str = "datasets/heldout",
                incoming: str = "datasets/incoming") -> Any:
-    """The retraining plan of a bench run (by default ``bench-PROFILE``): the training
-    books, the held-out books, and the same pages unlabelled as the incoming collection."""
+    """The retraining plan of a bench run (by default ``bench-`` and the name of
+    ``profile``, a shipped profile's name or a YAML's path): the training books, the
+    held-out books, and the same pages unlabelled as the incoming collection."""
     from kzjobs.plan import RetrainPlan
+    from kzjobs.profile import load_profile
 
     return RetrainPlan.build({"profile": profile, "dataset": "datasets/train",
                               "heldout": heldout, "incoming": [incoming]},
-                             name or f"bench-{profile}")
+                             name or f"bench-{load_profile(profile).name}")
 
 
 def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store: Any,

@@ -9,6 +9,7 @@ import argparse
 import subprocess
 import sys
 
+from bench.pipeline import bench_plan
 from bench.report import record
 
 PARTS = {
@@ -35,7 +36,7 @@ def main() -> None:
         if part in ("pipeline", "networks"):
             argv += ["--profile", args.profile]
         if part == "inference":  # the run bench.pipeline trained
-            argv += ["--run", f"runs/retrain/bench-{args.profile}"]
+            argv += ["--run", bench_plan(args.profile).run]
         print(f"== bench {part}: {' '.join(argv[1:])}", flush=True)
         subprocess.run(argv, check=True)
     record(args.parts)
