@@ -8,19 +8,21 @@ on one torch thread (as each of ``kzjobs recognize``'s page workers reads) and o
 them, for the networks as loaded for inference (batch norms folded into the
 convolutions, channels_last) and with their batch norms left in place. From the
 one-thread figures, the pages/s the networks allow with one page worker per core:
-``cores / (detect + classifiers x classify)``, an upper bound on ``kzjobs recognize``,
-which also decodes pages, runs level 2 and writes outputs.
+``cores / (detect + classifiers x classify)`` (from the all-thread figures, one page at a
+time: ``1 / (...)``), an upper bound on ``kzjobs recognize``, which also decodes pages,
+runs level 2 and writes outputs.
 
-Random weights cost what trained ones do, but for the detector's last step (its boxes
-after the score threshold: few or none here, about 190 on a bench page), which is a
-small part of its time. Takes a few minutes; the figure to run on a new machine before
-deciding whether a 2.6-hour ``bench.pipeline`` run can meet the speed goal there.
+Random weights cost what trained ones do in the convolutions, but a trained detector
+keeps more boxes (about 190 on a bench page, few or none here), which cost in its NMS and
+box head: on one AVX2 EPYC core the bench detector read 0.61 pages/s trained
+(``bench.detect``, page decoding included) against 0.77 here. So the bound is an
+optimistic one. Takes a few minutes; the figure to run on a new machine before deciding
+whether a 2.6-hour ``bench.pipeline`` run can meet the speed goal there.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -67,8 +69,7 @@ def networks(profile: Any, n_classes: int, *, folded: bool) -> tuple[Any, Any]:
     cpu = torch.device("cpu")
     if folded:
         return for_inference(detector, cpu), for_inference(classifier, cpu)
-    return tuple(copy.deepcopy(m).eval().to(memory_format=torch.channels_last)
-                 for m in (detector, classifier))
+    return tuple(m.eval().to(memory_format=torch.channels_last) for m in (detector, classifier))
 
 
 def read_seconds(detector: Any, classifier: Any, profile: Any,
