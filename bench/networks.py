@@ -54,13 +54,13 @@ def networks(profile: Any, n_classes: int, *, folded: bool) -> tuple[Any, Any]:
     loaded for inference as ``kzjobs recognize`` loads them, or without the folding."""
     import torch
 
-    from kzjobs.classify.model import RoIClassifier
+    from kzjobs.classify.model import build_model, model_args
     from kzjobs.detect.model import build_detector
     from kzjobs.device import for_inference
 
     torch.manual_seed(0)
     detector = build_detector(profile.detect, load_weights=False)
-    classifier = RoIClassifier(profile.classify.kinds[0], n_classes, frozen=[])
+    classifier = build_model(model_args(profile.classify.kinds[0], n_classes, profile.classify))
     for model in (detector, classifier):
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
