@@ -53,3 +53,22 @@ def test_folded_batch_norms_leave_none_and_the_same_outputs():
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norms(RoIClassifier("resnet18", 12).train())
+
+
+def test_batch_norms_fold_in_the_mobilenet_trunk_too():
+    """The detector's other trunk keeps conv and norm side by side in Sequentials
+    (Conv2dNormActivation): every one folds, and its features stay the same."""
+    import torchvision
+
+    torch.manual_seed(0)
+    trunk = torchvision.models.mobilenet_v3_large(weights=None).features.eval()
+    for norm in (m for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2)
+    page = torch.rand(1, 3, 160, 128)
+    with torch.inference_mode():
+        before = trunk(page)
+        folded = fold_batch_norms(copy.deepcopy(trunk))
+        after = folded(page)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
