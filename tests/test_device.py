@@ -27,6 +27,16 @@ def test_cpu_bf16_only_where_asked_enabled_and_the_cpu_has_bf16(enabled, cpu_bf1
     assert not torch.is_autocast_enabled("cpu")  # restored on exit
 
 
+def unsettle(model: torch.nn.Module) -> None:
+    """Batch-norm statistics and affine weights far from their defaults, so that folding
+    them changes the convolutions' weights."""
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.2, 3)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.5, 0.5)
+
+
 def test_folded_batch_norms_leave_none_and_the_same_outputs():
     """A classifier as loaded for inference has its batch norms folded into its
     convolutions (stem, blocks and downsample paths); it scores boxes as the model it
@@ -37,11 +47,7 @@ def test_folded_batch_norms_leave_none_and_the_same_outputs():
     model = RoIClassifier("resnet18", 12, dropout=0.0, frozen=[]).eval()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(norms) == 1 + 6 * 2 + 2  # stem, 2 in each block of layer1-3, 2 downsamples
-    for norm in norms:
-        norm.running_mean.uniform_(-1, 1)
-        norm.running_var.uniform_(0.2, 3)
-        norm.weight.data.uniform_(0.5, 1.5)
-        norm.bias.data.uniform_(-0.5, 0.5)
+    unsettle(model)
     page = torch.rand(1, 3, 96, 128)
     boxes = [torch.tensor([[10.0, 12, 40, 44], [60, 20, 100, 70]])]
     with torch.inference_mode():
@@ -62,9 +68,7 @@ def test_batch_norms_fold_in_the_mobilenet_trunk_too():
 
     torch.manual_seed(0)
     trunk = torchvision.models.mobilenet_v3_large(weights=None).features.eval()
-    for norm in (m for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        norm.running_mean.uniform_(-0.5, 0.5)
-        norm.running_var.uniform_(0.5, 2)
+    unsettle(trunk)
     page = torch.rand(1, 3, 160, 128)
     with torch.inference_mode():
         before = trunk(page)
