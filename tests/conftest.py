@@ -14,6 +14,33 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
+# Directories whose tests share a costly session-scoped fixture (the classifier tests: one
+# trained tiny model), kept on one xdist worker so that it is made once.
+ONE_WORKER_DIRS = ("tests/classify/",)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pyproject's ``-n 2 --dist loadfile``: each file runs whole on one worker, so its
+    module-scoped fixtures are made once, and so do ``ONE_WORKER_DIRS``. (pytest-xdist's
+    ``loadgroup`` would do it with marks, but it renames node ids in a way pytest 9.2 no
+    longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((d for d in ONE_WORKER_DIRS if path.startswith(d)), path)
+
+    return ByFile(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that train models (a ``slow`` test) first, so that the two workers end at
+    about the same time; the sort is stable, so each file's tests keep their order."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -26,8 +53,12 @@ def _mlflow_db_template(request: pytest.FixtureRequest) -> Path:
     migrating a new DB costs ~15 s, copying one costs nothing."""
     from importlib.metadata import version
 
+    from filelock import FileLock
+
     path = request.config.cache.mkdir(f"mlflow-db-{version('mlflow')}") / "mlflow.db"
-    if not path.exists():
+    with FileLock(path.with_suffix(".lock")):  # xdist's workers share the cache
+        if path.exists():
+            return path
         from mlflow import MlflowClient
 
         tmp = path.with_suffix(".tmp")
