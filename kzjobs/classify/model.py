@@ -38,6 +38,24 @@ def feature_scale(feature: int, image: int) -> float:
     return 2.0 ** round(math.log2(feature / image))
 
 
+def pool_boxes(maps: Sequence[torch.Tensor], boxes: list[torch.Tensor], roi_size: int,
+               image_width: int) -> torch.Tensor:
+    """Each box read from each feature map with ``roi_align`` (``roi_size`` squared cells),
+    flattened and concatenated: ``(sum of boxes, n_features)``."""
+    pooled = [
+        roi_align(
+            feat,
+            boxes,
+            output_size=roi_size,
+            spatial_scale=feature_scale(feat.shape[-1], image_width),
+            sampling_ratio=2,
+            aligned=True,
+        ).flatten(1)
+        for feat in maps
+    ]
+    return torch.cat(pooled, dim=1)
+
+
 class RoIClassifier(nn.Module):
     def __init__(
         self,
@@ -81,23 +99,15 @@ class RoIClassifier(nn.Module):
             getattr(self, name).eval()
         return self
 
-    def features(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
-        """``(sum of boxes, n_features)`` for xyxy boxes in input pixels, one tensor per image."""
+    def trunk(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """layer2's and layer3's feature maps."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         c2 = self.layer2(self.layer1(x))
-        c3 = self.layer3(c2)
-        pooled = [
-            roi_align(
-                feat,
-                boxes,
-                output_size=self.roi_size,
-                spatial_scale=feature_scale(feat.shape[-1], images.shape[-1]),
-                sampling_ratio=2,
-                aligned=True,
-            ).flatten(1)
-            for feat in (c2, c3)
-        ]
-        return torch.cat(pooled, dim=1)
+        return c2, self.layer3(c2)
+
+    def features(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """``(sum of boxes, n_features)`` for xyxy boxes in input pixels, one tensor per image."""
+        return pool_boxes(self.trunk(images), boxes, self.roi_size, images.shape[-1])
 
     def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         return self.head(self.features(images, boxes))

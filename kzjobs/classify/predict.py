@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,31 @@ def text_block(page: torch.Tensor, xyxy: torch.Tensor, margin: int
     return page[:, y0:y1, x0:x1], xyxy - torch.tensor([x0, y0, x0, y0], dtype=xyxy.dtype)
 
 
+def page_inputs(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    cfg: ClassifyConfig,
+    *,
+    page_size: int | None = None,
+    scales: Sequence[float] | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """What a classifier reads of one page with boxes: per TTA scale (each times
+    :func:`page_scale` when ``cfg.char_size`` is set), the ``(3, h, w)`` page tensor (only
+    its text block with ``cfg.read_margin``) and the boxes as xyxy in its pixels."""
+    page_size = page_size or cfg.page_size
+    height, width = image.shape[:2]
+    factor = page_scale(boxes, height, width, page_size=page_size, char_size=cfg.char_size,
+                        limits=cfg.char_scale_range)
+    xyxy = torch.tensor([b.xyxy for b in boxes], dtype=torch.float32)
+    for scale in (s * factor for s in scales or cfg.tta_scales):
+        tensor = page_transform(round(page_size * scale))(image=image)["image"]
+        fx, fy = tensor.shape[2] / width, tensor.shape[1] / height
+        scaled = xyxy * torch.tensor([fx, fy, fx, fy])
+        if cfg.read_margin:
+            tensor, scaled = text_block(tensor, scaled, cfg.read_margin)
+        yield tensor, scaled
+
+
 def predict_logits(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -82,32 +107,22 @@ def predict_logits(
     page_size: int | None = None,
     scales: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """``(len(boxes), classes)`` logits of one page, averaged over the TTA scales (each
-    times :func:`page_scale` when ``cfg.char_size`` is set); with ``cfg.read_margin``
-    only the page's text block is read. ``page_size`` (the classifier's own) and
-    ``scales`` default to the profile's."""
+    """``(len(boxes), classes)`` logits of one page, averaged over the TTA scales
+    (:func:`page_inputs`). ``page_size`` (the classifier's own) and ``scales`` default to
+    the profile's."""
     n_classes = model.head[-1].out_features
     if not boxes:
         return torch.zeros(0, n_classes)
-    page_size = page_size or cfg.page_size
-    scales = tuple(scales or cfg.tta_scales)
-    height, width = image.shape[:2]
-    factor = page_scale(boxes, height, width, page_size=page_size, char_size=cfg.char_size,
-                        limits=cfg.char_scale_range)
-    xyxy = torch.tensor([b.xyxy for b in boxes], dtype=torch.float32)
     layout = layout_of(model)  # a model loaded for inference reads channels_last
     total = torch.zeros(len(boxes), n_classes)
-    for scale in (s * factor for s in scales):
-        tensor = page_transform(round(page_size * scale))(image=image)["image"]
-        fx, fy = tensor.shape[2] / width, tensor.shape[1] / height
-        scaled = xyxy * torch.tensor([fx, fy, fx, fy])
-        if cfg.read_margin:
-            tensor, scaled = text_block(tensor, scaled, cfg.read_margin)
+    reads = 0
+    for tensor, scaled in page_inputs(image, boxes, cfg, page_size=page_size, scales=scales):
         batch = tensor[None].to(device).contiguous(memory_format=layout)
         with torch.inference_mode(), autocast(device, cfg.amp, cpu_bf16=True):
             logits = model(batch, [scaled.to(device)])
         total += logits.float().cpu()
-    return total / len(scales)
+        reads += 1
+    return total / reads
 
 
 def page_table(
