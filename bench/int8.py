@@ -23,7 +23,7 @@ OUT = Path(__file__).parent / "results" / "int8.json"
 
 
 def read_pages(model: Any, dataset: Any, boxes: dict, cfg: Any, vocab: list[str], *,
-               fold: int, pages: int | None = None) -> tuple[Any, Any, float]:
+               kind: str, fold: int, pages: int | None = None) -> tuple[Any, Any, float]:
     """The pages of ``dataset`` (the first ``pages``, default all) read by ``model``: its
     predictions table, the logits of every box, and the seconds a page."""
     import numpy as np
@@ -40,7 +40,7 @@ def read_pages(model: Any, dataset: Any, boxes: dict, cfg: Any, vocab: list[str]
         seconds += time.perf_counter() - started
         logits.append(page)
         tables.append(page_table(image_id, boxes[image_id], page, vocab, top_k=cfg.top_k,
-                                 kind="int8", fold=fold))
+                                 kind=kind, fold=fold))
     return pa.concat_tables(tables), torch.cat(logits), seconds / len(tables)
 
 
@@ -92,19 +92,21 @@ def main() -> None:
             trained.load_state_dict(checkpoint["model"])
             int8 = quantize_classifier(trained, calibration)
             row: dict[str, Any] = {"kind": kind, "fold": fold}
+            variants = {"fp32": fp32, "int8 trunk": int8}
+            top1 = {}
             with torch_threads(1):
-                variants = (("fp32", fp32), ("int8 trunk", int8))
-                for _, model in variants:  # warm-up: oneDNN and fbgemm pick their kernels
-                    read_pages(model, test, test_boxes, cfg, vocab, fold=fold, pages=1)
-                for name, model in variants:
+                for model in variants.values():  # warm-up: oneDNN and fbgemm pick kernels
+                    read_pages(model, test, test_boxes, cfg, vocab, kind=kind, fold=fold,
+                               pages=1)
+                for name, model in variants.items():
                     table, logits, seconds = read_pages(model, test, test_boxes, cfg, vocab,
-                                                        fold=fold)
+                                                        kind=kind, fold=fold)
                     found = evaluate(table, test_boxes, test.annotations, test.image_ids())
                     row[name] = {"f1": round(found["f1"], 4),
                                  "char_accuracy": round(found["char_accuracy"], 4),
                                  "seconds_per_page": round(seconds, 3)}
-                    row.setdefault("_top1", []).append(logits.argmax(1))
-            fp32_top1, int8_top1 = row.pop("_top1")
+                    top1[name] = logits.argmax(1)
+            fp32_top1, int8_top1 = top1.values()
             row["top1_agreement"] = round((fp32_top1 == int8_top1).float().mean().item(), 4)
             row["boxes"] = len(fp32_top1)
             models.append(row)
