@@ -46,6 +46,9 @@ VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
     # the first variant.
     "fp32 classifiers": ({"classify": {"amp": False}}, ()),
     "fp32 throughout": ({"classify": {"amp": False}, "detect": {"amp": False}}, ()),
+    # The trunks calibrated on the training books and added to the bundle when it has none
+    # (with_int8_trunks).
+    "int8 classifier trunks": ({"classify": {"int8_trunk": True}}, ()),
 }
 
 
@@ -53,6 +56,21 @@ def variant_profile(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) 
     """The bundle's profile with some of its sections' fields replaced."""
     return base | {section: base.get(section, {}) | fields
                    for section, fields in overrides.items()}
+
+
+def with_int8_trunks(store: Any, run: str, dataset: str) -> None:
+    """Give the run's bundle int8 classifier trunks (``kzjobs.classify.quantize``),
+    calibrated as the bundle job does on ``dataset``, when it has none."""
+    from kzjobs.bundle import Bundle
+    from kzjobs.classify.quantize import quantize_bundle
+    from kzjobs.data.dataset import Dataset
+    from kzjobs.profile import Profile
+
+    root = store.child(run)
+    bundle = Bundle.load(root)
+    if not bundle.int8_trunks:
+        cfg = Profile.model_validate(bundle.profile_data).classify
+        quantize_bundle(bundle, root, Dataset.open(dataset, store), cfg).save(root)
 
 
 def read_with(store: Any, run: str, heldout: Any, pages: list[tuple[str, Any]], name: str,
@@ -111,6 +129,8 @@ def main() -> None:
     parser.add_argument("--work", default="var/bench", help="bench.pipeline's --work")
     parser.add_argument("--run", default="runs/retrain/bench-bench")
     parser.add_argument("--heldout", default="datasets/heldout")
+    parser.add_argument("--train", default="datasets/train",
+                        help="What int8 trunks are calibrated on, if the bundle has none.")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--rounds", type=int, default=2,
                         help="Read every variant this many times, in turn; the fastest counts.")
@@ -128,6 +148,8 @@ def main() -> None:
     pages = [(image_id, heldout.read_image(image_id)) for image_id in heldout.image_ids()]
     variants = [v for v in args.variants if cpu_has_bf16() or "amp" not in
                 VARIANTS[v][0].get("classify", {})]  # emulated bf16 is slower than fp32
+    if any("int8_trunk" in VARIANTS[v][0].get("classify", {}) for v in variants):
+        with_int8_trunks(store, args.run, args.train)
     # In turn, round after round, so that a slow spell of the host hits every variant.
     readings: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(args.rounds):

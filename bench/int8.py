@@ -44,18 +44,6 @@ def read_pages(model: Any, dataset: Any, boxes: dict, cfg: Any, vocab: list[str]
     return pa.concat_tables(tables), torch.cat(logits), seconds / len(tables)
 
 
-def calibration_pages(dataset: Any, boxes: dict, cfg: Any, n: int) -> list[Any]:
-    """The page tensors the classifier reads of ``n`` pages spread over ``dataset``."""
-    import numpy as np
-
-    from kzjobs.classify.predict import page_inputs
-
-    ids = dataset.image_ids()
-    chosen = ids[:: max(1, len(ids) // n)][:n]
-    return [tensor[None] for i in chosen
-            for tensor, _ in page_inputs(np.asarray(dataset.read_image(i)), boxes[i], cfg)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="var/bench/classify")
@@ -68,7 +56,7 @@ def main() -> None:
     from kzjobs.classify.engine import evaluate
     from kzjobs.classify.jobs import model_prefix
     from kzjobs.classify.model import build_model, load_model
-    from kzjobs.classify.quantize import quantize_classifier
+    from kzjobs.classify.quantize import calibration_pages, quantize_classifier
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, read_annotations
     from kzjobs.device import torch_threads
@@ -81,7 +69,7 @@ def main() -> None:
     train, test = Dataset.open("train", store), Dataset.open("test", store)
     train_boxes = read_annotations(store.read_bytes("train/oof.csv"), allow=BOX_CODES)
     test_boxes = read_annotations(store.read_bytes("test/oof.csv"), allow=BOX_CODES)
-    calibration = calibration_pages(train, train_boxes, cfg, args.calibration)
+    calibration = list(calibration_pages(train, cfg, args.calibration, boxes=train_boxes))
     models = []
     for kind in cfg.kinds:
         for fold in range(profile.data.n_folds):

@@ -59,6 +59,9 @@ class Bundle(BaseModel):
     # {code: share}: how often the blend calls each class on its OOF pages, within its
     # script (kzjobs.blend.class_shares): what recognition fits a new book's shifts to.
     class_shares: dict[str, float] = Field(default_factory=dict)
+    # Classifier checkpoint -> the state of its int8 trunk (kzjobs.classify.quantize),
+    # made when the profile reads with ``classify.int8_trunk``.
+    int8_trunks: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 
     def files(self) -> list[str]:
@@ -66,6 +69,7 @@ class Bundle(BaseModel):
         paths = [*self.detector]
         for kind in sorted(self.classifiers):
             paths += self.classifiers[kind]
+            paths += [self.int8_trunks[p] for p in self.classifiers[kind] if p in self.int8_trunks]
         l2 = self.level2
         if l2.lightgbm or l2.xgboost:  # a blend without level 2 takes the blend's top class
             paths += [l2.meta, l2.vocabulary, *l2.lightgbm, *l2.xgboost]
@@ -194,6 +198,10 @@ class BundleJob(Job):
             | {"level2_used": float(use_level2), "seg_fp_shift": shift,
                "class_shift_books": float(len(class_shifts))},
         )
+        if self.profile.classify.int8_trunk:
+            from kzjobs.classify.quantize import quantize_bundle
+
+            bundle = quantize_bundle(bundle, root, ds, self.profile.classify)
         bundle.save(root)  # refuses a bundle with a missing file
         return {"bundle": self.run_prefix, "files": bundle.files(), "metrics": bundle.metrics,
                 "level2": use_level2}

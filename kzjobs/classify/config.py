@@ -72,6 +72,11 @@ class ClassifyConfig(BaseModel):
     # Folds of each kind that read a page at inference (0: every fold). Each is a trunk
     # pass over the page; level 2 learnt from out-of-fold logits, which are one fold's.
     inference_folds: int = Field(0, ge=0)
+    # Read pages on the CPU with each classifier's trunk in int8 (kzjobs.classify.quantize;
+    # x86 only, float elsewhere). The bundle job then calibrates and stores the trunks, on
+    # this many training pages spread over the books.
+    int8_trunk: bool = False
+    int8_calibration_pages: int = Field(8, ge=1)
     top_k: int = Field(10, ge=1)  # classes kept per box in the predictions (>= 10 in profiles)
     workers: int = 0
     cache_pages: int = Field(0, ge=0)  # decoded, scaled training pages kept per loader process

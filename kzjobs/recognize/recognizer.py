@@ -9,6 +9,7 @@ top class, which is the ablation's "blend" step.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kzjobs.level2.model import Level2Model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,11 +83,18 @@ class Recognizer:
         # and detection is the cheaper half of the errors (the seed's finding too).
         detector, _ = load_detector(load_checkpoint(root.read_bytes(bundle.detector[0])),
                                     prof.detect, torch_device)
+        int8 = reads_int8(bundle, prof, torch_device)
         classifiers = []
         for kind in sorted(bundle.classifiers):
             for path in bundle.classifiers[kind][: prof.classify.inference_folds or None]:
                 ckpt = load_checkpoint(root.read_bytes(path))
-                model, vocab = load_model(ckpt, torch_device)
+                if int8:
+                    from kzjobs.classify.quantize import load_int8_model
+
+                    trunk = root.read_bytes(bundle.int8_trunks[path])
+                    model, vocab = load_int8_model(ckpt, trunk), list(ckpt["vocabulary"])
+                else:
+                    model, vocab = load_model(ckpt, torch_device)
                 page_size = int(ckpt.get("config", {}).get("page_size", prof.classify.page_size))
                 classifiers.append(
                     LoadedClassifier(kind, int(ckpt.get("fold", -1)), model, vocab, page_size)
@@ -245,6 +255,26 @@ def bundle_profile(bundle: Bundle, profile: str | Profile | None = None) -> Prof
     if profile:
         return load_profile(profile)
     return Profile.model_validate(bundle.profile_data or {"name": bundle.profile})
+
+
+def reads_int8(bundle: Bundle, profile: Profile, device: torch.device) -> bool:
+    """Whether the classifiers read with their int8 trunks: when the profile asks for them
+    and the pages are read on an x86 CPU (a GPU reads in fp16). A bundle made without
+    them is an error, not a quiet fall-back to float."""
+    if not profile.classify.int8_trunk or device.type != "cpu":
+        return False
+    from kzjobs.classify.quantize import int8_supported
+
+    if not int8_supported():
+        log.warning("classify.int8_trunk: this CPU's torch has no x86 int8 kernels; "
+                    "reading in float")
+        return False
+    read = [p for paths in bundle.classifiers.values()
+            for p in paths[: profile.classify.inference_folds or None]]
+    if missing := [p for p in read if p not in bundle.int8_trunks]:
+        raise ValueError(f"classify.int8_trunk is on, but the bundle has no int8 trunk for "
+                         f"{missing}: make the bundle with a profile that sets it")
+    return True
 
 
 def page_workers(device: torch.device) -> int:

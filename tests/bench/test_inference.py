@@ -70,3 +70,25 @@ def test_the_fastest_reading_counts_and_every_reading_is_kept():
     best = fastest(readings)
     assert best["seconds_per_page"] == {"detect": 0.6} and best["pages_per_second"] == 1.6
     assert best["pages_per_second_readings"] == [1.1, 1.6]
+
+
+def test_the_int8_variant_gives_the_bundle_its_trunks_and_reads_with_them(store):
+    from bench.inference import with_int8_trunks
+    from kzjobs.bundle import Bundle
+    from kzjobs.data.dataset import Dataset
+
+    with_int8_trunks(store, "run", "heldout")  # calibrated on these pages, for the test only
+    trunks = Bundle.load(store.child("run")).int8_trunks
+    assert len(trunks) == 2 and all(store.child("run").exists(p) for p in trunks.values())
+    # Made once: a second call leaves the bundle's trunks as they are.
+    first, run = next(iter(trunks.values())), store.child("run")
+    made = run.read_bytes(first)
+    run.write_bytes(first, b"marked")
+    with_int8_trunks(store, "run", "heldout")
+    assert run.read_bytes(first) == b"marked"
+    run.write_bytes(first, made)
+    heldout = Dataset.open("heldout", store)
+    pages = [(i, heldout.read_image(i)) for i in heldout.image_ids()]
+    name = "int8 classifier trunks"
+    result = read_with(store, "run", heldout, pages, name, *VARIANTS[name])
+    assert result["classifiers"] == 2 and result["pages"] == 2 and result["characters"] > 0
