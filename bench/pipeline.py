@@ -155,8 +155,11 @@ def decided_f1(truth: dict[str, Any], decided: Any) -> dict[str, Any]:
             "by_book": {b: round(c.f1, 4) for b, c in sorted(result.by_book.items())}}
 
 
-def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]:
-    """F1 of each rung of the ladder, from one pass of every model over the held-out pages."""
+def ablation(store: Any, run: str, heldout: str, profile: str,
+             train: str = "datasets/train") -> dict[str, Any]:
+    """F1 of each rung of the ladder, from one pass of every model over the held-out pages
+    (with int8 trunks when the profile reads with them: those the bundle lacks, for the
+    base models, calibrated on ``train`` as the bundle job does)."""
     import pandas as pd
 
     from kzjobs.bundle import Bundle
@@ -178,6 +181,10 @@ def ablation(store: Any, run: str, heldout: str, profile: str) -> dict[str, Any]
     prof = load_profile(profile)  # every fold, whatever the profile reads pages with
     prof = prof.model_copy(update={"classify": prof.classify.model_copy(
         update={"inference_folds": 0})})
+    if prof.classify.int8_trunk:
+        from kzjobs.classify.quantize import quantize_bundle
+
+        everything = quantize_bundle(everything, root, Dataset.open(train, store), prof.classify)
     rec = Recognizer.from_bundle(everything, root, profile=prof)
     ds = Dataset.open(heldout, store)
     truth = ds.annotations
@@ -499,12 +506,19 @@ def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
         figures = run_tesseract_bench(pages, pages.image_ids())
         return {k: figures[k] for k in figures if k != "pages_detail"}
 
+    # Classifiers that read with int8 trunks are read once more with float ones: what
+    # int8 costs in F1, on the same pages.
+    from kzjobs.profile import load_profile
+
+    float_read = ({"float classifier trunks": {"classify": {"int8_trunk": False}}}
+                  if load_profile(args.profile).classify.int8_trunk else {})
     steps: dict[str, Callable[[], Any]] = {
         "quality": lambda: ablation(store, plan.run, heldout, args.profile),
         "adaptation": lambda: adaptation(store, plan, heldout),
         "recognize_speed": speed,
         "tesseract": tesseract,
-        "read_time_adaptation": lambda: read_time_adaptation(store, plan.run, heldout, work),
+        "read_time_adaptation": lambda: read_time_adaptation(store, plan.run, heldout, work,
+                                                             float_read),
     }
     run_steps(result, steps, Path(args.out))
 

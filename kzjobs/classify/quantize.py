@@ -161,12 +161,15 @@ def quantize_bundle(bundle: Bundle, root: Store, dataset: Dataset, cfg: Classify
                     ) -> Bundle:
     """``bundle`` with an int8 trunk for each of its classifiers, calibrated on
     ``cfg.int8_calibration_pages`` pages of ``dataset`` (the training books) and written
-    next to its checkpoint under ``root``. The manifest is not saved here."""
+    next to its checkpoint under ``root``; trunks it already has are kept. The manifest
+    is not saved here."""
     from kzjobs.checkpoint import load_checkpoint
 
     trunks = dict(bundle.int8_trunks)
     for kind in sorted(bundle.classifiers):
         for path in bundle.classifiers[kind]:
+            if path in trunks and root.exists(trunks[path]):
+                continue
             checkpoint = load_checkpoint(root.read_bytes(path))
             model = build_model(checkpoint["model_args"])
             model.load_state_dict(checkpoint["model"])
