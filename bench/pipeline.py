@@ -481,7 +481,7 @@ def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
              env: dict[str, str], args: argparse.Namespace) -> None:
     """The finished run judged step by step, each step's figures saved to ``args.out`` as
     it ends: a run stopped during its evaluation keeps what it measured, and the file names
-    the steps still owed (``not_measured``). Quality and speed come first."""
+    the steps still owed (``not_measured``). Quality and speed come first, Tesseract last."""
     from bench.scale import recognize_speed
     from bench.tesseract import run_tesseract_bench
     from kzjobs.bundle import Bundle, copy_bundle
@@ -516,9 +516,9 @@ def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
         "quality": lambda: ablation(store, plan.run, heldout, args.profile),
         "adaptation": lambda: adaptation(store, plan, heldout),
         "recognize_speed": speed,
-        "tesseract": tesseract,
         "read_time_adaptation": lambda: read_time_adaptation(store, plan.run, heldout, work,
                                                              float_read),
+        "tesseract": tesseract,  # last: it does not depend on the run's models
     }
     run_steps(result, steps, Path(args.out))
 
