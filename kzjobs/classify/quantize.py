@@ -165,6 +165,9 @@ def quantize_bundle(bundle: Bundle, root: Store, dataset: Dataset, cfg: Classify
     is not saved here."""
     from kzjobs.checkpoint import load_checkpoint
 
+    if not int8_supported():
+        raise RuntimeError("int8 trunks are made with torch's x86 int8 kernels, which this "
+                           f"build lacks (it has {torch.backends.quantized.supported_engines})")
     trunks = dict(bundle.int8_trunks)
     for kind in sorted(bundle.classifiers):
         for path in bundle.classifiers[kind]:
