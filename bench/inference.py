@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
     # The trunks calibrated on the training books and added to the bundle when it has none
     # (with_int8_trunks).
     "int8 classifier trunks": ({"classify": {"int8_trunk": True}}, ()),
+    "float classifier trunks": ({"classify": {"int8_trunk": False}}, ()),  # int8 bundles
 }
 
 
@@ -148,7 +149,7 @@ def main() -> None:
     pages = [(image_id, heldout.read_image(image_id)) for image_id in heldout.image_ids()]
     variants = [v for v in args.variants if cpu_has_bf16() or "amp" not in
                 VARIANTS[v][0].get("classify", {})]  # emulated bf16 is slower than fp32
-    if any("int8_trunk" in VARIANTS[v][0].get("classify", {}) for v in variants):
+    if any(VARIANTS[v][0].get("classify", {}).get("int8_trunk") for v in variants):
         with_int8_trunks(store, args.run, args.train)
     # In turn, round after round, so that a slow spell of the host hits every variant.
     readings: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
