@@ -147,6 +147,13 @@ def build_model(args: dict[str, Any]) -> RoIClassifier:
     return RoIClassifier(args.pop("kind"), args.pop("n_classes"), **args)
 
 
+def trained_model(checkpoint: dict[str, Any]) -> RoIClassifier:
+    """The classifier a checkpoint holds, as built (batch norms kept), on the CPU."""
+    model = build_model(checkpoint["model_args"])
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
 def load_model(checkpoint: dict[str, Any], device: torch.device | None = None
                ) -> tuple[RoIClassifier, list[str]]:
     """The model ready for inference on ``device`` (default the CPU): eval mode,
@@ -155,6 +162,5 @@ def load_model(checkpoint: dict[str, Any], device: torch.device | None = None
     ``seg_fp`` included)."""
     from kzjobs.device import for_inference
 
-    model = build_model(checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
+    model = trained_model(checkpoint)
     return for_inference(model, device or torch.device("cpu")), list(checkpoint["vocabulary"])

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from kzjobs.classify.model import RoIClassifier, build_model, pool_boxes
+from kzjobs.classify.model import RoIClassifier, pool_boxes, trained_model
 
 if TYPE_CHECKING:
     from kzjobs.bundle import Bundle
@@ -125,8 +125,7 @@ def trunk_state(model: Int8Classifier) -> bytes:
 def load_int8_model(checkpoint: dict[str, Any], trunk: bytes) -> Int8Classifier:
     """The classifier of ``checkpoint`` with the int8 trunk :func:`trunk_state` saved: the
     same outputs as the model that was calibrated, on any x86 CPU."""
-    model = build_model(checkpoint["model_args"])
-    model.load_state_dict(checkpoint["model"])
+    model = trained_model(checkpoint)
     prepared, _ = _quantizable(model, [])
     quantized = _convert(prepared)
     with warnings.catch_warnings():
@@ -174,8 +173,7 @@ def quantize_bundle(bundle: Bundle, root: Store, dataset: Dataset, cfg: Classify
             if path in trunks and root.exists(trunks[path]):
                 continue
             checkpoint = load_checkpoint(root.read_bytes(path))
-            model = build_model(checkpoint["model_args"])
-            model.load_state_dict(checkpoint["model"])
+            model = trained_model(checkpoint)
             page_size = int(checkpoint.get("config", {}).get("page_size", cfg.page_size))
             pages = calibration_pages(dataset, cfg, cfg.int8_calibration_pages,
                                       page_size=page_size)
