@@ -157,6 +157,8 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
     decision = promote["xcom"].get("promote") or {}
     merged = recognize["xcom"].get("merge") or {}
     return {
+        "profile": profile,
+        "train_pages": books * pages_per_book,
         "heldout_f1": evaluation.get("f1"),
         "heldout_f1_by_book": {b: v["f1"] for b, v in evaluation.get("by_book", {}).items()},
         "heldout_detection_f1": evaluation.get("detection_f1"),
@@ -187,6 +189,9 @@ def report(summary: dict[str, Any], seconds: float) -> str:
               sorted(summary["heldout_f1_by_book"].items())]
     if (detection := summary.get("heldout_detection_f1")) is not None:
         lines.append(f"  detection only (boxes, any code): {detection:.3f}")
+    # The demo trains for minutes: say so beside its F1, and where a real run's figures are.
+    lines.append(f"  (profile {summary['profile']}, {summary['train_pages']} training pages; "
+                 "the bench profile's figures: README, 'Where it stands')")
     registered = summary.get("registered") or {}
     promotion = summary["promotion"]
     lines += [

@@ -82,5 +82,6 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
         assert dag_id in text
     assert f"held-out F1 (competition metric): {out['heldout_f1']:.3f}" in text
     assert f"detection only (boxes, any code): {out['heldout_detection_f1']:.3f}" in text
+    assert f"(profile {out['profile']}, {out['train_pages']} training pages;" in text
     assert out["review"] in text and out["submission"] in text
     assert f"--backend-store-uri {get_settings().tracking_uri}" in text
