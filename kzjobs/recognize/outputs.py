@@ -12,9 +12,11 @@ import html
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from PIL import Image
 
+from kzjobs.data.books import book_id
 from kzjobs.data.format import Box, Point, code_to_char, write_submission
 from kzjobs.recognize.reading_order import columns
 from kzjobs.store import Store
@@ -42,6 +44,14 @@ class PageResult:
     width: int
     height: int
     chars: list[Char] = field(default_factory=list)
+    # Where the page came from, when its id alone does not say: ``book`` (the PDF, TIFF
+    # or manifest it is a page of), the original file ``name``, its 1-based ``page`` in
+    # that file, and for IIIF the ``canvas`` and ``manifest`` ids. Empty for plain pages.
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def book(self) -> str:
+        return self.source.get("book") or book_id(self.image_id)
 
     def in_reading_order(self) -> list[list[Char]]:
         cols = columns([c.box for c in self.chars])
@@ -57,7 +67,7 @@ class PageResult:
                     | {"char": code_to_char(c.code), "column": col_no, "index": row_no}
                 )
         return {"image_id": self.image_id, "width": self.width, "height": self.height,
-                "characters": chars}
+                **({"source": self.source} if self.source else {}), "characters": chars}
 
     @classmethod
     def from_json(cls, data: Mapping) -> PageResult:
@@ -65,7 +75,8 @@ class PageResult:
             Char(c["code"], c["x"], c["y"], c["w"], c["h"], c["confidence"])
             for c in data["characters"]
         ]
-        return cls(data["image_id"], data["width"], data["height"], chars)
+        return cls(data["image_id"], data["width"], data["height"], chars,
+                   dict(data.get("source", {})))
 
     def transcript(self) -> str:
         """One line per column, right to left; each line reads top to bottom."""
