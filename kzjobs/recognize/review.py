@@ -164,10 +164,11 @@ vertical-align:-.15rem;border:2px solid var(--box);background:rgba(30,136,229,.0
 .legend i.low{border-color:var(--low);background:rgba(229,57,53,.16)}
 .legend i.hit{border-color:#ff6f00;background:rgba(255,179,0,.42)}
 kbd{font:inherit;padding:0 .3rem;border:1px solid #cfcabe;border-radius:3px;background:#fff}
-.transcript{flex:1;min-height:0;overflow:auto;padding:1rem}
-.transcript div{writing-mode:vertical-rl;font-size:1.45rem;line-height:1.75;
-font-family:"IPAexMincho","Noto Serif CJK JP",serif;height:100%}
-.transcript p{margin:0 0 0 .15rem}
+.transcript{flex:1;min-height:0;display:flex;flex-direction:column;padding-bottom:0}
+.transcript .text{flex:1;min-height:0;overflow:auto;writing-mode:vertical-rl;white-space:nowrap;
+font-size:1.45rem;line-height:1.8;font-family:"IPAexMincho","Noto Serif CJK JP",serif;
+padding-bottom:.7rem}
+.transcript p{margin:0 0 0 .2rem}
 .transcript span{cursor:pointer;border-radius:3px}
 .transcript span.low{background:#ffcdd2}
 .transcript span.hit{background:#ffe082}
@@ -401,6 +402,7 @@ if (book && book.book === data.book) {
 setThreshold(threshold);
 fit();
 viewer.focus();
+performance.mark("kz-ready");  // bench/review.py: when the page became usable
 document.documentElement.setAttribute("data-ready", "1");
 })();
 """
@@ -486,7 +488,7 @@ def review_page(result: PageResult, image: Image.Image, low_confidence: float) -
         "<kbd>0</kbd> fit, drag to pan, <kbd>/</kbd> search (<kbd>Enter</kbd> next hit), "
         "<kbd>p</kbd> <kbd>n</kbd> pages.</p></section>"
         '<section class="transcript" id="transcript" lang="ja"><h2>Transcript</h2>'
-        f'<div>{"".join(columns)}</div></section></aside></main>'
+        f'<div class="text">{"".join(columns)}</div></section></aside></main>'
         '<div id="tip" class="tip" hidden><span class="ch"></span><span class="code"></span>'
         '<span class="conf">confidence <b></b></span><span class="place"></span></div>'
         f'<script type="application/json" id="page-data">{_script_json(data)}</script>'
