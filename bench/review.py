@@ -148,7 +148,10 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=5)
     args = parser.parse_args()
     figures = measure(args.characters, args.loads)
-    report = {"part": "review", **figures, "load_average_1m": round(os.getloadavg()[0], 2),
+    report = {"part": "review",
+              "command": f"python -m bench.review --characters {args.characters} "
+                         f"--loads {args.loads}",
+              **figures, "load_average_1m": round(os.getloadavg()[0], 2),
               "browser": chromium_version(), "machine": machine_info()}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
