@@ -32,6 +32,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from statistics import median
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -41,7 +42,7 @@ from kzjobs.data.format import code_to_char
 if TYPE_CHECKING:
     from PIL import Image
 
-    from kzjobs.recognize.outputs import PageResult
+    from kzjobs.recognize.outputs import Char, PageResult
 
 # Height of the scan embedded in a page: enough to read a character at 2-3x zoom on a
 # full page, at about 0.4-0.8 MB of JPEG per page.
@@ -120,7 +121,7 @@ border-radius:5px;padding:.15rem .6rem;cursor:pointer}
 button:hover{background:#3a4356}
 output{font-variant-numeric:tabular-nums}
 #zoom-level{min-width:3.4rem;text-align:center}
-input[type=search]{font:inherit;width:11rem;padding:.2rem .5rem;border-radius:5px;
+input[type=search]{font:inherit;width:13rem;padding:.2rem .5rem;border-radius:5px;
 border:1px solid #4a5266;background:#fff;color:#111}
 #search-count{color:var(--muted);min-width:6rem}
 #search-count.found{color:#ffd54f}
@@ -408,12 +409,26 @@ document.documentElement.setAttribute("data-ready", "1");
 """
 
 
+def _label_size(order: list[list[Char]]) -> int:
+    """Font size of the characters written beside the boxes, in scan pixels: about half a
+    character, smaller on a page whose columns leave less room between them (a label
+    sits in the gap left of its column), never below a third of a character."""
+    widths = [c.w for col in order for c in col]
+    if not widths:
+        return 12
+    size = 0.55 * median(widths)
+    gaps = [min(c.x for c in right) - max(c.x + c.w for c in left)
+            for right, left in pairwise(order)]
+    if gaps := [g for g in gaps if g > 0]:
+        size = max(min(size, 0.9 * median(gaps)), median(widths) / 3)
+    return max(8, round(size))
+
+
 def review_page(result: PageResult, image: Image.Image, low_confidence: float) -> str:
     """HTML a person can open: the scan with each box, its character and confidence,
     the transcript, search, zoom, and links to the neighbouring pages of its book."""
     order = result.in_reading_order()
-    widths = [c.w for c in result.chars]
-    label = max(8, round(0.55 * median(widths))) if widths else 12
+    label = _label_size(order)
     marks, columns, i = [], [], 0
     for col_no, col in enumerate(order):
         spans = []
