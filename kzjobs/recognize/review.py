@@ -587,7 +587,13 @@ overflow:hidden}
 section h2{display:flex;flex-wrap:wrap;justify-content:space-between;gap:.3rem 1rem;margin:0;
 padding:.65rem 1rem;font-size:1.05rem;background:#f6f4ef;border-bottom:1px solid #e4e0d6}
 section h2 small{font-weight:400;color:#6b7280;font-size:.85rem}
-table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
+table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums;
+table-layout:fixed}
+th:nth-child(2){width:4rem}
+th:nth-child(3){width:7.5rem}
+th:nth-child(4){width:5rem}
+th:nth-child(5){width:14rem}
+td small{color:#6b7280;margin-left:.3rem}
 th,td{padding:.35rem 1rem;text-align:right;border-bottom:1px solid #f0ede6}
 th:first-child,td:first-child{text-align:left;word-break:break-all}
 th{font-size:.8rem;font-weight:600;color:#6b7280;white-space:nowrap}
@@ -598,7 +604,6 @@ th[aria-sort=ascending] button::after{content:" ▲"}
 tbody tr:hover{background:#f7f5f0}
 a{color:var(--accent);text-decoration:none}
 a:hover{text-decoration:underline}
-td.share{width:14rem}
 .bar{display:flex;align-items:center;gap:.5rem;justify-content:flex-end}
 .bar span{display:inline-block;width:7rem;height:.55rem;border-radius:3px;background:#eee;
 overflow:hidden}
