@@ -132,6 +132,18 @@ def test_the_page_shows_the_scan_and_draws_each_box_where_the_json_says(browser,
     open_page(browser, page_path(review, "genji_p2"))
     geo = geometry(browser)
     assert geo["loaded"]
+    # Self-contained: the scan is inline; the only file it loads is its book's page order,
+    # beside it; no stylesheet, font or image from elsewhere.
+    sources = browser.execute_script("""
+        return {src: Array.prototype.map.call(document.querySelectorAll("[src]"),
+                                              function (e) { return e.getAttribute("src"); }),
+                links: document.querySelectorAll("link, iframe, object, embed").length,
+                css: Array.prototype.map.call(document.querySelectorAll("style"),
+                                              function (e) { return e.textContent; }).join("")};
+    """)
+    assert sorted(s[:23] for s in sources["src"]) == [book_script(GENJI)[:23],
+                                                      "data:image/jpeg;base64,"]
+    assert sources["links"] == 0 and "url(" not in sources["css"]
     left, top, width, height = geo["img"]
     scale = width / result.width
     assert height / result.height == pytest.approx(scale, rel=1e-3)
