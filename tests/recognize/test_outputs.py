@@ -112,3 +112,21 @@ def test_a_books_pages_go_in_file_and_page_order_with_numbers_as_numbers():
              PageSummary("z", "c", 1, 0, "Scan 2.pdf", 3)]
     assert {b: [p.image_id for p in ps] for b, ps in books(pages).items()} == {
         "b": ["b_p9", "b_p10"], "c": ["z", "y", "x"]}
+
+
+def test_the_review_threshold_is_a_setting(tmp_path, monkeypatch):
+    from kzjobs.settings import get_settings
+
+    page = PageResult("aa_1", 400, 300, [Char(A, 10, 10, 20, 20, 0.8),
+                                         Char(II, 50, 10, 20, 20, 0.6)])
+    image = Image.new("RGB", (400, 300), "white")
+    for setting, low in (("0.9", 2), ("0.7", 1)):
+        monkeypatch.setenv("KZ_REVIEW_LOW_CONFIDENCE", setting)
+        get_settings.cache_clear()
+        store = open_store(tmp_path / setting)
+        write_page(store, page, image)
+        merge(store, ["aa_1"])
+        assert store.read_text("review/aa_1.html").count('<g class="c low"') == low
+        assert f'value="{float(setting):.2f}"' in store.read_text("review/aa_1.html")
+        assert f'data-low="{low}"' in store.read_text("review/index.html")
+    get_settings.cache_clear()

@@ -221,6 +221,32 @@ def test_hovering_a_box_shows_its_character_code_and_confidence(browser, review)
     assert not tip.is_displayed()
 
 
+def test_low_confidence_boxes_are_marked_under_the_stated_threshold_which_a_slider_moves(
+        browser, review):
+    result = review["pages"]["genji_p2"][0]
+    open_page(browser, page_path(review, "genji_p2"))
+
+    def marked():
+        return (len(browser.find_elements("css selector", "g.c.low")),
+                len(browser.find_elements("css selector", ".transcript span.low")),
+                browser.find_element("id", "low-count").text)
+
+    def want(threshold):
+        n = sum(c.confidence < threshold for c in result.chars)
+        return n, n, f"{n} low ({round(100 * n / len(result.chars))}%)"
+
+    assert browser.find_element("id", "threshold-value").text == f"{LOW:.2f}"
+    assert "KZ_REVIEW_LOW_CONFIDENCE" in browser.find_element("class name", "low-set").text
+    assert marked() == want(LOW) and want(LOW)[0] > 0
+    for threshold, expected in ((0.95, want(0.95)), (0.5, (0, 0, "0 low (0%)"))):
+        browser.execute_script(
+            "var r = document.getElementById('threshold'); r.value = arguments[0];"
+            "r.dispatchEvent(new Event('input'));", threshold)
+        assert browser.find_element("id", "threshold-value").text == f"{threshold:.2f}"
+        assert marked() == expected
+    assert want(0.95)[0] > want(LOW)[0]
+
+
 def test_zoom_by_buttons_keys_and_wheel_scales_the_page_and_boxes_together(browser, review,
                                                                           tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
