@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,22 +86,140 @@ def dag_test(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_dag(dag_id: str, conf: dict[str, Any], env: dict[str, str], *,
-            timeout: float | None = None, log_file: Path | None = None) -> dict[str, Any]:
-    """:func:`dag_test` in a fresh process with ``env``; its whole log to ``log_file``."""
-    proc = subprocess.run(
+            timeout: float | None = None, log_file: Path | None = None,
+            watch: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """:func:`dag_test` in a fresh process with ``env``; its whole log to ``log_file``.
+
+    The log is streamed, line by line, to ``log_file`` and to ``watch`` (the demo's
+    progress line), so a run of many minutes shows where it is while it runs."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "kzjobs.demo", dag_id, json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        text=True, bufsize=1,
     )
+    timer = threading.Timer(timeout, proc.kill) if timeout else None
+    if timer:
+        timer.start()
+    tail: deque[str] = deque(maxlen=200)
+    result = None
     if log_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_file.write_text(proc.stdout + proc.stderr)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARKER):
-            return json.loads(line.removeprefix(MARKER))
-    raise RuntimeError(
-        f"DAG {dag_id} did not report (exit {proc.returncode}):\n"
-        f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-    )
+    with open(log_file or os.devnull, "w") as log:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # text mode: tqdm's carriage returns end lines too
+            log.write(line)
+            line = line.rstrip("\n")
+            if line.startswith(MARKER):
+                result = json.loads(line.removeprefix(MARKER))
+                continue
+            tail.append(line)
+            if watch:
+                watch(line)
+    returncode = proc.wait()
+    if timer:
+        timer.cancel()
+        if returncode < 0 and not timer.is_alive() and result is None:
+            raise TimeoutError(f"DAG {dag_id} did not finish within {timeout:.0f} s")
+    if result is None:
+        raise RuntimeError(f"DAG {dag_id} did not report (exit {returncode}):\n"
+                           + "\n".join(tail))
+    return result
+
+
+class Watch:
+    """The demo's progress: the DAG task that runs, its job's latest line, the time so far.
+
+    On a terminal it is one live line (rich); elsewhere (CI, a log file) a line when a
+    task ends, and one every ``heartbeat`` seconds while a task runs."""
+
+    def __init__(self, say: Callable[[str], None], *, live: bool | None = None,
+                 heartbeat: float = 30.0) -> None:
+        self.say = say
+        self.live = sys.stderr.isatty() if live is None else live
+        self.heartbeat = heartbeat
+        self.started = self.task_started = self.last_said = time.monotonic()
+        self.dag = self.task = self.detail = ""
+        self.done: list[tuple[str, float]] = []  # (dag > task, seconds), in order
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._status: Any = None
+        self._ticker: threading.Thread | None = None
+
+    def __enter__(self) -> Watch:
+        if self.live:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("", spinner="dots")
+            self._status.start()
+        # Jobs can be silent for minutes (a detector epoch): the clock runs on its own.
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._ticker:
+            self._ticker.join()
+        if self._status:
+            self._status.stop()
+
+    def dag_run(self, dag_id: str) -> Callable[[str], None]:
+        """The ``watch`` for :func:`run_dag` of ``dag_id``."""
+        with self._lock:
+            self.dag, self.task, self.detail = dag_id, "", ""
+        return self.line
+
+    def line(self, line: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if m := _TASK_START.search(line):
+                self.task, self.task_started, self.detail = _task_name(m), now, ""
+                self.last_said = now
+            elif m := _TASK_END.search(line):
+                name = f"{self.dag} > {_task_name(m)}"
+                self.done.append((name, now - self.task_started))
+                self.say(f"  [{_clock(now - self.started)}] {name} done in "
+                         f"{_clock(now - self.task_started)}")
+                self.task, self.detail = "", ""
+            elif self.task and (m := _JOB_LINE.match(line)):
+                self.detail = _JOB_LOG_PREFIX.sub("", m.group(1)).strip() or self.detail
+        self._show(now)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self._show(time.monotonic())
+
+    def _show(self, now: float) -> None:
+        with self._lock:
+            where = f"{self.dag} > {self.task}" if self.task else self.dag
+            if self._status:
+                self._status.update(
+                    f"[bold]{where}[/] {_clock(now - self.task_started)} "
+                    f"(total {_clock(now - self.started)})  [dim]{self.detail[:80]}[/]")
+            elif self.task and now - self.last_said >= self.heartbeat:
+                detail = f": {self.detail[:100]}" if self.detail else ""
+                self.say(f"  [{_clock(now - self.started)}] {where} running for "
+                         f"{_clock(now - self.task_started)}{detail}")
+                self.last_said = now
+
+
+# dag.test() logs these around every task instance (airflow.sdk.definitions.dag).
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+_TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+# A job's own line, as the local operator repeats it in the task log ...
+_JOB_LINE = re.compile(r"^\S+ \[\w+\s*\] (.*?)\s+\[[\w.]*KzLocalJobOperator\]")
+# ... and the job's logging prefix within it (kzjobs.cli: time, level, logger).
+_JOB_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ \w+ [\w.]+: ")
+
+
+def _task_name(match: re.Match[str]) -> str:
+    task_id, index = match.group(1), int(match.group(2))
+    return f"{task_id}[{index}]" if index >= 0 else task_id
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def _check(result: dict[str, Any], dag_id: str, logs: Path) -> dict[str, Any]:
@@ -138,20 +261,24 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
             generate(store.child(key), books=n, pages_per_book=pages_per_book, seed=seed,
                      labelled=labelled, fonts=fonts, vocabulary_size=vocabulary_size)
 
-    say("kz_retrain: validate, folds, detector, classifiers, pseudolabels, level 2, "
-        "evaluate, register (minutes)")
     logs = home / "airflow" / "demo-logs"
-    retrain = _check(run_dag("kz_retrain", {
-        "profile": profile, "dataset": "datasets/train", "heldout": "datasets/heldout",
-        "incoming": ["incoming/batch-1"],
-    }, env, log_file=logs / "kz_retrain.log"), "kz_retrain", logs)
-    say("kz_promote: candidate against champion on the same held-out books")
-    promote = _check(run_dag("kz_promote", {"profile": profile}, env,
-                             log_file=logs / "kz_promote.log"), "kz_promote", logs)
-    say("kz_recognize: the incoming collection, in shards, with the champion")
-    recognize = _check(run_dag("kz_recognize", {
-        "collection": "incoming/batch-1", "profile": profile, "shards": shards,
-    }, env, log_file=logs / "kz_recognize.log"), "kz_recognize", logs)
+    with Watch(say) as watch:
+        say("kz_retrain: validate, folds, detector, classifiers, pseudolabels, level 2, "
+            "evaluate, register (minutes)")
+        retrain = _check(run_dag("kz_retrain", {
+            "profile": profile, "dataset": "datasets/train", "heldout": "datasets/heldout",
+            "incoming": ["incoming/batch-1"],
+        }, env, log_file=logs / "kz_retrain.log", watch=watch.dag_run("kz_retrain")),
+            "kz_retrain", logs)
+        say("kz_promote: candidate against champion on the same held-out books")
+        promote = _check(run_dag("kz_promote", {"profile": profile}, env,
+                                 log_file=logs / "kz_promote.log",
+                                 watch=watch.dag_run("kz_promote")), "kz_promote", logs)
+        say("kz_recognize: the incoming collection, in shards, with the champion")
+        recognize = _check(run_dag("kz_recognize", {
+            "collection": "incoming/batch-1", "profile": profile, "shards": shards,
+        }, env, log_file=logs / "kz_recognize.log", watch=watch.dag_run("kz_recognize")),
+            "kz_recognize", logs)
 
     evaluation = retrain["xcom"].get("evaluate") or {}
     decision = promote["xcom"].get("promote") or {}

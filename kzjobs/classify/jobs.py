@@ -263,6 +263,9 @@ class ClassifyTrainJob(Job):
                                         save_every=cfg.checkpoint_seconds)
                 state["within"] = None
                 state["train_seconds"] += before + time.perf_counter() - start
+                log.info("%s fold %d epoch %d/%d: loss %.4f, accuracy %.3f in %.0f s",
+                         self.label, self.fold, epoch + 1, cfg.epochs, stats["loss"],
+                         stats["accuracy"], before + time.perf_counter() - start)
                 stats = {f"train_{k}": v for k, v in stats.items()}
                 if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
                         and epoch + 1 < cfg.epochs and valid_ids:

@@ -223,6 +223,10 @@ class DetectTrainJob(Job):
                     running=running, save=save_within, save_every=config.checkpoint_seconds)
                 metrics["epoch_seconds"] = before + time.monotonic() - tic
                 history.append(metrics)
+                # One line an epoch: what a DAG task's log (and the demo) shows of a long job.
+                log.info("fold %d epoch %d/%d: loss %.4f in %.0f s", self.fold, epoch + 1,
+                         config.epochs, metrics.get("loss", float("nan")),
+                         metrics["epoch_seconds"])
                 mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
                 checkpoint(epoch + 1)
             train_seconds = time.monotonic() - started

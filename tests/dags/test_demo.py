@@ -35,8 +35,9 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
 
     # Books cycle through the fonts: each fold trains and validates on both.
     fonts = ["kouzan-sousyo", "kouzan-sousyo", "kouzan-gyousyo", "kouzan-gyousyo"]
+    said: list[str] = []
     out = demo(profile=short_profile, books=4, pages_per_book=2, heldout_books=2, incoming_books=1,
-               shards=2, fonts=fonts)
+               shards=2, fonts=fonts, log=said.append)
 
     # kz_retrain registered its blend as the candidate, with its held-out figures as tags.
     version = out["registered"]["version"]
@@ -72,6 +73,11 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
     assert set(submission) == pages
     assert out["review"].endswith("review/index.html")
 
+    # While it ran, the demo said each task as it ended, from the DAG runs' own logs.
+    for dag_id, stages in out["stages"].items():
+        for task in stages:
+            assert any(f"] {dag_id} > {task} done in " in line for line in said), task
+
     # What a person reads at the end: every stage with its time, the figures, the places.
     text = report(out, 60.0)
     retrain = out["stages"]["kz_retrain"]
@@ -85,3 +91,47 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
     assert f"(profile {out['profile']}, {out['train_pages']} training pages;" in text
     assert out["review"] in text and out["submission"] in text
     assert f"--backend-store-uri {get_settings().tracking_uri}" in text
+
+
+# Lines as dag.test() writes them (Airflow 3.3), the job's own line repeated by the local
+# operator in between.
+_OP = "[airflow.task.operators.kzjobs.operators.local.KzLocalJobOperator]"
+_DAG = "[airflow.sdk.definitions.dag]"
+DAG_TEST_LOG = [
+    f"2026-12-07T02:54:21.215882Z [info     ] [DAG TEST] starting task_id=detect_train "
+    f"map_index=0 {_DAG} loc=dag.py:1501",
+    f"2026-12-07T02:54:21.314417Z [info     ] kzjobs detect train --fold 0 {_OP} loc=local.py:40",
+    "2026-12-07T02:55:42.657000Z [info     ] 2026-12-07 02:55:42,657 INFO kzjobs.detect.jobs: "
+    f"fold 0 epoch 1/4: loss 0.9379 in 80 s {_OP} loc=launch.py:265",
+    f"2026-12-07T02:55:42.700000Z [info     ]  {_OP} loc=launch.py:265",
+    "2026-12-07T02:56:36.834664Z [info     ] ::group::Post Execute          [task] "
+    "loc=task_runner.py:1580",
+    f"2026-12-07T02:56:36.871386Z [info     ] [DAG TEST] end task task_id=detect_train "
+    f"map_index=0 {_DAG} loc=dag.py:1563",
+    f"2026-12-07T02:56:37.000000Z [info     ] [DAG TEST] starting task_id=evaluate "
+    f"map_index=-1 {_DAG} loc=dag.py:1501",
+]
+
+
+def test_the_demo_says_which_task_runs_and_what_its_job_last_said():
+    from kzjobs.demo import Watch
+
+    said: list[str] = []
+    watch = Watch(said.append, live=False, heartbeat=3600)
+    feed = watch.dag_run("kz_retrain")
+    lines = DAG_TEST_LOG
+    for line in lines[:4]:
+        feed(line)
+    # The job's latest line, without Airflow's and the job's logging prefixes.
+    assert (watch.task, watch.detail) == ("detect_train[0]",
+                                          "fold 0 epoch 1/4: loss 0.9379 in 80 s")
+    for line in lines[4:]:
+        feed(line)
+    assert [name for name, _ in watch.done] == ["kz_retrain > detect_train[0]"]
+    assert len(said) == 1 and "] kz_retrain > detect_train[0] done in " in said[0]
+    assert (watch.task, watch.detail) == ("evaluate", "")
+
+    # Off a terminal, a task that runs long is named again every `heartbeat` seconds.
+    watch.heartbeat = 0
+    watch._show(watch.last_said + 1)
+    assert "] kz_retrain > evaluate running for " in said[-1]
