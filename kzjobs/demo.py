@@ -193,9 +193,11 @@ class Watch:
         with self._lock:
             where = f"{self.dag} > {self.task}" if self.task else self.dag
             if self._status:
+                from rich.markup import escape  # a job's line may hold [brackets]
+
                 self._status.update(
-                    f"[bold]{where}[/] {_clock(now - self.task_started)} "
-                    f"(total {_clock(now - self.started)})  [dim]{self.detail[:80]}[/]")
+                    f"[bold]{escape(where)}[/] {_clock(now - self.task_started)} "
+                    f"(total {_clock(now - self.started)})  [dim]{escape(self.detail[:80])}[/]")
             elif self.task and now - self.last_said >= self.heartbeat:
                 detail = f": {self.detail[:100]}" if self.detail else ""
                 self.say(f"  [{_clock(now - self.started)}] {where} running for "
