@@ -96,6 +96,18 @@ def train_one_epoch(
     }
 
 
+def judged_boxes(predictions: pa.Table, boxes: Mapping[str, Sequence[Box]]
+                 ) -> list[tuple[str, int, str, str]]:
+    """``(image_id, box_id, label, predicted)`` for every predicted box with a label."""
+    cols = predictions.select(["image_id", "box_id", "classes"]).to_pydict()
+    judged = []
+    for image_id, box_id, classes in zip(*cols.values(), strict=True):
+        page = boxes.get(image_id, ())
+        if box_id < len(page) and len(classes):
+            judged.append((image_id, box_id, page[box_id].code, classes[0]))
+    return judged
+
+
 def evaluate(
     predictions: pa.Table,
     boxes: Mapping[str, Sequence[Box]],
@@ -115,12 +127,7 @@ def evaluate(
     - a confusion summary of the ``frequent`` most common labels.
     """
     names = names or {}
-    cols = predictions.select(["image_id", "box_id", "classes"]).to_pydict()
-    pairs: list[tuple[str, str]] = []  # (label, predicted)
-    for image_id, box_id, classes in zip(*cols.values(), strict=True):
-        page = boxes.get(image_id, ())
-        if box_id < len(page) and len(classes):
-            pairs.append((page[box_id].code, classes[0]))
+    pairs = [(label, pred) for _, _, label, pred in judged_boxes(predictions, boxes)]
     labels = Counter(label for label, _ in pairs)
     n = len(pairs)
     correct = sum(label == pred for label, pred in pairs)

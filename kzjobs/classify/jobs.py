@@ -14,13 +14,20 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from kzjobs.device import torch_threads
 from kzjobs.job import Job
 from kzjobs.store import join
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from kzjobs.data.dataset import Dataset
+    from kzjobs.data.format import Box
 
 EXPERIMENT = "kz-classify"
 log = logging.getLogger(__name__)
@@ -292,6 +299,7 @@ class ClassifyTrainJob(Job):
                                | {"train_seconds": state["train_seconds"]})
             mlflow.log_dict(found["score"], "valid_f1_by_book.json")
             mlflow.log_dict(found["confusion"], "confusion_frequent_classes.json")
+            self._log_pictures(table, boxes, truth, data, by_book, found["f1"])
             result = {
                 "valid": metrics | {"f1_by_book": by_book},
                 "quarantined": len(quarantine),
@@ -316,6 +324,21 @@ class ClassifyTrainJob(Job):
             }))
         store.delete(keys["checkpoint.pt"])
         return summary | result
+
+
+    def _log_pictures(self, table: pa.Table, boxes: Mapping[str, Sequence[Box]],
+                      truth: Mapping[str, Sequence[Box]], data: Dataset,
+                      by_book: dict[str, float], f1: float) -> None:
+        """The dev pages as pictures in the MLflow run (kzjobs.figures)."""
+        from kzjobs.classify.engine import judged_boxes
+        from kzjobs.figures import classifier_pictures, log_pictures
+
+        try:
+            log_pictures(classifier_pictures(
+                judged_boxes(table, boxes), boxes, truth, by_book, data.read_image,
+                title=f"{self.label} fold {self.fold}: F1 on its dev books", overall=f1))
+        except Exception:  # pictures are for people: a drawing bug must not fail training
+            log.exception("could not draw the run's pictures")
 
 
 class ClassifyPredictJob(Job):

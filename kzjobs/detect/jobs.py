@@ -36,7 +36,10 @@ from kzjobs.store import Store, UnsafeKeyError, join, validate_key
 if TYPE_CHECKING:
     import torch
 
+    from kzjobs.data.format import Box
     from kzjobs.detect.config import DetectConfig
+    from kzjobs.detect.engine import Detection
+    from kzjobs.metric import Score
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +236,8 @@ class DetectTrainJob(Job):
 
             quarantine: dict[str, str] = {}
             truth = {i: ds.annotations[i] for i in valid_ids}
-            _, valid = evaluate(model, read_pages(ds, valid_ids, quarantine), truth, config,
-                                device, amp=config.amp, progress=self.progress)
+            found, valid = evaluate(model, read_pages(ds, valid_ids, quarantine), truth,
+                                    config, device, amp=config.amp, progress=self.progress)
             result = {
                 "fold": self.fold,
                 "model": model_key,
@@ -256,6 +259,7 @@ class DetectTrainJob(Job):
                     "valid_recall": valid.recall,
                     **{f"valid_f1_{b}": c.f1 for b, c in valid.by_book.items()},
                 })
+                self._log_pictures(ds, found, truth, valid)
             save_to_store(store, model_key, {
                 "format": CHECKPOINT_FORMAT,
                 "model": model.state_dict(),
@@ -269,6 +273,26 @@ class DetectTrainJob(Job):
             mlflow.log_dict(result, "detect_metrics.json")
         store.delete(ckpt_key)  # model.pt holds everything a user of the detector needs
         return result
+
+    def _log_pictures(self, ds: Dataset, found: dict[str, list[Detection]],
+                      truth: dict[str, list[Box]], valid: Score) -> None:
+        """Detection F1 by dev book, and the dev page with the most characters with its
+        boxes, as pictures in the MLflow run (kzjobs.figures)."""
+        from kzjobs.data.format import Box
+        from kzjobs.figures import f1_by_book_chart, log_pictures, page_with_predictions
+
+        try:
+            pictures: dict[str, Any] = {"valid_f1_by_book.png": f1_by_book_chart(
+                {b: c.f1 for b, c in valid.by_book.items()},
+                f"detector fold {self.fold}: detection F1 on its dev books", valid.f1)}
+            if found:
+                page = max(found, key=lambda i: (len(truth.get(i, ())), i))
+                boxes = [Box("", d.x, d.y, d.w, d.h) for d in found[page]]
+                pictures["valid_page.png"] = page_with_predictions(
+                    ds.read_image(page), truth.get(page, []), boxes, ignore_code=True)
+            log_pictures(pictures)
+        except Exception:  # pictures are for people: a drawing bug must not fail training
+            log.exception("could not draw the run's pictures")
 
     def _check_resumable(self, ckpt: dict[str, Any], config: DetectConfig) -> None:
         changed = changed_settings(ckpt["config"], config.model_dump(mode="json"), _RESUME_FREE)

@@ -99,6 +99,13 @@ def test_mlflow_has_params_epochs_per_book_f1_and_confusion(tiny_run, tmp_path):
     confusion = json.loads(Path(path).read_text())
     assert confusion[0]["code"] in ("U+306E", SEG_FP)  # の or seg_fp: the most frequent labels
     assert {"code", "char", "boxes", "accuracy", "predicted_as"} <= set(confusion[0])
+    # ... and as pictures: per-book F1, a dev page with its boxes, the confused pairs.
+    from PIL import Image
+
+    assert {"valid_f1_by_book.png", "valid_page.png", "confused_pairs.png"} <= artifacts
+    page = Image.open(client.download_artifacts(run.info.run_id, "valid_page.png", tmp_path))
+    colours = {c for _, c in page.convert("RGB").getcolors(1 << 20)}
+    assert {(20, 150, 60), (215, 40, 40)} & colours  # boxes drawn, right or wrong
 
 
 def test_a_finished_job_is_not_run_again(tiny_data, tiny_run):

@@ -108,6 +108,8 @@ def test_training_is_tracked_in_mlflow(run):
     assert len(losses) == run["summary"]["epochs"]
     assert losses[-1].value < losses[0].value  # it learned
     assert "valid_f1_synlA" in mlrun.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"valid_f1_by_book.png", "valid_page.png"} <= artifacts
 
 
 def test_a_trained_fold_is_not_trained_again(run):
