@@ -76,6 +76,9 @@ def test_job_image():
     assert "pip install --require-hashes -r locks/jobs.txt" in run
     assert "pip install --no-deps --no-build-isolation ." in run
     assert "useradd" in run and "--uid 10001" in run and users[-1] == "10001"
+    from kzjobs.launch import JOB_UID  # the launcher runs jobs as this uid:gid
+
+    assert f"--uid {JOB_UID} --gid {JOB_UID}" in run and f"--gid {JOB_UID} kz" in run
     for src in (a.split()[:-1] for k, a in ins if k == "COPY"):
         for path in src:
             assert (REPO / path).exists(), path
