@@ -3,12 +3,13 @@
 - ``kubernetes``: a ``KubernetesPodOperator`` running the job image, with ``nvidia.com/gpu``
   limits, GPU tolerations and a node selector for jobs that want a GPU;
 - ``docker``: a ``DockerOperator`` with GPU ``device_requests`` and a large ``shm_size``;
-
-both hardened the same way: the image's non-root user, no capabilities, no privilege
-escalation, a read-only root filesystem with one writable scratch volume (``SCRATCH``,
-where every local write of a job is pointed by ``SCRATCH_ENV``), CPU and memory limits,
-and (pods) the RuntimeDefault seccomp profile and no service-account token;
 - ``local`` (the embedded default): the same command as a subprocess of this Python.
+
+The two container forms are hardened the same way: the image's non-root user, no
+capabilities, no privilege escalation, a read-only root filesystem with one writable
+scratch volume (``SCRATCH``; ``SCRATCH_ENV`` points every local write of a job there),
+CPU and memory limits, and for pods the RuntimeDefault seccomp profile and no
+service-account token.
 
 The form is configuration, not code: the ``KZ_LAUNCHER`` setting, overridden by the
 Airflow Variable ``kz_launcher``; the rest (image, namespace, node pool, secrets...)
