@@ -395,14 +395,14 @@ def test_base_images_are_pinned_by_digest(compose):
     for dockerfile in (JOB_DOCKERFILE, AIRFLOW_DOCKERFILE):
         ins = instructions(dockerfile)
         args = dict(a.split("=", 1) if "=" in a else (a, None) for k, a in ins if k == "ARG")
-        for _, ref in ((k, a) for k, a in ins if k == "FROM"):
-            ref = ref.split()[0]
+        for ref in (a.split()[0] for k, a in ins if k == "FROM"):
             if "@${" in ref:
-                # The digest is a build argument without a default: the build fails
-                # rather than float. (apache/airflow: digest still to look up, see TODO.)
+                # A digest build argument: pinned by its default, or with no default
+                # the build fails rather than float (apache/airflow: its TODO).
                 image_arg, digest_arg = re.fullmatch(r"\$\{(\w+)\}@\$\{(\w+)\}", ref).groups()
-                assert args[digest_arg] is None and "TODO" in dockerfile.read_text()
-                assert ":" in args[image_arg]
+                digest = args[digest_arg]
+                assert PINNED.match(f"{args[image_arg]}@{digest}") if digest else (
+                    "TODO" in dockerfile.read_text())
             else:
                 ref = args[re.fullmatch(r"\$\{(\w+)\}", ref).group(1)] if ref.startswith(
                     "${") else ref
