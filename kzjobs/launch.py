@@ -5,6 +5,12 @@
 - ``docker``: a ``DockerOperator`` with GPU ``device_requests`` and a large ``shm_size``;
 - ``local`` (the embedded default): the same command as a subprocess of this Python.
 
+The two container forms are hardened the same way: the image's non-root user, no
+capabilities, no privilege escalation, a read-only root filesystem with one writable
+scratch volume (``SCRATCH``; ``SCRATCH_ENV`` points every local write of a job there),
+CPU and memory limits, and for pods the RuntimeDefault seccomp profile and no
+service-account token.
+
 The form is configuration, not code: the ``KZ_LAUNCHER`` setting, overridden by the
 Airflow Variable ``kz_launcher``; the rest (image, namespace, node pool, secrets...)
 comes from the Airflow Variable ``kz_launch`` (JSON, so also ``AIRFLOW_VAR_KZ_LAUNCH``).
@@ -26,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kzjobs.settings import get_settings
 
@@ -36,6 +42,22 @@ POD_SUMMARY_FILE = "/airflow/xcom/return.json"
 SUMMARY_FILE_ENV = "KZ_SUMMARY_FILE"
 LAUNCHER_VARIABLE = "kz_launcher"
 CONFIG_VARIABLE = "kz_launch"
+JOB_UID = 10001  # the job image's user and group (containers/job.Dockerfile)
+# The one writable place in a job container (the root filesystem is read-only). Every
+# local write goes there: temp files (tempfile, MLflow's artifact downloads), HOME and
+# its caches (torch, triton, matplotlib, fontconfig), and KZ_HOME, where registered
+# models are downloaded once per version.
+SCRATCH = "/tmp"
+SCRATCH_ENV = {
+    "HOME": SCRATCH,
+    "TMPDIR": SCRATCH,
+    "KZ_HOME": f"{SCRATCH}/kz",
+    "XDG_CACHE_HOME": f"{SCRATCH}/.cache",
+    "XDG_CONFIG_HOME": f"{SCRATCH}/.config",
+    "TORCH_HOME": f"{SCRATCH}/.cache/torch",
+    "MPLCONFIGDIR": f"{SCRATCH}/.config/matplotlib",
+    "PYTHONDONTWRITEBYTECODE": "1",  # site-packages is read-only: do not even try
+}
 
 
 class JobFailed(RuntimeError):
@@ -61,6 +83,9 @@ class Resources(BaseModel):
     cpu: float = 1.0
     memory_gb: float = 4.0
     shm_gb: float = 1.0  # /dev/shm, for DataLoader workers
+    # The scratch volume (SCRATCH): a disk emptyDir on Kubernetes, a tmpfs on Docker,
+    # where it counts against memory_gb.
+    scratch_gb: float = 4.0
 
     @property
     def wants_gpu(self) -> bool:
@@ -137,12 +162,20 @@ class KubernetesConfig(BaseModel):
 class DockerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # compose: the socket proxy (infra/compose/docker-proxy.cfg), never the socket itself
     docker_url: str = "unix://var/run/docker.sock"
     gpu_device_ids: list[str] | None = None  # None: `count` GPUs, any of them
     network_mode: str | None = None
     # host folder -> container folder (e.g. a local store shared with the host)
     mounts: dict[str, str] = Field(default_factory=dict)
-    user: str | None = None
+    user: str | None = None  # None: the config's uid:gid
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, user: str | None) -> str | None:
+        if user is not None and user.split(":")[0] in ("0", "root"):
+            raise ValueError("jobs never run as root: set a non-root user (or leave it unset)")
+        return user
 
 
 class LaunchConfig(BaseModel):
@@ -150,6 +183,9 @@ class LaunchConfig(BaseModel):
 
     launcher: Launcher = "local"
     image: str
+    # The job image's user: containers and pods run as it, never as root.
+    uid: int = Field(default=JOB_UID, gt=0)
+    gid: int = Field(default=JOB_UID, gt=0)
     # Plain environment for every job (KZ_STORE, KZ_MLFLOW_URI, ...); no secrets here.
     env: dict[str, str] = Field(default_factory=dict)
     # Airflow connection id -> kind, turned into job env at run time (see connection_env).
@@ -279,10 +315,11 @@ def run_local(
 
 
 def job_env(cfg: LaunchConfig, res: Resources) -> dict[str, str]:
-    """The container's environment: the config's, over a torch thread count that matches
-    the job's CPUs (in a container torch counts the node's cores, not the job's share, and
-    a job on 4 of 64 cores would run 32 threads; recognize sizes its page workers by it)."""
-    return {"OMP_NUM_THREADS": f"{max(1, int(res.cpu))}", **cfg.env}
+    """The container's environment: the config's, over the scratch paths and a torch
+    thread count that matches the job's CPUs (in a container torch counts the node's
+    cores, not the job's share, and a job on 4 of 64 cores would run 32 threads;
+    recognize sizes its page workers by it)."""
+    return {"OMP_NUM_THREADS": f"{max(1, int(res.cpu))}", **SCRATCH_ENV, **cfg.env}
 
 
 def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str, Any]:
@@ -290,13 +327,38 @@ def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[
     from kubernetes.client import models as k8s
 
     k = cfg.kubernetes
-    limits = {"memory": f"{res.memory_gb:g}Gi"}
+    requests = {"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gb:g}Gi"}
+    limits = dict(requests)
     if res.wants_gpu:
         limits[k.gpu_resource] = str(res.gpu)
-    shm = k8s.V1Volume(
-        name="dshm",
-        empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=f"{res.shm_gb:g}Gi"),
+    seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
+    # The job's container and the XCom sidecar: the restricted Pod Security Standard.
+    container = k8s.V1SecurityContext(
+        run_as_non_root=True,
+        run_as_user=cfg.uid,
+        run_as_group=cfg.gid,
+        privileged=False,
+        allow_privilege_escalation=False,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        read_only_root_filesystem=True,
+        seccomp_profile=seccomp,
     )
+    pod = k8s.V1PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=cfg.uid,
+        run_as_group=cfg.gid,
+        fs_group=cfg.gid,
+        seccomp_profile=seccomp,
+    )
+    volumes = [
+        k8s.V1Volume(
+            name="dshm",
+            empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=f"{res.shm_gb:g}Gi"),
+        ),
+        k8s.V1Volume(
+            name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=f"{res.scratch_gb:g}Gi")
+        ),
+    ]
     return {
         "image": cfg.image,
         "cmds": ["kzjobs", *command_words(command)],
@@ -305,18 +367,24 @@ def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[
         "kubernetes_conn_id": k.kubernetes_conn_id,
         "in_cluster": k.in_cluster,
         "service_account_name": k.service_account,
+        # A job talks to S3 and MLflow, never to the Kubernetes API.
+        "automount_service_account_token": False,
+        "security_context": pod,
+        "container_security_context": container,
+        "xcom_sidecar_container_security_context": container,
         "image_pull_policy": k.image_pull_policy,
         "env_vars": {**job_env(cfg, res), SUMMARY_FILE_ENV: POD_SUMMARY_FILE},
         "secrets": [Secret("env", s.env, s.secret, s.key) for s in k.secrets],
-        "container_resources": k8s.V1ResourceRequirements(
-            requests={"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gb:g}Gi"}, limits=limits
-        ),
+        "container_resources": k8s.V1ResourceRequirements(requests=requests, limits=limits),
         "node_selector": dict(k.gpu_node_selector if res.wants_gpu else k.cpu_node_selector),
         "tolerations": [k8s.V1Toleration(**t) for t in k.gpu_tolerations]
         if res.wants_gpu
         else [],
-        "volumes": [shm],
-        "volume_mounts": [k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm")],
+        "volumes": volumes,
+        "volume_mounts": [
+            k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
+            k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH),
+        ],
         "labels": {"app.kubernetes.io/name": "kzjobs", "kzjobs.io/job": command_words(command)[0]},
         "do_xcom_push": True,
         "get_logs": True,
@@ -337,6 +405,7 @@ def _docker_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str,
             if d.gpu_device_ids
             else DeviceRequest(count=res.gpu, capabilities=[["gpu"]])
         ]
+    memory = f"{int(res.memory_gb * 1024)}m"
     return {
         "image": cfg.image,
         "entrypoint": ["kzjobs", *command_words(command)],
@@ -344,12 +413,24 @@ def _docker_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str,
         "docker_url": d.docker_url,
         "device_requests": gpus,
         "shm_size": int(res.shm_gb * 1024**3),
-        "mem_limit": f"{int(res.memory_gb * 1024)}m",
-        "cpus": res.cpu,
+        "mem_limit": memory,
+        "cpus": res.cpu,  # the provider makes it a CPU *share*; nano_cpus below caps it
         "network_mode": d.network_mode,
         "mounts": [Mount(target=dst, source=src, type="bind") for src, dst in d.mounts.items()],
         "mount_tmp_dir": False,
-        "user": d.user,
+        "user": d.user or f"{cfg.uid}:{cfg.gid}",
+        "privileged": False,
+        "cap_add": None,
+        # What the provider has no parameter for (KzDockerOperator adds it to the
+        # container's host config): the same hardening as a pod's.
+        "host_config": {
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "read_only": True,
+            "tmpfs": {SCRATCH: f"size={int(res.scratch_gb * 1024)}m,mode=1777,nosuid,nodev"},
+            "nano_cpus": int(res.cpu * 1e9),
+            "memswap_limit": memory,  # no swap beyond the memory limit
+        },
         "auto_remove": "success",
         "xcom_all": True,  # the summary is parsed out of the whole log
         "connections": cfg.connections,

@@ -28,6 +28,10 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 JOB_IMAGE = Settings.model_fields["job_image"].default
 AIRFLOW_IMAGE = JOB_IMAGE.replace("kzjobs-job", "kzjobs-airflow")
 _VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+LOCKS = REPO / "locks"
+DOCKER_GROUP = "DOCKER_GID"
+# name:tag@sha256:<64 hex>: a digest, and the tag it was published as
+PINNED = re.compile(r"^[a-z0-9./_-]+:[\w.-]+@sha256:[0-9a-f]{64}$")
 
 
 def substitute(text: str) -> str:
@@ -68,9 +72,13 @@ def test_job_image():
     users = [a for k, a in ins if k == "USER"]
     assert users and users[-1] not in ("0", "root")
     run = " ".join(a for k, a in ins if k == "RUN")
-    assert 'pip install ".[jobs]"' in run and "jobs" in PYPROJECT["project"][
-        "optional-dependencies"]
+    # every dependency from the hashed jobs lock, then kzjobs alone
+    assert "pip install --require-hashes -r locks/jobs.txt" in run
+    assert "pip install --no-deps --no-build-isolation ." in run
     assert "useradd" in run and "--uid 10001" in run and users[-1] == "10001"
+    from kzjobs.launch import JOB_UID  # the launcher runs jobs as this uid:gid
+
+    assert f"--uid {JOB_UID} --gid {JOB_UID}" in run and f"--gid {JOB_UID} kz" in run
     for src in (a.split()[:-1] for k, a in ins if k == "COPY"):
         for path in src:
             assert (REPO / path).exists(), path
@@ -93,21 +101,21 @@ def test_every_font_of_the_synthetic_books_is_installed_by_make_and_the_job_imag
 def test_airflow_image():
     ins = instructions(AIRFLOW_DOCKERFILE)
     args = dict(a.split("=", 1) for k, a in ins if k == "ARG" and "=" in a)
-    assert args["AIRFLOW_IMAGE"].startswith(f"apache/airflow:{version('apache-airflow')}-")
+    airflow = version("apache-airflow")
+    assert args["AIRFLOW_IMAGE"] == f"apache/airflow:slim-{airflow}-python3.11"
     run = " ".join(a for k, a in ins if k == "RUN")
-    wanted = {re.split(r"[<>=\[; ]", r)[0] for r in PYPROJECT["project"][
-        "optional-dependencies"]["airflow"]}
-    named = {r for r in re.findall(r'"([a-z][\w-]*)[\[<>=]', run) if r != "apache-airflow"}
-    assert named == wanted - {"apache-airflow"}  # the package's airflow extra, the same pins
-    for requirement in PYPROJECT["project"]["optional-dependencies"]["airflow"]:
-        if requirement.startswith("apache-airflow>"):
-            continue  # the image pins the base image's own version
-        assert f'"{requirement}"' in run, requirement
+    # The providers come from the hashed Airflow lock, which pins the base image's Airflow.
+    assert args["KZ_LOCK"] == "airflow"
+    assert "pip install --no-cache-dir --require-hashes -r /opt/kzjobs-src/locks/${KZ_LOCK}.txt" \
+        in run
+    assert "--no-deps --no-build-isolation /opt/kzjobs-src" in run
+    locked = lock_pins(LOCKS / "airflow.txt")
+    assert locked["apache-airflow"] == {airflow}
     copies = {a.split()[-2]: a.split()[-1] for k, a in ins if k == "COPY"}
     assert copies["dags"] == "/opt/airflow/dags"
     assert copies["kzjobs"].endswith("/kzjobs")
     for src in copies:
-        assert (REPO / src).exists(), src
+        assert (REPO / src.replace("${KZ_LOCK}", args["KZ_LOCK"])).exists(), src
     assert f"-t {AIRFLOW_IMAGE}" in AIRFLOW_DOCKERFILE.read_text()
 
 
@@ -117,7 +125,7 @@ def test_dockerignore_lets_the_copied_paths_through():
                    .splitlines() if ln.startswith("!")}
         copied = {p.rstrip("/") for k, a in instructions(dockerfile) if k == "COPY"
                   for p in a.split()[:-1] if not p.startswith("--")}
-        assert copied <= allowed, copied - allowed
+        assert {p.split("/")[0] for p in copied} <= allowed, copied - allowed
 
 
 # ---- compose ----------------------------------------------------------------------------
@@ -166,8 +174,26 @@ def test_compose_launcher_config_is_valid(compose):
     assert cfg.env["KZ_MLFLOW_URI"] == "http://mlflow:5000"
     for conn_id in cfg.connections:  # each connection the launcher reads is defined
         assert f"AIRFLOW_CONN_{conn_id.upper()}" in env
-    socket = "/var/run/docker.sock:/var/run/docker.sock"
-    assert socket in compose["services"]["airflow-scheduler"]["volumes"]
+    assert cfg.docker.docker_url == "tcp://docker-proxy:2375"  # never the socket itself
+
+
+def test_compose_only_the_socket_proxy_holds_the_docker_socket(compose):
+    services = compose["services"]
+    holders = {name for name, svc in services.items()
+               if any("docker.sock" in str(v) for v in svc.get("volumes", []))}
+    assert holders == {"docker-proxy"}
+    assert not any(DOCKER_GROUP in str(svc.get("group_add", [])) for name, svc in
+                   services.items() if name != "docker-proxy")
+    proxy = services["docker-proxy"]
+    assert "ports" not in proxy  # never published
+    assert proxy["networks"] == ["docker-api"]
+    assert compose["networks"]["docker-api"] == {"internal": True}
+    members = {name for name, svc in services.items()
+               if "docker-api" in (svc.get("networks") or [])}
+    assert members == {"docker-proxy", "airflow-scheduler"}  # the LocalExecutor's tasks
+    assert "./docker-proxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in proxy["volumes"]
+    assert proxy["read_only"] is True and proxy["cap_drop"] == ["ALL"]
+    assert "airflow-init" in services["airflow-scheduler"]["depends_on"]
 
 
 def test_no_credentials_in_deployment_files():
@@ -244,3 +270,140 @@ def test_readme_names_what_exists():
     for path in ("containers/job.Dockerfile", "containers/airflow.Dockerfile",
                  "infra/compose/compose.yaml", "infra/helm/values.yaml"):
         assert path in text or Path(path).name in text
+
+
+def test_helm_job_pods_and_airflow_pods_are_hardened():
+    from airflow.sdk import DAG
+
+    values = yaml.safe_load(VALUES.read_text())
+    env = {e["name"]: e["value"] for e in values["env"]}
+    cfg = LaunchConfig.model_validate(json.loads(env["AIRFLOW_VAR_KZ_LAUNCH"])
+                                      | {"launcher": "kubernetes"})
+    with DAG("t", schedule=None):
+        pod = job("t", "recognize", ["c"], config=cfg).build_pod_request_obj(dry_run=True)
+    c = pod.spec.containers[0]
+    assert pod.spec.automount_service_account_token is False
+    assert pod.spec.security_context.run_as_non_root and c.security_context.run_as_non_root
+    assert c.security_context.read_only_root_filesystem
+    assert c.security_context.capabilities.drop == ["ALL"]
+    assert c.security_context.allow_privilege_escalation is False
+    assert c.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert {"cpu", "memory", "nvidia.com/gpu"} <= set(c.resources.limits)
+    # Airflow's own pods (the chart's securityContexts): the same, but for the root
+    # filesystem, which Airflow writes to (logs, airflow.cfg).
+    ctx = values["securityContexts"]
+    assert ctx["pod"]["runAsNonRoot"] is True and ctx["pod"]["runAsUser"] == values["uid"]
+    assert ctx["pod"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert ctx["containers"]["allowPrivilegeEscalation"] is False
+    assert ctx["containers"]["capabilities"] == {"drop": ["ALL"]}
+
+
+# ---- supply chain -----------------------------------------------------------------------
+
+
+def lock_entries(path: Path) -> list[tuple[str, list[str]]]:
+    """(requirement, its hashes) for each entry of a hashed requirements file."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    entries = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement, *hashes = line.split(" --hash=")
+        entries.append((requirement.strip(), [h.strip() for h in hashes]))
+    return entries
+
+
+def lock_pins(path: Path) -> dict[str, set[str]]:
+    """Canonical name -> the versions a lock pins (more than one only under markers)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, set[str]] = {}
+    for requirement, _ in lock_entries(path):
+        req = Requirement(requirement)
+        pins.setdefault(canonicalize_name(req.name), set()).add(
+            str(req.specifier).removeprefix("=="))
+    return pins
+
+
+@pytest.mark.parametrize("lock", ["all", "jobs", "airflow", "pip"])
+def test_every_locked_requirement_is_pinned_with_hashes(lock):
+    from packaging.requirements import Requirement
+
+    entries = lock_entries(LOCKS / f"{lock}.txt")
+    assert entries
+    for requirement, hashes in entries:
+        req = Requirement(requirement)  # a name, no URL or path
+        assert req.url is None, requirement
+        [spec] = req.specifier  # exactly one
+        assert spec.operator == "==" and "*" not in spec.version, requirement
+        assert hashes, f"{requirement}: no --hash"
+        for h in hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", h), (requirement, h)
+
+
+def test_the_locks_hold_what_pyproject_asks_for():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = PYPROJECT["project"]
+    groups = {"all": [*project["dependencies"],
+                      *(r for extra in project["optional-dependencies"].values() for r in extra)],
+              "jobs": [*project["dependencies"], *project["optional-dependencies"]["jobs"]],
+              "airflow": [*project["dependencies"], *project["optional-dependencies"]["airflow"]]}
+    everything = lock_pins(LOCKS / "all.txt")
+    for lock, requirements in groups.items():
+        pins = lock_pins(LOCKS / f"{lock}.txt")
+        for requirement in requirements:
+            req = Requirement(requirement)
+            name = canonicalize_name(req.name)
+            assert name in pins, f"{lock}.txt lacks {name}: run `make lock`"
+            assert any(req.specifier.contains(v, prereleases=True) for v in pins[name]), (
+                f"{lock}.txt pins {name} {pins[name]}, pyproject asks {req.specifier}: "
+                "run `make lock`")
+        for name, versions in pins.items():  # the image locks agree with make's
+            assert versions <= everything[name], (lock, name)
+    torch = version("torch").split("+")[0]
+    assert everything["torch"] == {torch}  # the same torch as this environment
+
+
+def test_make_and_the_images_install_only_from_the_locks():
+    makefile = re.sub(r"\\\n", " ", (REPO / "Makefile").read_text())
+    installs = [ln for ln in makefile.splitlines() if "pip install" in ln]
+    assert installs
+    for line in installs:
+        assert ("--require-hashes -r $(LOCKS)/" in line
+                or ("--no-deps" in line and "--no-build-isolation" in line)), line
+    assert any("$(LOCKS)/all.txt" in ln for ln in installs)
+    assert re.search(r"^lock:", makefile, re.M) and "--generate-hashes" in makefile
+    for dockerfile in (JOB_DOCKERFILE, AIRFLOW_DOCKERFILE):
+        for run in (a for k, a in instructions(dockerfile) if k == "RUN"):
+            for cmd in re.split(r"&&", run):
+                if "pip install" in cmd:
+                    assert "--require-hashes -r" in cmd or (
+                        "--no-deps" in cmd and "--no-build-isolation" in cmd), cmd
+
+
+def test_base_images_are_pinned_by_digest(compose):
+    for name, svc in compose["services"].items():
+        image = svc["image"]
+        if image.startswith("${KZ_"):  # this project's images: the operator pins them
+            continue
+        assert PINNED.match(image), f"{name}: {image} is not pinned by digest"
+    assert "KZ_JOB_IMAGE" in COMPOSE.read_text() and "name@sha256" in COMPOSE.read_text()
+    for dockerfile in (JOB_DOCKERFILE, AIRFLOW_DOCKERFILE):
+        ins = instructions(dockerfile)
+        args = dict(a.split("=", 1) if "=" in a else (a, None) for k, a in ins if k == "ARG")
+        for ref in (a.split()[0] for k, a in ins if k == "FROM"):
+            if "@${" in ref:
+                # A digest build argument: pinned by its default, or with no default
+                # the build fails rather than float (apache/airflow: its TODO).
+                image_arg, digest_arg = re.fullmatch(r"\$\{(\w+)\}@\$\{(\w+)\}", ref).groups()
+                digest = args[digest_arg]
+                assert PINNED.match(f"{args[image_arg]}@{digest}") if digest else (
+                    "TODO" in dockerfile.read_text())
+            else:
+                ref = args[re.fullmatch(r"\$\{(\w+)\}", ref).group(1)] if ref.startswith(
+                    "${") else ref
+                assert PINNED.match(ref), f"{dockerfile.name}: {ref} is not pinned by digest"

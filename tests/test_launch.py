@@ -12,7 +12,10 @@ import pytest
 
 from kzjobs.launch import (
     JOB_RESOURCES,
+    JOB_UID,
     POD_SUMMARY_FILE,
+    SCRATCH,
+    SCRATCH_ENV,
     JobFailed,
     LaunchConfig,
     connection_env,
@@ -180,7 +183,7 @@ def test_docker_container_spec():
     [request] = gpu.device_requests
     assert (request.count, request.capabilities) == (1, [["gpu"]])
     assert gpu.shm_size == 8 * 1024**3
-    assert gpu.environment == {"OMP_NUM_THREADS": "4", **K8S["env"]}
+    assert gpu.environment == {"OMP_NUM_THREADS": "4", **SCRATCH_ENV, **K8S["env"]}
     assert gpu.network_mode == "kz"
     assert [(m["Source"], m["Target"]) for m in gpu.mounts] == [("/d", "/data")]
     _, cpu = _in_dag(lambda: job("folds", "folds", ["d"], config=cfg))
@@ -189,6 +192,69 @@ def test_docker_container_spec():
     mine = LaunchConfig.model_validate(cfg.model_dump() | {"env": {"OMP_NUM_THREADS": "2"}})
     _, own = _in_dag(lambda: job("folds", "folds", ["d"], config=mine))
     assert own.environment["OMP_NUM_THREADS"] == "2"  # the config's own setting wins
+
+
+def _assert_restricted(ctx, *, pod: bool = False) -> None:
+    """The restricted Pod Security Standard, field by field."""
+    assert ctx.run_as_non_root is True and ctx.run_as_user == JOB_UID != 0
+    assert ctx.run_as_group == JOB_UID
+    assert ctx.seccomp_profile.type == "RuntimeDefault"
+    if not pod:
+        assert ctx.allow_privilege_escalation is False and not ctx.privileged
+        assert ctx.capabilities.drop == ["ALL"] and not ctx.capabilities.add
+        assert ctx.read_only_root_filesystem is True
+
+
+@pytest.mark.parametrize("command", ["detect train", "folds"])
+def test_kubernetes_pods_are_hardened(command):
+    cfg = LaunchConfig.model_validate(K8S)
+    _, op = _in_dag(lambda: job("t", command, ["x"], config=cfg))
+    pod = op.build_pod_request_obj(dry_run=True)
+    spec = pod.spec
+    assert spec.automount_service_account_token is False  # no Kubernetes API token
+    _assert_restricted(spec.security_context, pod=True)
+    job_c = spec.containers[0]
+    _assert_restricted(job_c.security_context)
+    [sidecar] = [c for c in spec.containers if c.name == "airflow-xcom-sidecar"]
+    _assert_restricted(sidecar.security_context)
+
+    res = resources_for(command)
+    r = job_c.resources
+    assert r.requests == {"cpu": f"{res.cpu:g}", "memory": f"{res.memory_gb:g}Gi"}
+    assert {k: r.limits[k] for k in ("cpu", "memory")} == r.requests
+    assert r.limits.get("nvidia.com/gpu") == ("1" if res.wants_gpu else None)
+    assert bool(spec.tolerations) == res.wants_gpu
+
+    # The root filesystem is read-only: every place a job writes is a mounted volume.
+    volumes = {v.name: v for v in spec.volumes}
+    mounts = {m.mount_path: m.name for m in job_c.volume_mounts}
+    assert volumes[mounts[SCRATCH]].empty_dir.size_limit == f"{res.scratch_gb:g}Gi"
+    assert volumes[mounts["/dev/shm"]].empty_dir.medium == "Memory"
+    env = {e.name: e.value for e in job_c.env}
+    for name in ("HOME", "TMPDIR", "KZ_HOME", "XDG_CACHE_HOME", "TORCH_HOME", "MPLCONFIGDIR"):
+        assert env[name] == SCRATCH or env[name].startswith(SCRATCH + "/"), name
+    summary_dir = env["KZ_SUMMARY_FILE"].rsplit("/", 1)[0]
+    assert summary_dir in mounts  # the XCom file is on the sidecar's shared volume
+
+
+def test_docker_jobs_are_hardened():
+    cfg = LaunchConfig.model_validate(K8S | {"launcher": "docker"})
+    _, op = _in_dag(lambda: job("detect", "detect train", ["--fold", "0"], config=cfg))
+    res = resources_for("detect train")
+    assert op.user == f"{JOB_UID}:{JOB_UID}" and not op.privileged and not op.cap_add
+    assert op.mem_limit == f"{int(res.memory_gb * 1024)}m"
+    hc = op.host_config
+    assert hc["cap_drop"] == ["ALL"]
+    assert hc["security_opt"] == ["no-new-privileges:true"]
+    assert hc["read_only"] is True
+    assert hc["nano_cpus"] == int(res.cpu * 1e9)  # a limit, not the provider's CPU share
+    assert hc["memswap_limit"] == op.mem_limit
+    assert hc["tmpfs"][SCRATCH].startswith(f"size={int(res.scratch_gb * 1024)}m")
+    assert {k: op.environment[k] for k in SCRATCH_ENV} == SCRATCH_ENV
+    with pytest.raises(ValueError, match="never run as root"):
+        LaunchConfig.model_validate(K8S | {"docker": {"user": "0:0"}})
+    with pytest.raises(ValueError):
+        LaunchConfig.model_validate(K8S | {"uid": 0})
 
 
 def test_env_and_secrets_from_airflow_connections():
