@@ -1,0 +1,70 @@
+"""Check the XML formats offline: ALTO and PAGE against their official XSDs (kept in
+``schemas/``, imports resolved to the local copies, never fetched), TEI against the
+rules that need no schema download: the TEI namespace, the required header parts, ids
+unique and every ``facs`` pointer resolving to one.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from lxml import etree
+
+SCHEMAS = Path(__file__).with_name("schemas")
+XSD = {"alto": "alto-4-4.xsd", "page": "pagecontent-2019-07-15.xsd"}
+# Imports the schemas make by URL, and their local copies.
+LOCAL = {"http://www.loc.gov/standards/xlink/xlink.xsd": SCHEMAS / "xlink.xsd"}
+TEI = "{http://www.tei-c.org/ns/1.0}"
+XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
+
+
+class InvalidDocument(ValueError):
+    """A written file breaks its format's rules; the message lists each break."""
+
+
+class _LocalCopies(etree.Resolver):
+    def resolve(self, url: str, pubid: str | None, context: object) -> object:
+        if url in LOCAL:
+            return self.resolve_filename(str(LOCAL[url]), context)
+        return None  # no_network below: anything else fails instead of being fetched
+
+
+@cache
+def schema(kind: str) -> etree.XMLSchema:
+    """The XSD of ``kind`` ("alto" or "page"), loaded once."""
+    parser = etree.XMLParser(no_network=True)
+    parser.resolvers.add(_LocalCopies())
+    return etree.XMLSchema(etree.parse(str(SCHEMAS / XSD[kind]), parser))
+
+
+def check_xsd(kind: str, data: bytes) -> None:
+    """Raise InvalidDocument unless ``data`` is valid against the ``kind`` schema."""
+    xsd = schema(kind)
+    doc = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
+    if not xsd.validate(doc):
+        errors = [f"line {e.line}: {e.message}" for e in xsd.error_log]
+        raise InvalidDocument(f"{kind}: " + "; ".join(errors[:20]))
+
+
+def tei_problems(data: bytes) -> list[str]:
+    """What breaks the checked TEI rules in ``data`` (empty: none)."""
+    root = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
+    problems = []
+    if root.tag != f"{TEI}TEI":
+        problems.append(f"root is {root.tag}, not TEI in the TEI namespace")
+    for path in ("teiHeader/fileDesc/titleStmt/title", "teiHeader/fileDesc/publicationStmt",
+                 "teiHeader/fileDesc/sourceDesc", "text"):
+        if root.find("/".join(f"{TEI}{p}" for p in path.split("/"))) is None:
+            problems.append(f"missing {path}")
+    ids: dict[str, int] = {}
+    for element in root.iter():
+        if (value := element.get(XML_ID)) is not None:
+            ids[value] = ids.get(value, 0) + 1
+    problems += [f"xml:id {i!r} used {n} times" for i, n in ids.items() if n > 1]
+    for element in root.iter():
+        for ref in (element.get("facs") or "").split():
+            if not ref.startswith("#") or ref[1:] not in ids:
+                problems.append(f"{etree.QName(element).localname} facs={ref!r} points at "
+                                "no xml:id")
+    return problems
