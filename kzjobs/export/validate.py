@@ -49,7 +49,13 @@ def check_xsd(kind: str, data: bytes) -> None:
 
 def tei_problems(data: bytes) -> list[str]:
     """What breaks the checked TEI rules in ``data`` (empty: none)."""
-    root = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
+    # collect_ids off: a repeated xml:id is then one of the problems listed, not a
+    # parse error that hides the others.
+    parser = etree.XMLParser(no_network=True, resolve_entities=False, collect_ids=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        return [f"not well-formed: {exc}"]
     problems = []
     if root.tag != f"{TEI}TEI":
         problems.append(f"root is {root.tag}, not TEI in the TEI namespace")
