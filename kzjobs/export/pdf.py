@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Operator
 
-from kzjobs.export.common import text
+from kzjobs.export.common import bounds, text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 FONT = "ipaex-mincho"  # kzjobs.synth.fonts: the Debian package fonts-ipaexfont-mincho
 DEFAULT_DPI = 300  # for an image that does not say its resolution
 JPEG_QUALITY = 85
+# pdfium drops a character drawn within 7% of its width from the same character (as an
+# overprint); repeats are moved apart by more than that.
+DUPLICATE_STEP = 0.1
 
 
 class VerticalFont:
@@ -65,7 +68,7 @@ class VerticalFont:
         options.layout_features = []  # invisible text: no shaping, vertical forms included
         options.name_IDs = ["*"]
         options.notdef_outline = True
-        with TTFont(self.font_file, lazy=False) as font:
+        with TTFont(self.font_file, lazy=True) as font:  # glyphs decoded as needed
             # A character without an outline in this font keeps its CID, mapped to .notdef.
             drawable = [ch for ch in self.cids if ord(ch) in font.getBestCmap()]
             subsetter = subset.Subsetter(options)
@@ -148,11 +151,26 @@ def _text_layer(page: PageResult, font: VerticalFont, scale: float, height: floa
     ops: list[tuple[list, Operator]] = [([], Operator("BT")), ([3], Operator("Tr")),
                                         ([Name.F1, 1], Operator("Tf"))]
     for col in page.in_reading_order():
+        # A column is one vertical line: its characters share its centre line, as set
+        # type does. That is also what keeps a viewer's order: pdfium (Chromium's
+        # viewer) sorts characters that it takes for one horizontal line by x, which
+        # would swap a small character with a wide one just below it if it sat a pixel
+        # further right.
+        x0, _, w, _ = bounds(col)
+        axis = (x0 + w / 2) * scale
+        placed: list[tuple[str, float]] = []
         for c in col:
+            top = height - c.y * scale
+            # The same character again on (nearly) the same spot would be taken for an
+            # overprint (fake bold) and dropped by pdfium: a tenth of its width lower, it
+            # stays, as it is in the transcript.
+            step = DUPLICATE_STEP * c.w * scale
+            while any(ch == text(c) and abs(t - top) < step for ch, t in placed[-8:]):
+                top -= step
+            placed.append((text(c), top))
             # Font size 1 and the box in the matrix: the em square is w wide, h tall, and
             # (vertical mode) its top centre is the text origin.
-            ops.append(([c.w * scale, 0, 0, c.h * scale, (c.x + c.w / 2) * scale,
-                         height - c.y * scale], Operator("Tm")))
+            ops.append(([c.w * scale, 0, 0, c.h * scale, axis, top], Operator("Tm")))
             ops.append(([pikepdf.String(font.encode(text(c)))], Operator("Tj")))
     ops.append(([], Operator("ET")))
     return ops

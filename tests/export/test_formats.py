@@ -10,6 +10,8 @@ import pytest
 from lxml import etree
 from PIL import Image
 
+from kzjobs.data.dataset import Dataset
+from kzjobs.data.format import code_to_char
 from kzjobs.export import FORMATS, parse_formats
 from kzjobs.export.alto import alto_page
 from kzjobs.export.iiif import annotation_page
@@ -20,6 +22,7 @@ from kzjobs.export.validate import InvalidDocument, check_xsd, tei_problems
 from kzjobs.export.write import manifest_key, write_formats
 from kzjobs.recognize.outputs import Char, PageResult, page_key
 from kzjobs.store import open_store
+from kzjobs.synth import generate
 from tests.export.readers import (
     TEI,
     check_annotation_page,
@@ -170,10 +173,15 @@ def test_searchable_pdf_text_in_reading_order_over_each_box(tmp_path):
         text = doc[0].get_textpage()
         boxes = [text.get_charbox(i) for i in range(text.count_chars())
                  if text.get_text_range(i, 1).strip()]
-        for (left, bottom, right, top), (_, x, y, w, h) in zip(boxes, reading_order(page),
-                                                               strict=True):
+        # Each character over its box: at its height, on its column's centre line.
+        spans = {ch: (x0, x0 + w) for col in page.in_reading_order()
+                 for x0, w in [(min(c.x for c in col), max(c.x + c.w for c in col)
+                                - min(c.x for c in col))] for ch in map(_char, col)}
+        for (left, bottom, right, top), (ch, _, y, _, h) in zip(boxes, reading_order(page),
+                                                                strict=True):
             cx, cy = (left + right) / 2, (bottom + top) / 2
-            assert x * pt <= cx <= (x + w) * pt and height - (y + h) * pt <= cy <= height - y * pt
+            assert height - (y + h) * pt <= cy <= height - y * pt
+            assert spans[ch][0] * pt <= cx <= spans[ch][1] * pt
         # Invisible: the page renders as its (white) image alone.
         rendered = doc[0].render(scale=1).to_pil().convert("L")
         assert rendered.getextrema() == (255, 255)
@@ -182,6 +190,39 @@ def test_searchable_pdf_text_in_reading_order_over_each_box(tmp_path):
     again = io.BytesIO()
     searchable_pdf([(page, image), (other, Image.new("L", (400, 300), 255))], chars, again)
     assert again.getvalue() == data  # deterministic
+
+
+def _char(c: Char) -> str:
+    return code_to_char(c.code)
+
+
+def test_searchable_pdf_reads_a_realistic_page_exactly(tmp_path):
+    """Synthetic pages' true boxes (columns that drift, characters of every size, small
+    marks like ヽ between large kanji) read back through pdfium character for character."""
+    store = open_store(tmp_path)
+    generate(store.child("c"), books=1, pages_per_book=2, seed=5, fonts=["ipaex-mincho"],
+             labelled=True)
+    ds = Dataset.open("c", store)
+    for image_id, boxes in sorted(ds.annotations.items()):
+        image = ds.read_image(image_id)
+        page = PageResult(image_id, image.width, image.height,
+                          [Char(b.code, b.x, b.y, b.w, b.h, 0.9) for b in boxes])
+        assert len(page.chars) > 100 and len(columns(page)) > 3
+        buf = io.BytesIO()
+        searchable_pdf([(page, image)], [ch for ch, *_ in reading_order(page)], buf)
+        assert pdf_pages_text(buf.getvalue()) == ["\n".join(columns(page))]
+
+
+def test_a_repeated_detection_is_not_dropped_as_an_overprint():
+    # Two detections of one character on almost the same spot: both are in the
+    # transcript, so both are in the PDF's text (pdfium drops exact overprints).
+    page = PageResult("bk_003", 200, 200, [Char(KA, 50, 50, 40, 40, 0.9),
+                                           Char(KA, 51, 51, 40, 40, 0.4),
+                                           Char(A, 50, 100, 40, 40, 0.9)])
+    assert page.transcript() == "かかあ\n"
+    buf = io.BytesIO()
+    searchable_pdf([(page, None)], ["か", "あ"], buf)
+    assert pdf_pages_text(buf.getvalue()) == ["かかあ"]
 
 
 def _store_pages(store, pages):
