@@ -1,7 +1,7 @@
-"""Check the XML formats offline: ALTO and PAGE against their official XSDs (kept in
-``schemas/``, imports resolved to the local copies, never fetched), TEI against the
-rules that need no schema download: the TEI namespace, the required header parts, ids
-unique and every ``facs`` pointer resolving to one.
+"""Check the XML formats offline: ALTO and PAGE against their official XSDs, TEI
+against the TEI Consortium's ``tei_all`` RELAX NG schema (all kept in ``schemas/``,
+imports resolved to the local copies, never fetched), and TEI's pointers, which no
+schema checks: ids unique and every ``facs`` pointer resolving to one.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from lxml import etree
 
 SCHEMAS = Path(__file__).with_name("schemas")
 XSD = {"alto": "alto-4-4.xsd", "page": "pagecontent-2019-07-15.xsd"}
+TEI_RNG = "tei_all-4.3.0.rng"
 # Imports the schemas make by URL, and their local copies.
 LOCAL = {"http://www.loc.gov/standards/xlink/xlink.xsd": SCHEMAS / "xlink.xsd"}
 TEI = "{http://www.tei-c.org/ns/1.0}"
@@ -45,6 +46,24 @@ def check_xsd(kind: str, data: bytes) -> None:
     if not xsd.validate(doc):
         errors = [f"line {e.line}: {e.message}" for e in xsd.error_log]
         raise InvalidDocument(f"{kind}: " + "; ".join(errors[:20]))
+
+
+@cache
+def tei_schema() -> etree.RelaxNG:
+    """TEI P5 ``tei_all`` (a 1 MB grammar: compiled once, in seconds)."""
+    return etree.RelaxNG(etree.parse(str(SCHEMAS / TEI_RNG),
+                                     etree.XMLParser(no_network=True)))
+
+
+def check_tei(data: bytes) -> None:
+    """Raise InvalidDocument unless ``data`` is valid TEI P5 with resolving pointers."""
+    problems = tei_problems(data)
+    if not problems:
+        rng = tei_schema()
+        if not rng.validate(etree.fromstring(data, etree.XMLParser(no_network=True))):
+            problems = [f"line {e.line}: {e.message}" for e in rng.error_log]
+    if problems:
+        raise InvalidDocument("tei: " + "; ".join(problems[:20]))
 
 
 def tei_problems(data: bytes) -> list[str]:

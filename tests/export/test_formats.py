@@ -18,7 +18,7 @@ from kzjobs.export.iiif import annotation_page
 from kzjobs.export.pagexml import page_xml
 from kzjobs.export.pdf import searchable_pdf
 from kzjobs.export.tei import tei_book
-from kzjobs.export.validate import InvalidDocument, check_xsd, tei_problems
+from kzjobs.export.validate import InvalidDocument, check_tei, check_xsd, tei_problems
 from kzjobs.export.write import manifest_key, write_formats
 from kzjobs.recognize.outputs import Char, PageResult, page_key
 from kzjobs.store import open_store
@@ -104,7 +104,7 @@ def test_empty_pages_are_valid_too():
     empty = PageResult("bk_009", 100, 80, [])
     check_xsd("alto", alto_page(empty))
     check_xsd("page", page_xml(empty))
-    assert tei_problems(tei_book("bk", [empty])) == []
+    check_tei(tei_book("bk", [empty]))
 
 
 def test_tei_book_pages_columns_and_characters_point_at_their_zones():
@@ -112,7 +112,7 @@ def test_tei_book_pages_columns_and_characters_point_at_their_zones():
              PageResult("bk_002", 400, 300, [Char(KA, 10, 10, 30, 30, 0.5)],
                         {"page": 2, "name": "源氏物語.pdf"})]
     data = tei_book("源氏物語", pages)
-    assert tei_problems(data) == []
+    check_tei(data)  # TEI P5 tei_all, and every pointer resolves
     root = etree.fromstring(data)
     assert root.tag == f"{TEI}TEI"
     assert tei_text(root) == ["ういお\nあえ", "か"]
@@ -132,6 +132,11 @@ def test_tei_book_pages_columns_and_characters_point_at_their_zones():
         b'xml:id="p2c1g1"', b'xml:id="p1c1g1"')
     problems = tei_problems(broken)
     assert any("nowhere" in p for p in problems) and any("p1c1g1" in p for p in problems)
+    with pytest.raises(InvalidDocument, match="nowhere"):
+        check_tei(broken)
+    # and so can the schema: a zone is no part of running text.
+    with pytest.raises(InvalidDocument, match="tei: line"):
+        check_tei(data.replace(b'<lb facs="#p1c2"/>', b'<zone/>'))
 
 
 def test_iiif_annotation_page_targets_each_box_in_reading_order():
