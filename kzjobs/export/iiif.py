@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from kzjobs.export.common import text
 
@@ -28,7 +29,7 @@ CONTEXT_V2 = "http://iiif.io/api/presentation/2/context.json"
 def canvas_id(page: PageResult, base: str) -> str:
     """The canvas the page's annotations target: the manifest's own canvas, or one
     named after the page under ``base`` for a page that came from a plain file."""
-    return str(page.source.get("canvas") or f"{base}/canvas/{page.image_id}")
+    return str(page.source.get("canvas") or f"{base}/canvas/{quote(page.image_id)}")
 
 
 def annotation_page(page: PageResult, page_url: str, base: str) -> dict[str, Any]:

@@ -222,7 +222,7 @@ def searchable_pdf(pages: Iterable[tuple[PageResult, Image.Image | None]],
 
 def _image_stream(pdf: pikepdf.Pdf, image: Image.Image) -> pikepdf.Stream:
     """The page image as a JPEG XObject (grey stays grey)."""
-    grey = image.mode in ("1", "L", "I;16", "I", "F")
+    grey = image.mode in ("1", "L", "LA")
     pixels = image.convert("L" if grey else "RGB")
     buf = io.BytesIO()
     pixels.save(buf, format="JPEG", quality=JPEG_QUALITY)

@@ -105,6 +105,9 @@ def test_empty_pages_are_valid_too():
     check_xsd("alto", alto_page(empty))
     check_xsd("page", page_xml(empty))
     check_tei(tei_book("bk", [empty]))
+    buf = io.BytesIO()
+    assert searchable_pdf([(empty, None)], [], buf) == 1
+    assert pdf_pages_text(buf.getvalue()) == [""]
 
 
 def test_tei_book_pages_columns_and_characters_point_at_their_zones():
