@@ -261,6 +261,21 @@ def test_write_formats_per_page_and_per_book(tmp_path):
     assert write_formats(store, ["bk_001"], []) == {}
 
 
+def test_japanese_and_spaced_names_make_valid_urls_and_keep_the_file_name(tmp_path):
+    store = open_store(tmp_path)
+    page = sample_page("源氏物語 001", name="源氏物語 001.jpg")
+    _store_pages(store, [page])
+    write_formats(store, [page.image_id], ["alto", "page", "iiif"], base_url="https://x.org/o")
+    data = store.read_json("iiif/源氏物語 001.json")
+    quoted = "%E6%BA%90%E6%B0%8F%E7%89%A9%E8%AA%9E%20001"
+    assert data["id"] == f"https://x.org/o/iiif/{quoted}.json"
+    check_annotation_page(data, page, f"https://x.org/o/canvas/{quoted}")
+    alto = etree.fromstring(store.read_bytes("alto/源氏物語 001.xml"))
+    assert alto.findtext(f".//{ALTO}fileName") == "源氏物語 001.jpg"
+    pagexml = etree.fromstring(store.read_bytes("page/源氏物語 001.xml"))
+    assert pagexml.find(f"{PAGE}Page").get("imageFilename") == "源氏物語 001.jpg"
+
+
 def _manifest_v3():
     return {
         "@context": "http://iiif.io/api/presentation/3/context.json",
