@@ -261,18 +261,21 @@ def test_write_formats_per_page_and_per_book(tmp_path):
     assert write_formats(store, ["bk_001"], []) == {}
 
 
-def test_japanese_and_spaced_names_make_valid_urls_and_keep_the_file_name(tmp_path):
+def test_page_names_make_valid_urls_and_the_file_name_is_kept(tmp_path):
+    # A page id goes into URLs quoted (inputs may make ids of Japanese names).
+    page = sample_page("源氏物語 001")
+    quoted = "%E6%BA%90%E6%B0%8F%E7%89%A9%E8%AA%9E%20001"
+    check_annotation_page(annotation_page(page, "https://x.org/o/p.json", "https://x.org/o"),
+                          page, f"https://x.org/o/canvas/{quoted}")
     store = open_store(tmp_path)
-    page = sample_page("源氏物語 001", name="源氏物語 001.jpg")
+    page = sample_page("genji+1@a", name="源氏物語 001.jpg")
     _store_pages(store, [page])
     write_formats(store, [page.image_id], ["alto", "page", "iiif"], base_url="https://x.org/o")
-    data = store.read_json("iiif/源氏物語 001.json")
-    quoted = "%E6%BA%90%E6%B0%8F%E7%89%A9%E8%AA%9E%20001"
-    assert data["id"] == f"https://x.org/o/iiif/{quoted}.json"
-    check_annotation_page(data, page, f"https://x.org/o/canvas/{quoted}")
-    alto = etree.fromstring(store.read_bytes("alto/源氏物語 001.xml"))
+    assert store.read_json("iiif/genji+1@a.json")["id"] == (
+        "https://x.org/o/iiif/genji%2B1%40a.json")
+    alto = etree.fromstring(store.read_bytes("alto/genji+1@a.xml"))
     assert alto.findtext(f".//{ALTO}fileName") == "源氏物語 001.jpg"
-    pagexml = etree.fromstring(store.read_bytes("page/源氏物語 001.xml"))
+    pagexml = etree.fromstring(store.read_bytes("page/genji+1@a.xml"))
     assert pagexml.find(f"{PAGE}Page").get("imageFilename") == "源氏物語 001.jpg"
 
 
