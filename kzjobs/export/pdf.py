@@ -195,8 +195,12 @@ def searchable_pdf(pages: Iterable[tuple[PageResult, Image.Image | None]],
         from kzjobs.synth.fonts import font_path
 
         font_file = font_path(FONT)
-    pdf = pikepdf.new()
-    font = VerticalFont(chars, font_file)
+    with pikepdf.new() as pdf:  # closed on return: the pages' images are freed
+        return _write(pdf, pages, VerticalFont(chars, font_file), out)
+
+
+def _write(pdf: pikepdf.Pdf, pages: Iterable[tuple[PageResult, Image.Image | None]],
+           font: VerticalFont, out: BinaryIO) -> int:
     font_ref = font.add_to(pdf)
     count = 0
     for page, image in pages:

@@ -11,13 +11,14 @@ Where each lands, under the output prefix:
 
 Every file is rebuilt from ``pages/*.json`` on each merge, byte for byte the same for
 the same pages, so shards stay simple and a merge after a crash needs no bookkeeping.
-Pages are read one at a time (a book's TEI is the one document held whole).
+Pages are read one at a time, and each page image once, for the PDF; a book's TEI and
+its PDF's compressed page images are what is held whole.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,10 +117,13 @@ def write_formats(out: Store, image_ids: Iterable[str], formats: str | Sequence[
         if "pdf" in formats:
             from kzjobs.export.pdf import searchable_pdf
 
-            buf = io.BytesIO()
-            searchable_pdf(((p, _image(p, read_image, unread)) for p in pages()),
-                           chars.get(book, ()), buf)
-            put("pdf", book, buf.getvalue())
+            # Through a file: while the PDF is written, only its (JPEG) page images are
+            # in memory, and only the finished bytes once it is closed.
+            with tempfile.TemporaryFile() as tmp:
+                searchable_pdf(((p, _image(p, read_image, unread)) for p in pages()),
+                               chars.get(book, ()), tmp)
+                tmp.seek(0)
+                put("pdf", book, tmp.read())
     return {"files": written, **({"pdf_pages_without_image": unread} if unread else {})}
 
 
