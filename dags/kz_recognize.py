@@ -12,6 +12,7 @@ from datetime import datetime
 
 from airflow.sdk import Asset, Param, chain, dag, task
 
+from kzjobs.export import FORMATS
 from kzjobs.launch import job, mapped_job
 from kzjobs.plan import (
     COLLECTION_ASSET,
@@ -43,6 +44,12 @@ predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
                        description="Fit each book's class shifts on its own pages (two "
                        "passes); null: the model's own pseudo.class_shift."),
         "out_prefix": Param("predictions", type="string"),
+        "formats": Param([], type="array", items={"type": "string", "enum": [*FORMATS]},
+                         description="Library formats the merge writes: alto, page (PAGE "
+                         "XML), tei, iiif (annotations), pdf (searchable, one per book)."),
+        "base_url": Param("", type="string",
+                          description="Public URL of the output prefix, for IIIF ids "
+                          "(empty: the store's own URI)."),
     },
     tags=["kzjobs"],
     doc_md=__doc__,

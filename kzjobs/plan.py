@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kzjobs.export import parse_formats
 from kzjobs.profile import load_profile
 from kzjobs.recognize import PAGES_PER_BATCH
 from kzjobs.settings import get_settings
@@ -217,6 +218,10 @@ class RecognizePlan(BaseModel):
     batch: int = PAGES_PER_BATCH  # pages per level-2 call (`kzjobs recognize --batch`)
     adapt: bool | None = None  # `--adapt/--no-adapt`; None: the model's own setting
     out: str
+    # Library formats the merge writes (`--formats`; kzjobs.export.FORMATS), and the
+    # public URL of ``out`` for IIIF ids (`--base-url`; None: the store's own URI).
+    formats: list[str] = Field(default_factory=list)
+    base_url: str | None = None
 
     @classmethod
     def build(cls, params: dict[str, Any], run_id: str, collection: str) -> RecognizePlan:
@@ -232,6 +237,8 @@ class RecognizePlan(BaseModel):
             batch=max(1, int(params.get("batch") or PAGES_PER_BATCH)),
             adapt=params.get("adapt"),
             out=join(params.get("out_prefix") or "predictions", name),
+            formats=parse_formats(params.get("formats") or []),
+            base_url=params.get("base_url") or None,
         )
 
     def _p(self, *args: Any) -> list[str]:
@@ -255,7 +262,10 @@ class RecognizePlan(BaseModel):
                  "--batch", str(self.batch), *adapt]
                 for i in range(self.shards)
             ],
-            "merge": list(where),  # merging reads results, not models: no profile
+            # merging reads results, not models: no profile. The library formats are
+            # written here only (a one-shard recognize merges too, without them), once.
+            "merge": [*where, *(["--formats", ",".join(self.formats)] if self.formats else []),
+                      *(["--base-url", self.base_url] if self.base_url else [])],
         }
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from kzjobs.export import parse_formats
 from kzjobs.options import StoreOption, emit
 from kzjobs.recognize import PAGES_PER_BATCH
 
@@ -26,6 +27,21 @@ Validation = Annotated[
 ]
 
 
+def _formats(value: str) -> str:
+    try:
+        return ",".join(parse_formats(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+Formats = Annotated[str, typer.Option(
+    callback=_formats, help="Library formats to write at merge, comma-separated: alto, "
+    "page (PAGE XML), tei, iiif (annotations; a manifest copy for manifest input), "
+    "pdf (searchable, one per book); or all.")]
+BaseUrl = Annotated[str | None, typer.Option(
+    help="Public URL the output prefix is served at, for IIIF ids (default: its own URI).")]
+
+
 @recognize_app.callback()
 def recognize(
     ctx: typer.Context,
@@ -40,6 +56,8 @@ def recognize(
         help="Pages read side by side in threads, sharing the models (0: one per torch "
         "CPU thread, up to 8; 1 on a GPU).")] = 0,
     validation: Validation = None,
+    formats: Formats = "",
+    base_url: BaseUrl = None,
     adapt: Annotated[bool | None, typer.Option(
         "--adapt/--no-adapt", help="Fit each book's class shifts on its own pages, reading "
         "them in two passes; without, the model's own shifts for the books it adapted to "
@@ -61,7 +79,7 @@ def recognize(
     emit(RecognizeJob(store_uri=store, profile_name=profile, model=model, collection=collection,
                       images=images, out=out, shard=shard, batch=batch,
                       workers=workers, validation=validation, adapt=adapt,
-                      device=device).run())
+                      device=device, formats=formats, base_url=base_url).run())
 
 
 @recognize_app.command("merge")
@@ -70,10 +88,13 @@ def merge_command(
     images: Images = None,
     out: Out = "",
     validation: Validation = None,
+    formats: Formats = "",
+    base_url: BaseUrl = None,
     store: StoreOption = None,
 ) -> None:
-    """Merge every shard's pages into submission.csv, the review index and report.json."""
+    """Merge every shard's pages into submission.csv, the review index, report.json and
+    the --formats asked for."""
     from kzjobs.recognize.job import MergeJob
 
     emit(MergeJob(store_uri=store, collection=collection, images=images, out=out,
-                  validation=validation).run())
+                  validation=validation, formats=formats, base_url=base_url).run())

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 
 from kzjobs.data.books import book_id
 from kzjobs.data.dataset import Dataset
+from kzjobs.export import parse_formats
 from kzjobs.job import Job
 from kzjobs.recognize import PAGES_PER_BATCH, adapt
 from kzjobs.recognize.outputs import done_pages, merge
@@ -88,6 +89,15 @@ class _CollectionJob(Job):
     images: str | None = None
     out: str
     validation: str | None = None  # a validate-batch prefix: only its passed pages are read
+    # Library formats the merge writes (kzjobs.export.FORMATS), and the public URL of
+    # ``out`` that IIIF ids are made of (None: its own URI).
+    formats: list[str] = Field(default_factory=list)
+    base_url: str | None = None
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _formats(cls, value: Any) -> list[str]:
+        return parse_formats(value)
 
     def dataset(self) -> Dataset:
         if bool(self.collection) == bool(self.images):
@@ -237,7 +247,8 @@ class RecognizeJob(_CollectionJob):
             out.delete(adapt.frames_key(image_id))
 
     def _merge_fields(self) -> dict[str, Any]:
-        fields = ("store_uri", "collection", "images", "out", "validation")
+        fields = ("store_uri", "collection", "images", "out", "validation", "formats",
+                  "base_url")
         return {f: getattr(self, f) for f in fields}
 
 
@@ -273,6 +284,13 @@ class MergeJob(_CollectionJob):
             )
         recognized = [i for i in ids if i in done]
         merged = merge(out, recognized)
+        exported = {}
+        if self.formats:
+            from kzjobs.export.write import write_formats
+
+            # The PDF draws each page's image again, read from the collection one by one.
+            exported = write_formats(out, recognized, self.formats, base_url=self.base_url,
+                                     read_image=ds.read_image)
         adaptation = adapted_books(out, {book_id(i) for i in recognized})
         quarantine.sort(key=lambda q: (q["item"], q.get("key", "")))
         report = {
@@ -290,6 +308,8 @@ class MergeJob(_CollectionJob):
                 f"{out.uri}/submission.csv" if own_location(self.out)
                 else join(self.out, "submission.csv")),
             "review": f"{out.uri}/review/index.html",
+            # files written per library format (alto/, page/, tei/, iiif/, pdf/)
+            **({"formats": exported} if exported else {}),
             "report": f"{out.uri}/report.json",
         }
         out.write_json("quarantine.json", quarantine)

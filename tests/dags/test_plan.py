@@ -98,6 +98,20 @@ def test_recognize_plan_shards_and_validation():
         RecognizePlan.build({"profile": "tiny"}, RUN_ID, "")
 
 
+def test_recognize_plan_formats_go_to_the_merge_only():
+    plain = RecognizePlan.build({"profile": "tiny"}, RUN_ID, "incoming/b").args()
+    assert "--formats" not in plain["merge"] and "--base-url" not in plain["merge"]
+    plan = RecognizePlan.build({"profile": "tiny", "formats": ["pdf", "alto"],
+                                "base_url": "https://example.org/out"}, RUN_ID, "incoming/b")
+    a = plan.args()
+    assert _opt(a["merge"], "--formats") == "alto,pdf"  # known names, in FORMATS order
+    assert _opt(a["merge"], "--base-url") == "https://example.org/out"
+    # A one-shard recognize merges too: written there, the PDF would be drawn twice.
+    assert all("--formats" not in x for x in a["recognize"])
+    with pytest.raises(ValueError, match="unknown format"):
+        RecognizePlan.build({"profile": "tiny", "formats": ["hocr"]}, RUN_ID, "incoming/b")
+
+
 def test_the_collection_comes_from_the_param_or_the_newest_asset_event():
     from airflow.sdk.api.datamodels._generated import AssetReferenceAssetEventDagRun
     from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
