@@ -7,9 +7,11 @@ manifest with their sha256, no pickles and no code. :func:`load_model` and
 the artifact, another loader) or whose manifest is not the one registered (its sha256 is
 the version tag ``bundle_sha256``), and the bundle's files are checked against the
 manifest when it is opened. Load versions through them, not ``mlflow.pyfunc.load_model``,
-which would run whatever a tampered ``MLmodel`` names. Tags carry the dataset version, the profile, the git
-commit and the per-book F1 on the held-out books. Promotion moves the ``champion``
-alias (stages are not used); a fresh registration takes the ``candidate`` alias.
+which would run whatever a tampered ``MLmodel`` names.
+
+Tags carry the dataset version, the profile, the git commit and the per-book F1 on the
+held-out books. Promotion moves the ``champion`` alias (stages are not used); a fresh
+registration takes the ``candidate`` alias.
 
 The embedded default is MLflow on SQLite under ``var/`` with artifacts on local disk;
 production is a tracking server on PostgreSQL with S3 artifacts (``KZ_MLFLOW_URI``).
@@ -45,8 +47,9 @@ ARTIFACT = "bundle"  # the bundle folder's name in the model's data
 BUNDLE_DATA = f"data/{ARTIFACT}"  # where MLflow keeps ``data_path`` in the model folder
 BUNDLE_TAG = "bundle_sha256"  # the version tag holding the sha256 of its bundle.json
 # The keys of the pyfunc flavor in a version kzjobs wrote (MLflow's own bookkeeping and
-# our loader; MLflow writes ``code: null``). Anything else set (``code``, ``model_code_path``, ``python_model``,
-# ``artifacts``) would make MLflow run code from the artifact.
+# our loader; MLflow writes ``code: null``). Anything else set (``code``,
+# ``model_code_path``, ``python_model``, ``artifacts``) would make MLflow run code from
+# the artifact.
 PYFUNC_KEYS = frozenset({"loader_module", "data", "env", "python_version", "streamable"})
 
 

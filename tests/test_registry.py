@@ -290,7 +290,6 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     """A seeded blend trained to adapt, registered and loaded back as a pyfunc: its labels
     for a batch of page files are the recognize job's submission rows for the same pages,
     adapting to the book as the job does by default, and not with ``adapt`` False."""
-    import mlflow
     import pandas as pd
 
     from bench.workload import write_seeded_bundle
@@ -319,7 +318,7 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     ids = ds.image_ids()
     pages = pd.DataFrame({"image_id": ids,
                           "image": [f"{ds.store.uri}/{ds.image_keys[i]}" for i in ids]})
-    model = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate")
+    model = registry.load_model("models:/kz-recognizer@candidate")
 
     read = {}
     for adapt in (None, False):
