@@ -44,7 +44,7 @@ def test_a_clean_bundle_records_every_file_hash_and_loads(store, make_bundle):
     from kzjobs.bundle import open_bundle
 
     bundle, files = make_bundle(store, "run")
-    loaded, root = open_bundle("run", store)
+    loaded, _ = open_bundle("run", store)
     assert loaded == bundle
     assert set(loaded.sha256) == set(loaded.files()) == set(files)
     assert loaded.sha256[WEIGHT] == hashlib.sha256(files[WEIGHT].encode()).hexdigest()
