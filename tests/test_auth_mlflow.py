@@ -46,6 +46,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, _mlflow_db_template: Path) 
     config.read(AUTH_INI)
     assert "admin_password" not in config["mlflow"]  # the password is a secret, not config
     config["mlflow"]["database_uri"] = f"sqlite:///{tmp / 'auth.db'}"
+    # A PBKDF2 check per request costs a registration minutes on this shared CPU; the
+    # cache keeps successful logins only, so every refusal below is still checked.
+    config["mlflow"]["auth_cache_ttl_seconds"] = "600"
     with open(tmp / "auth.ini", "w") as f:
         config.write(f)
     shutil.copyfile(_mlflow_db_template, tmp / "mlflow.db")  # migrated already: fast start
