@@ -187,12 +187,20 @@ def open_bundle(ref: str, store: Store | None = None) -> tuple[Bundle, Store]:
 
 
 def copy_bundle(bundle: Bundle, src: Store, dest: Path) -> Path:
-    """Copy a bundle's manifest and files into a local folder (for logging to MLflow)."""
+    """Copy a bundle's manifest and files into a local folder (for logging to MLflow).
+
+    The copy keeps the recorded hash of each file it takes (never a hash of what it
+    read: a changed file stays refused), and is checked before it is used.
+    """
     out = open_store(dest)
-    for rel in bundle.files():
+    files = bundle.files()
+    for rel in files:
         local = src.local_path(rel)
         out.write_bytes(rel, local.read_bytes() if local else src.read_bytes(rel))
-    out.write_json(BUNDLE_FILE, bundle.model_dump(mode="json"))
+    # A copy with fewer files (``model_copy(update=...)``) drops their hashes.
+    kept = {rel: h for rel, h in bundle.sha256.items() if rel in files}
+    out.write_json(BUNDLE_FILE, bundle.model_copy(update={"sha256": kept}).model_dump(mode="json"))
+    Bundle.load(out)
     return Path(out.uri)
 
 
