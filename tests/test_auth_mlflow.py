@@ -180,7 +180,7 @@ def test_a_job_registers_and_loads_a_version_as_its_own_user(server, tmp_path, m
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
     from mlflow.exceptions import MlflowException
 
-    with pytest.raises(MlflowException, match="401|Unauthorized|credentials"):
+    with pytest.raises(MlflowException, match=r"401|Unauthorized|credentials"):
         registry.get_version("candidate")
 
 
