@@ -113,13 +113,19 @@ def test_unauthenticated_requests_are_refused(server):
 
 def _job_env(server: Server, password: str) -> dict[str, str]:
     """The environment the launcher gives a job from the compose stack's ``kz_mlflow``
-    connection (``http://kzjobs:...@mlflow:5000``, here on 127.0.0.1)."""
+    connection (its ``.env`` values filled in, the server here on 127.0.0.1)."""
+    import re
+
     from airflow.sdk import Connection
 
     from kzjobs.launch import connection_env
 
-    host, port = server.url.removeprefix("http://").split(":")
-    conn = Connection.from_uri(f"http://{JOB_USER}:{password}@{host}:{port}", conn_id="kz_mlflow")
+    compose = yaml.safe_load((REPO / "infra" / "compose" / "compose.yaml").read_text())
+    uri = compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KZ_MLFLOW"]
+    dotenv = {"MLFLOW_JOB_USER": JOB_USER, "MLFLOW_JOB_PASSWORD": password}
+    uri = re.sub(r"\$\{(\w+)[^}]*\}", lambda m: dotenv[m.group(1)], uri)
+    uri = uri.replace("@mlflow:5000", "@" + server.url.removeprefix("http://"))
+    conn = Connection.from_uri(uri, conn_id="kz_mlflow")
     plain, secret = connection_env(conn, "mlflow")
     assert plain == {"KZ_MLFLOW_URI": server.url}
     assert secret == {"MLFLOW_TRACKING_USERNAME": JOB_USER, "MLFLOW_TRACKING_PASSWORD": password}
