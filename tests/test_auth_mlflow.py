@@ -28,7 +28,8 @@ from kzjobs.settings import get_settings
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-AUTH_INI = REPO / "infra" / "compose" / "mlflow-auth.ini"
+COMPOSE = REPO / "infra" / "compose" / "compose.yaml"
+AUTH_INI = COMPOSE.with_name("mlflow-auth.ini")
 ADMIN = "admin"
 JOB_USER = "kzjobs"
 
@@ -59,11 +60,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, _mlflow_db_template: Path) 
             "MLFLOW_AUTH_ADMIN_PASSWORD": password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # The compose service's command, its stores and address moved here.
+    command = yaml.safe_load(COMPOSE.read_text())["services"]["mlflow"]["command"]
+    assert command[0] == "server" and len(command) % 2 == 1
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    options |= {"--backend-store-uri": f"sqlite:///{tmp / 'mlflow.db'}",
+                "--artifacts-destination": (tmp / "artifacts").as_uri(),
+                "--host": "127.0.0.1", "--port": str(port), "--workers": "1",
+                "--allowed-hosts": f"127.0.0.1:{port}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-         "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-         "--artifacts-destination", (tmp / "artifacts").as_uri(),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "mlflow", "server", *(x for kv in options.items() for x in kv)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group: stopped whole below
     )
@@ -120,7 +126,7 @@ def _job_env(server: Server, password: str) -> dict[str, str]:
 
     from kzjobs.launch import connection_env
 
-    compose = yaml.safe_load((REPO / "infra" / "compose" / "compose.yaml").read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())
     uri = compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KZ_MLFLOW"]
     dotenv = {"MLFLOW_JOB_USER": JOB_USER, "MLFLOW_JOB_PASSWORD": password}
     uri = re.sub(r"\$\{(\w+)[^}]*\}", lambda m: dotenv[m.group(1)], uri)
@@ -191,7 +197,7 @@ def test_a_job_registers_and_loads_a_version_as_its_own_user(server, tmp_path, m
 
 
 def test_the_compose_stack_runs_mlflow_with_auth():
-    compose = yaml.safe_load((REPO / "infra" / "compose" / "compose.yaml").read_text())
+    compose = yaml.safe_load(COMPOSE.read_text())
     mlflow = compose["services"]["mlflow"]
     command = mlflow["command"]
     assert command[command.index("--app-name") + 1] == "basic-auth"
