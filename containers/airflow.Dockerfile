@@ -18,6 +18,7 @@ COPY --chown=airflow:root kzjobs /opt/kzjobs-src/kzjobs
 # Airflow stays pinned to the image's version while the providers are added.
 RUN pip install --no-cache-dir \
       "apache-airflow==${AIRFLOW_VERSION}" \
+      "apache-airflow-providers-fab>=3.10" \
       "apache-airflow-providers-docker>=4.0" \
       "apache-airflow-providers-cncf-kubernetes>=10.0" \
       "apache-airflow-providers-celery>=3.10" \
