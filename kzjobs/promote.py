@@ -37,6 +37,7 @@ from kzjobs.registry import (
     dataset_version,
     eval_tag,
     get_version,
+    load_model,
     model_name,
     version_ref,
 )
@@ -195,14 +196,13 @@ class PromoteJob(Job):
     def _unloadable(version: ModelVersion) -> str | None:
         """Why the version cannot serve (None when it loads): a champion must at least load.
 
-        Loading runs the pyfunc's ``load_context``, which checks every bundle file.
+        Loading checks the version's ``MLmodel`` (only the installed kzjobs's code runs)
+        and every bundle file against its sha256 (:func:`kzjobs.registry.load_model`).
         """
-        import mlflow
-
         if version.status != "READY":
             return f"version status is {version.status}"
         try:
-            mlflow.pyfunc.load_model(version_ref(version.version, version.name))
+            load_model(version_ref(version.version, version.name))
         except Exception as exc:
             log.exception("version %s does not load", version.version)
             return f"does not load: {type(exc).__name__}: {exc}"

@@ -1,10 +1,17 @@
 """The MLflow registry of ``kz-recognizer``: one version is one whole blend (a bundle).
 
-A version is a pyfunc written as "models from code" (:mod:`kzjobs.registry_model`,
-executed by MLflow, never imported), with the bundle folder as its artifact: weight
-files and a manifest, no pickles. Tags carry the dataset version, the profile, the git
-commit and the per-book F1 on the held-out books. Promotion moves the ``champion``
-alias (stages are not used); a fresh registration takes the ``candidate`` alias.
+A version is a pyfunc whose ``loader_module`` is :mod:`kzjobs.registry_model`, imported
+from the installed package, with the bundle folder as its data: weight files and a
+manifest with their sha256, no pickles and no code. :func:`load_model` and
+:func:`download_bundle` refuse a version whose ``MLmodel`` names anything else (code in
+the artifact, another loader) or whose manifest is not the one registered (its sha256 is
+the version tag ``bundle_sha256``), and the bundle's files are checked against the
+manifest when it is opened. Load versions through them, not ``mlflow.pyfunc.load_model``,
+which would run whatever a tampered ``MLmodel`` names.
+
+Tags carry the dataset version, the profile, the git commit and the per-book F1 on the
+held-out books. Promotion moves the ``champion`` alias (stages are not used); a fresh
+registration takes the ``candidate`` alias.
 
 The embedded default is MLflow on SQLite under ``var/`` with artifacts on local disk;
 production is a tracking server on PostgreSQL with S3 artifacts (``KZ_MLFLOW_URI``).
@@ -22,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kzjobs.bundle import copy_bundle, open_bundle
+from kzjobs.bundle import BUNDLE_FILE, BundleIntegrityError, copy_bundle, open_bundle
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.settings import get_settings
@@ -35,8 +42,19 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 CANDIDATE = "candidate"
 EXPERIMENT = "kz-recognizer"
-MODEL_CODE = Path(__file__).with_name("registry_model.py")
-ARTIFACT = "bundle"  # the bundle folder's name among the model's artifacts
+LOADER_MODULE = "kzjobs.registry_model"  # the pyfunc's code: the installed package's
+ARTIFACT = "bundle"  # the bundle folder's name in the model's data
+BUNDLE_DATA = f"data/{ARTIFACT}"  # where MLflow keeps ``data_path`` in the model folder
+BUNDLE_TAG = "bundle_sha256"  # the version tag holding the sha256 of its bundle.json
+# The keys of the pyfunc flavor in a version kzjobs wrote (MLflow's own bookkeeping and
+# our loader; MLflow writes ``code: null``). Anything else set (``code``,
+# ``model_code_path``, ``python_model``, ``artifacts``) would make MLflow run code from
+# the artifact.
+PYFUNC_KEYS = frozenset({"loader_module", "data", "env", "python_version", "streamable"})
+
+
+class UntrustedModelError(BundleIntegrityError):
+    """A registered version that is not what kzjobs registered: never load it."""
 
 
 def model_name() -> str:
@@ -193,16 +211,56 @@ def get_version(ref: str | int, mlflow_client: MlflowClient | None = None) -> Mo
         raise
 
 
-def download_bundle(ref: str) -> Path:
-    """The local bundle folder of a registered version, downloaded once per version."""
+def check_model_dir(model_dir: Path, version: ModelVersion) -> Path:
+    """The bundle folder of a downloaded version, after checking that its ``MLmodel`` runs
+    only the installed :mod:`kzjobs.registry_model` and that its manifest is the one
+    registered. Raises :class:`UntrustedModelError` otherwise."""
+    import yaml
+
+    where = f"version {version.version} of {version.name} ({model_dir})"
+    try:
+        # MLflow's own Model.load reads MLmodel with yaml.safe_load too.
+        flavors = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]
+        pyfunc = flavors["python_function"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise UntrustedModelError(f"{where}: no readable pyfunc MLmodel ({exc})") from exc
+    if set(flavors) != {"python_function"}:
+        raise UntrustedModelError(f"{where}: MLmodel has flavors {sorted(flavors)}; "
+                                  "kzjobs writes only python_function")
+    if pyfunc.get("loader_module") != LOADER_MODULE:
+        raise UntrustedModelError(
+            f"{where}: MLmodel loads with {pyfunc.get('loader_module')!r}, not the installed "
+            f"{LOADER_MODULE}: refusing to run code the registry names")
+    if extra := sorted(k for k, v in pyfunc.items() if k not in PYFUNC_KEYS and v is not None):
+        raise UntrustedModelError(f"{where}: MLmodel's pyfunc flavor has {extra}, which "
+                                  "would run code stored in the artifact: refusing it")
+    if pyfunc.get("data") != BUNDLE_DATA:
+        raise UntrustedModelError(f"{where}: MLmodel's data is {pyfunc.get('data')!r}, "
+                                  f"not {BUNDLE_DATA!r}")
+    bundle = model_dir / BUNDLE_DATA
+    expected = version.tags.get(BUNDLE_TAG)
+    try:
+        found = hashlib.sha256((bundle / BUNDLE_FILE).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise UntrustedModelError(f"{where}: no {BUNDLE_FILE} ({exc})") from exc
+    if found != expected:
+        raise UntrustedModelError(
+            f"{where}: {BUNDLE_FILE} has sha256 {found}, but the version's {BUNDLE_TAG} tag "
+            f"is {expected}: the manifest is not the one registered")
+    return bundle
+
+
+def download_model(ref: str) -> tuple[Path, ModelVersion]:
+    """The local model folder of a registered version (downloaded once per version),
+    checked by :func:`check_model_dir`, and the version."""
     import mlflow
 
     version = get_version(ref)
     if version is None:
         raise LookupError(f"no registered version for {ref!r}")
     dest = (get_settings().home / "models" / version.name / str(version.version)).resolve()
-    bundle = dest / "artifacts" / ARTIFACT
-    if not (bundle / "bundle.json").is_file():
+    bundle = dest / BUNDLE_DATA
+    if not (bundle / BUNDLE_FILE).is_file():
         client()  # sets the tracking and registry URIs
         dest.parent.mkdir(parents=True, exist_ok=True)
         # Download beside, then rename: concurrent jobs never see half a model.
@@ -211,16 +269,34 @@ def download_bundle(ref: str) -> Path:
             mlflow.artifacts.download_artifacts(
                 artifact_uri=version_ref(version.version, version.name), dst_path=str(tmp)
             )
-            if dest.exists() and not (bundle / "bundle.json").is_file():
+            if dest.exists() and not (bundle / BUNDLE_FILE).is_file():
                 shutil.rmtree(dest)  # a download cut short by a crash
             try:
                 tmp.rename(dest)
             except OSError:  # another job finished first: use its copy
-                if not (bundle / "bundle.json").is_file():
+                if not (bundle / BUNDLE_FILE).is_file():
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return bundle
+    check_model_dir(dest, version)  # on every use: the local copy may be changed too
+    return dest, version
+
+
+def download_bundle(ref: str) -> Path:
+    """The local bundle folder of a registered version (see :func:`download_model`);
+    :func:`kzjobs.bundle.open_bundle` checks its files against their hashes."""
+    model_dir, _ = download_model(ref)
+    return model_dir / BUNDLE_DATA
+
+
+def load_model(ref: str) -> Any:
+    """A registered version as a pyfunc, loaded only after :func:`check_model_dir`
+    (MLflow then imports the installed :mod:`kzjobs.registry_model`, which checks the
+    bundle's files)."""
+    import mlflow
+
+    model_dir, _ = download_model(ref)
+    return mlflow.pyfunc.load_model(str(model_dir))
 
 
 def register_bundle(
@@ -238,7 +314,7 @@ def register_bundle(
     """
     import mlflow
 
-    bundle, root = open_bundle(bundle_ref, store)
+    bundle, root = open_bundle(bundle_ref, store)  # its files checked against their hashes
     source = root.uri
     c = client()
     name = model_name()
@@ -264,6 +340,9 @@ def register_bundle(
     }
     with tempfile.TemporaryDirectory(prefix="kz-bundle-") as tmp:
         local = copy_bundle(bundle, root, Path(tmp) / ARTIFACT)
+        # The manifest's hash, kept in the registry's database: a version whose artifact
+        # is rewritten (manifest and weights together) no longer matches it.
+        tags[BUNDLE_TAG] = hashlib.sha256((local / BUNDLE_FILE).read_bytes()).hexdigest()
         with mlflow.start_run(experiment_id=experiment_id(c), run_name=f"register {source}") as run:
             mlflow.log_params(
                 {"profile": bundle.profile, "dataset": dataset, "heldout": evaluation["dataset"]}
@@ -277,8 +356,8 @@ def register_bundle(
             mlflow.set_tags({k: v for k, v in tags.items() if not k.startswith("eval.")})
             info = mlflow.pyfunc.log_model(
                 name="recognizer",
-                python_model=str(MODEL_CODE),
-                artifacts={ARTIFACT: str(local)},
+                loader_module=LOADER_MODULE,  # no code in the artifact (module doc)
+                data_path=str(local),
                 signature=signature(),
                 pip_requirements=pip_requirements(),
                 registered_model_name=name,

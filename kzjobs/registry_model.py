@@ -1,9 +1,13 @@
-"""The ``kz-recognizer`` pyfunc, as MLflow "models from code".
+"""The ``kz-recognizer`` pyfunc: MLflow's ``loader_module`` flavor, from the installed kzjobs.
 
-MLflow executes this file when it logs or loads a version (``set_model`` below), so
-never import it: :mod:`kzjobs.registry` passes its path. The weights are the version's
-``bundle`` artifact (a folder with ``bundle.json``); nothing here is pickled. The
-recognizer, with torch, is built lazily on the first ``predict``.
+A registered version holds no code: its ``MLmodel`` names this module
+(``loader_module: kzjobs.registry_model``) and its data is the bundle folder (weight
+files and a manifest with their sha256; nothing is pickled). MLflow imports this module
+from the installed package and calls :func:`_load_pyfunc` with the bundle folder, so a
+version always runs the code of the kzjobs that loads it, never code stored beside the
+weights. (MLflow's "models from code" would execute a Python file kept in the artifact:
+whoever can write the artifact store could run code in every job that loads a version.)
+:func:`kzjobs.registry.load_model` checks ``MLmodel`` before MLflow reads it.
 
 Input: a frame with ``image_id`` and ``image`` (a path or URI of the page image).
 Output: ``image_id``, ``labels`` (submission format: ``U+XXXX x y`` centre points, in
@@ -17,20 +21,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
-from mlflow.models import set_model
 
+class KzRecognizerModel:
+    """A loaded version: its bundle (checked against its hashes); the recognizer, with
+    torch, is built lazily on the first ``predict``."""
 
-class KzRecognizerModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
+    def __init__(self, bundle_dir: str) -> None:
         from kzjobs.bundle import Bundle
         from kzjobs.store import open_store
 
-        self.root = open_store(context.artifacts["bundle"])
-        self.bundle = Bundle.load(self.root)  # fail at load time on a broken bundle
-        if missing := self.bundle.missing(self.root):
-            raise FileNotFoundError(f"bundle {self.root.uri} lacks {missing}")
-        self._recognizer = None
+        self.root = open_store(bundle_dir)
+        self.bundle = Bundle.load(self.root)  # every file checked against its sha256
+        self._recognizer: Any = None
 
     def recognizer(self, adapting: bool) -> Any:
         if self._recognizer is None:
@@ -39,8 +41,7 @@ class KzRecognizerModel(mlflow.pyfunc.PythonModel):
             self._recognizer = Recognizer.from_bundle(self.bundle, self.root)
         return self._recognizer.without_book_shifts() if adapting else self._recognizer
 
-    # No type hints here: MLflow would read them as a schema; the signature is logged instead.
-    def predict(self, context, model_input, params=None):
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
 
         from kzjobs.data.format import format_points
@@ -68,4 +69,6 @@ class KzRecognizerModel(mlflow.pyfunc.PythonModel):
                              "text": [r.transcript() for r in results]})
 
 
-set_model(KzRecognizerModel())
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> KzRecognizerModel:
+    """MLflow's entry point for a ``loader_module`` model: ``data_path`` is the bundle."""
+    return KzRecognizerModel(data_path)

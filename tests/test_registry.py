@@ -36,7 +36,6 @@ def _register(store, make_bundle, make_heldout, *, tag="a", f1=0.5):
 
 
 def _check_roundtrip(store, files: dict, version: int) -> None:
-    import mlflow
 
     from kzjobs import registry
     from kzjobs.bundle import Bundle
@@ -59,13 +58,15 @@ def _check_roundtrip(store, files: dict, version: int) -> None:
         assert local.read_text(key) == text
     assert Bundle.load(local).detector == ["detect/fold0/model.pt", "detect/fold1/model.pt"]
 
-    # A pyfunc from code: its signature, and no pickle anywhere in the version.
-    model = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate")
+    # A pyfunc of the installed kzjobs.registry_model: its signature, and no pickle and
+    # no code anywhere in the version.
+    model = registry.load_model("models:/kz-recognizer@candidate")
     assert model.metadata.get_input_schema().input_names() == ["image_id", "image"]
     assert model.metadata.get_output_schema().input_names() == ["image_id", "labels", "text"]
-    assert model.metadata.flavors["python_function"]["loader_module"].endswith("code_model")
+    assert model.metadata.flavors["python_function"]["loader_module"] == "kzjobs.registry_model"
     root = local.root.parent.parent  # the whole downloaded model folder
     assert not list(root.rglob("*.pkl")) and not list(root.rglob("*.pickle"))
+    assert not list(root.rglob("*.py"))
 
 
 def test_register_on_the_embedded_default(tmp_path, make_bundle, make_heldout):
@@ -136,8 +137,10 @@ def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
     store.delete("run/level2/fold1/xgb.ubj")
     with pytest.raises(FileNotFoundError, match=r"xgb\.ubj"):
         bundle.save(store.child("run"))
-    loaded, root = open_bundle("run", store)
-    assert loaded == bundle and loaded.missing(root) == ["level2/fold1/xgb.ubj"]
+    with pytest.raises(FileNotFoundError, match=r"lacks \['level2/fold1/xgb\.ubj'\]"):
+        open_bundle("run", store)  # loading checks every file too
+    loaded = Bundle.load(store.child("run"), verify=False)  # the manifest alone
+    assert loaded == bundle and loaded.missing(store.child("run")) == ["level2/fold1/xgb.ubj"]
     with pytest.raises(FileNotFoundError, match=r"no bundle\.json"):
         Bundle.load(store.child("nothing"))
 
@@ -287,7 +290,6 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     """A seeded blend trained to adapt, registered and loaded back as a pyfunc: its labels
     for a batch of page files are the recognize job's submission rows for the same pages,
     adapting to the book as the job does by default, and not with ``adapt`` False."""
-    import mlflow
     import pandas as pd
 
     from bench.workload import write_seeded_bundle
@@ -316,7 +318,7 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     ids = ds.image_ids()
     pages = pd.DataFrame({"image_id": ids,
                           "image": [f"{ds.store.uri}/{ds.image_keys[i]}" for i in ids]})
-    model = mlflow.pyfunc.load_model("models:/kz-recognizer@candidate")
+    model = registry.load_model("models:/kz-recognizer@candidate")
 
     read = {}
     for adapt in (None, False):
