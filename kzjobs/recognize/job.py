@@ -23,7 +23,14 @@ from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.recognize import PAGES_PER_BATCH, adapt
 from kzjobs.recognize.outputs import done_pages, merge
-from kzjobs.store import Store, UnsafeKeyError, join, validate_key
+from kzjobs.store import (
+    KeyExistsError,
+    Store,
+    UnsafeKeyError,
+    join,
+    json_bytes,
+    validate_key,
+)
 from kzjobs.validate.config import MAX_ID_LENGTH
 
 if TYPE_CHECKING:
@@ -254,6 +261,12 @@ class MergeJob(_CollectionJob):
 
     Fails loudly, naming the pages, when a page was neither recognized nor quarantined:
     a shard did not finish, and re-running it completes the collection.
+
+    The merged outputs are final: each is written once (``Store.write_once``), the
+    report last, so a report means the merge finished. A merge run again over the same
+    results finds the same bytes and changes nothing (or completes one that crashed
+    half-way); results that differ (another model, new pages) are refused rather than
+    overwriting what was published.
     """
 
     def run(self) -> dict[str, Any]:
@@ -272,7 +285,10 @@ class MergeJob(_CollectionJob):
                 f"{len(missing)} pages have no result yet (re-run their shard): {missing[:10]}"
             )
         recognized = [i for i in ids if i in done]
-        merged = merge(out, recognized)
+        try:
+            merged = merge(out, recognized)
+        except KeyExistsError as exc:
+            raise _published(out, exc) from exc
         adaptation = adapted_books(out, {book_id(i) for i in recognized})
         quarantine.sort(key=lambda q: (q["item"], q.get("key", "")))
         report = {
@@ -292,6 +308,14 @@ class MergeJob(_CollectionJob):
             "review": f"{out.uri}/review/index.html",
             "report": f"{out.uri}/report.json",
         }
-        out.write_json("quarantine.json", quarantine)
-        out.write_json("report.json", report)
+        try:
+            out.write_once("quarantine.json", json_bytes(quarantine))
+            out.write_once("report.json", json_bytes(report))
+        except KeyExistsError as exc:
+            raise _published(out, exc) from exc
         return {k: v for k, v in report.items() if k != "quarantine"}
+
+
+def _published(out: Store, exc: KeyExistsError) -> KeyExistsError:
+    return KeyExistsError(f"outputs already exist at {out.uri} and this run's differ: "
+                          f"choose a new out_prefix (nothing was overwritten; {exc})")

@@ -2,7 +2,8 @@
 
 Per page (the unit of resumable work, written last and atomically):
 ``pages/<id>.json``, plus ``transcripts/<id>.txt`` and ``review/<id>.html``.
-For the collection: ``submission.csv`` and ``review/index.html``, rebuilt by merging.
+For the collection: ``submission.csv`` and ``review/index.html``, built by merging and
+written once (``Store.write_once``): a merge never overwrites a published output.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ def merge(store: Store, image_ids: Iterable[str]) -> dict:
             counts[image_id] = len(page.chars)
             yield image_id, page.points()
 
-    store.write_bytes("submission.csv", write_submission(rows()))
-    store.write_text(f"{REVIEW}/index.html", review_index(counts))
+    store.write_once("submission.csv", write_submission(rows()))
+    store.write_once(f"{REVIEW}/index.html", review_index(counts).encode("utf-8"))
     return {"pages": len(counts), "characters": sum(counts.values())}
 
 
