@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"
+MODEL_KEY = "model.json"  # the model an output prefix's pages are read with, written once
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -154,6 +155,7 @@ class RecognizeJob(_CollectionJob):
         index, count = parse_shard(self.shard)
         ds = self.dataset()
         out = self.output()
+        self._claim(out)
         ids, _rejected = self.pages(ds)
         mine = sorted(ids)[index::count]
         done = done_pages(out) | quarantined_pages(out)
@@ -212,6 +214,19 @@ class RecognizeJob(_CollectionJob):
             summary["merge"] = MergeJob(**self._merge_fields()).run()
         return summary
 
+    def _claim(self, out: Store) -> None:
+        """Record, once, the model this prefix's pages are read with: a later run with
+        another one (a new champion, same alias) would find every page done and publish
+        the old readings as its own. Shards and re-runs with the same model agree."""
+        model = resolved_model(self.model)
+        try:
+            out.write_once(MODEL_KEY, json_bytes({"model": model}))
+        except KeyExistsError as exc:
+            made = out.read_json(MODEL_KEY).get("model")
+            raise KeyExistsError(
+                f"outputs already exist at {out.uri}, read with {made}; this run reads with "
+                f"{model}: choose a new out_prefix (nothing was overwritten)") from exc
+
     def _adapted(self, recognizer: Recognizer, out: Store, todo: list[str],
                  readable: Callable[..., Iterator[tuple[str, Any]]], workers: int,
                  summary: dict[str, Any]) -> Iterator[tuple[PageResult, Any]]:
@@ -246,6 +261,19 @@ class RecognizeJob(_CollectionJob):
     def _merge_fields(self) -> dict[str, Any]:
         fields = ("store_uri", "collection", "images", "out", "validation")
         return {f: getattr(self, f) for f in fields}
+
+
+def resolved_model(ref: str) -> str:
+    """``ref`` with a registry alias resolved to its version (``models:/name/3``): the
+    same alias names another model once it moves. Bundle keys and paths stay as given."""
+    if not ref.startswith("models:/"):
+        return ref
+    from kzjobs.registry import get_version, version_ref
+
+    version = get_version(ref)
+    if version is None:
+        raise LookupError(f"no registered version for {ref!r}")
+    return version_ref(version.version, version.name)
 
 
 def adapted_books(out: Store, books: set[str]) -> dict[str, dict[str, dict[str, float]]]:

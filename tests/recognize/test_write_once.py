@@ -94,3 +94,47 @@ def test_a_half_published_prefix_with_other_outputs_is_refused_before_the_report
         merge(store)
     assert store.read_bytes("out/submission.csv") == submission
     assert not store.exists("out/report.json")
+
+
+def recognize(store, model: str, out: str = "out") -> dict:
+    from kzjobs.recognize.job import RecognizeJob
+
+    return RecognizeJob(store_uri=store.uri, collection="coll", out=out, model=model,
+                        progress=False).run()
+
+
+def test_a_prefix_read_with_one_model_refuses_another(recognized):
+    """Every page is done, so a run with another model would read nothing and publish
+    the first model's readings as its own: the prefix remembers its model instead."""
+    store = recognized
+    first = recognize(store, "runs/retrain/r1")  # no page to read: the bundle is not opened
+    assert first["already_done"] == 3 and first["merge"]["recognized"] == 2
+    assert store.read_json("out/model.json") == {"model": "runs/retrain/r1"}
+    assert recognize(store, "runs/retrain/r1")["merge"] == first["merge"]  # a re-run
+    before = published(store)
+    with pytest.raises(KeyExistsError, match=r"read with runs/retrain/r1; this run reads "
+                                             r"with runs/retrain/r2: choose a new out_prefix"):
+        recognize(store, "runs/retrain/r2")
+    assert published(store) == before
+
+
+def test_an_alias_is_remembered_as_the_version_it_named(recognized):
+    """``models:/kz-recognizer@champion`` names another model once promotion moves it."""
+    from kzjobs.registry import client
+
+    store = recognized
+    c = client()
+    c.create_registered_model("kz-recognizer")
+    for _ in range(2):
+        c.create_model_version("kz-recognizer", source="file:///nowhere")
+    c.set_registered_model_alias("kz-recognizer", "champion", "1")
+    recognize(store, "models:/kz-recognizer@champion")
+    assert store.read_json("out/model.json") == {"model": "models:/kz-recognizer/1"}
+    recognize(store, "models:/kz-recognizer/1")  # the same model, named by its version
+    c.set_registered_model_alias("kz-recognizer", "champion", "2")
+    with pytest.raises(KeyExistsError, match="read with models:/kz-recognizer/1; this run "
+                                             "reads with models:/kz-recognizer/2"):
+        recognize(store, "models:/kz-recognizer@champion")
+    with pytest.raises(LookupError, match="no registered version"):
+        recognize(store, "models:/kz-recognizer@nobody", out="out3")
+    assert not store.exists("out3/model.json")
