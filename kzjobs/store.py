@@ -175,8 +175,9 @@ class LocalStore(Store):
                 fh.flush()
                 os.fsync(fh.fileno())
             place(tmp, path)
-        finally:  # os.replace consumed it; after os.link (or a failure) it is left
+        except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            raise
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._commit(key, data, os.replace)
@@ -185,8 +186,14 @@ class LocalStore(Store):
         # A hard link of the finished file is an exclusive create that is also atomic:
         # the key appears whole or not at all (O_EXCL on the key itself would show a
         # half-written file to a reader, and a crash would leave it so).
+        def link(tmp: str, path: Path) -> None:
+            try:
+                os.link(tmp, path)
+            finally:  # the key (if linked) keeps the data; the temporary name goes
+                os.unlink(tmp)
+
         try:
-            self._commit(key, data, os.link)
+            self._commit(key, data, link)
         except FileExistsError:
             return False
         return True
