@@ -155,8 +155,8 @@ class RecognizeJob(_CollectionJob):
         index, count = parse_shard(self.shard)
         ds = self.dataset()
         out = self.output()
-        self._claim(out)
         ids, _rejected = self.pages(ds)
+        self._claim(out)  # once the collection is known to hold pages
         mine = sorted(ids)[index::count]
         done = done_pages(out) | quarantined_pages(out)
         todo = [i for i in mine if i not in done]
