@@ -220,11 +220,11 @@ def test_a_job_launched_under_its_role_gets_its_roles_keys_only(iam_s3, monkeypa
     iam_s3["admin"].put_object(Bucket=STORE, Key="datasets/tiny/train.csv", Body=(
         "image_id,labels\n" + "".join(f"{b}_00{i},U+3042 1 1 5 5\n"
                                       for b in "abc" for i in (1, 2))).encode())
-    endpoint = iam_s3["url"].replace(":", "%3A").replace("/", "%2F")
-    for role in ROLES:
+    for role in ROLES:  # Airflow connections from the environment, as compose defines them
         key, secret = iam_s3["keys"][role]
-        monkeypatch.setenv(f"AIRFLOW_CONN_KZ_S3_{role.upper()}",
-                           f"aws://{key}:{secret}@/?endpoint_url={endpoint}&region_name=us-east-1")
+        monkeypatch.setenv(f"AIRFLOW_CONN_KZ_S3_{role.upper()}", json.dumps({
+            "conn_type": "aws", "login": key, "password": secret,
+            "extra": {"endpoint_url": iam_s3["url"], "region_name": "us-east-1"}}))
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
     cfg = LaunchConfig.model_validate({
@@ -284,12 +284,12 @@ def lock_role(pg_uri: str) -> Iterator[tuple[str, str]]:
     role = f"kz_promote_{uuid.uuid4().hex[:8]}"
     admin = PG_ADMIN_URI
     subprocess.run(["psql", admin, "-q", "-v", "ON_ERROR_STOP=1", "-v", f"lock_role={role}",
-                    "-v", "lock_pw=lock-pw", "-v", f"lock_db={db}", "-f",
+                    "-v", "lock_pw=p", "-v", f"lock_db={db}", "-f",
                     str(REPO / "infra" / "compose" / "initdb" / "promote-lock.psql")],
                    check=True, capture_output=True)
     host = admin.split("@", 1)[1].rsplit("/", 1)[0]
     try:
-        yield f"postgresql+psycopg2://{role}:lock-pw@{host}/{db}", pg_uri
+        yield f"postgresql+psycopg2://{role}:p@{host}/{db}", pg_uri
     finally:
         conn = psycopg2.connect(admin)
         conn.autocommit = True
