@@ -15,6 +15,11 @@ The form is configuration, not code: the ``KZ_LAUNCHER`` setting, overridden by 
 Airflow Variable ``kz_launcher``; the rest (image, namespace, node pool, secrets...)
 comes from the Airflow Variable ``kz_launch`` (JSON, so also ``AIRFLOW_VAR_KZ_LAUNCH``).
 
+Every command runs under a role (``JOB_ROLES``: validate, train, recognize, register,
+promote), and a job gets only its role's credentials: the role's Airflow connections
+(``role_connections``) and, on Kubernetes, the role's Secret (``role_secrets``). What
+each role may read and write in the store is ``infra/policies/<role>.json``.
+
 Whatever the form, a job prints its JSON summary on stdout and that summary becomes
 the task's XCom return value. This module imports no Airflow at import time (the job
 image has no Airflow); the operator classes live in :mod:`kzjobs.operators`.
@@ -30,7 +35,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -115,18 +120,60 @@ JOB_RESOURCES: dict[str, Resources] = {
 }
 
 
-def resources_for(command: str, overrides: Mapping[str, Resources] | None = None) -> Resources:
-    """The resources of ``command`` (e.g. ``"detect train"``); unknown commands are an error.
+Role = Literal["validate", "train", "recognize", "register", "promote"]
+ROLES: tuple[Role, ...] = get_args(Role)
 
-    The longest listed prefix wins: ``validate batch`` falls back to ``validate``.
-    """
+# Each command's role, hence its credentials (the same commands as JOB_RESOURCES; a test
+# holds them equal). What a role may touch, in the store's terms (keys from kzjobs.plan):
+# - validate: reads datasets/ and incoming/; writes runs/*/validation/ (the quarantine);
+# - train: reads datasets/, incoming/ and runs/retrain/; writes runs/retrain/ (its run);
+# - recognize: reads incoming/, datasets/, the validation of its run and the model (a
+#   bundle in runs/retrain/ or the registry's artifacts); writes predictions/;
+# - register: reads runs/retrain/ and datasets/; writes the registry (MLflow);
+# - promote: reads the registry and datasets/; writes evaluations/ and the champion
+#   alias, under its own lock role.
+JOB_ROLES: dict[str, Role] = {
+    "validate": "validate",
+    "folds": "train",
+    "merge-boxes": "train",
+    "detect train": "train",
+    "detect predict": "train",
+    "classify train": "train",
+    "classify predict": "train",
+    "pseudo": "train",
+    "level2 train": "train",
+    "bundle": "train",
+    "evaluate": "train",  # a retraining run's candidate, in its run's prefix
+    "register": "register",
+    "promote": "promote",
+    "recognize": "recognize",
+    "recognize merge": "recognize",
+}
+
+
+def _by_command(command: str, tables: Sequence[Mapping[str, Any]], what: str) -> Any:
+    """The entry of ``command`` in the first table that lists it; the longest listed
+    prefix wins (``validate batch`` falls back to ``validate``)."""
     words = command_words(command)
     for n in range(len(words), 0, -1):
         name = " ".join(words[:n])
-        for table in (overrides or {}, JOB_RESOURCES):
+        for table in tables:
             if name in table:
                 return table[name]
-    raise KeyError(f"unknown job command {command!r}: add it to kzjobs.launch.JOB_RESOURCES")
+    raise KeyError(f"unknown job command {command!r}: add it to kzjobs.launch.{what}")
+
+
+def resources_for(command: str, overrides: Mapping[str, Resources] | None = None) -> Resources:
+    """The resources of ``command`` (e.g. ``"detect train"``); unknown commands are an error."""
+    return _by_command(command, (overrides or {}, JOB_RESOURCES), "JOB_RESOURCES")
+
+
+def role_for(command: str) -> Role:
+    """The role ``command`` runs under; unknown commands are an error."""
+    return _by_command(command, (JOB_ROLES,), "JOB_ROLES")
+
+
+ConnectionKind = Literal["aws", "mlflow", "postgres"]
 
 
 class SecretRef(BaseModel):
@@ -155,7 +202,9 @@ class KubernetesConfig(BaseModel):
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         ]
     )
-    secrets: list[SecretRef] = Field(default_factory=list)
+    secrets: list[SecretRef] = Field(default_factory=list)  # for every job: no credentials
+    # Each role's Secret (its S3 keys, the lock's URI...), mapped into its jobs' pods only.
+    role_secrets: dict[Role, list[SecretRef]] = Field(default_factory=dict)
     startup_timeout_seconds: int = 900  # GPU nodes may scale up from zero
 
 
@@ -188,14 +237,26 @@ class LaunchConfig(BaseModel):
     gid: int = Field(default=JOB_UID, gt=0)
     # Plain environment for every job (KZ_STORE, KZ_MLFLOW_URI, ...); no secrets here.
     env: dict[str, str] = Field(default_factory=dict)
-    # Airflow connection id -> kind, turned into job env at run time (see connection_env).
-    connections: dict[str, Literal["aws", "mlflow", "postgres"]] = Field(default_factory=dict)
+    # Airflow connection id -> kind, turned into job env at run time (see connection_env),
+    # for every job: settings all roles share (an endpoint), never one role's keys.
+    connections: dict[str, ConnectionKind] = Field(default_factory=dict)
+    # Each role's own connections (its S3 keys, its lock), given to its jobs only.
+    role_connections: dict[Role, dict[str, ConnectionKind]] = Field(default_factory=dict)
     resources: dict[str, Resources] = Field(default_factory=dict)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     docker: DockerConfig = Field(default_factory=DockerConfig)
 
     def resources_for(self, command: str) -> Resources:
         return resources_for(command, self.resources)
+
+    def connections_for(self, command: str) -> dict[str, ConnectionKind]:
+        """The Airflow connections a job of ``command`` gets: the shared ones and its role's."""
+        return {**self.connections, **self.role_connections.get(role_for(command), {})}
+
+    def secrets_for(self, command: str) -> list[SecretRef]:
+        """The Kubernetes Secrets mapped into a pod of ``command``: shared ones, its role's."""
+        k = self.kubernetes
+        return [*k.secrets, *k.role_secrets.get(role_for(command), [])]
 
 
 def _airflow_variable(key: str, *, json_value: bool = False) -> Any:
@@ -374,7 +435,7 @@ def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[
         "xcom_sidecar_container_security_context": container,
         "image_pull_policy": k.image_pull_policy,
         "env_vars": {**job_env(cfg, res), SUMMARY_FILE_ENV: POD_SUMMARY_FILE},
-        "secrets": [Secret("env", s.env, s.secret, s.key) for s in k.secrets],
+        "secrets": [Secret("env", s.env, s.secret, s.key) for s in cfg.secrets_for(command)],
         "container_resources": k8s.V1ResourceRequirements(requests=requests, limits=limits),
         "node_selector": dict(k.gpu_node_selector if res.wants_gpu else k.cpu_node_selector),
         "tolerations": [k8s.V1Toleration(**t) for t in k.gpu_tolerations]
@@ -390,7 +451,7 @@ def _kubernetes_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[
         "get_logs": True,
         "on_finish_action": "delete_succeeded_pod",
         "startup_timeout_seconds": k.startup_timeout_seconds,
-        "connections": cfg.connections,
+        "connections": cfg.connections_for(command),
     }
 
 
@@ -433,12 +494,12 @@ def _docker_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str,
         },
         "auto_remove": "success",
         "xcom_all": True,  # the summary is parsed out of the whole log
-        "connections": cfg.connections,
+        "connections": cfg.connections_for(command),
     }
 
 
 def _local_kwargs(cfg: LaunchConfig, command: str, res: Resources) -> dict[str, Any]:
-    return {"command": command, "env": dict(cfg.env), "connections": cfg.connections}
+    return {"command": command, "env": dict(cfg.env), "connections": cfg.connections_for(command)}
 
 
 def operator_spec(cfg: LaunchConfig, command: str) -> tuple[type, str, dict[str, Any]]:

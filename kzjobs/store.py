@@ -4,7 +4,11 @@ Keys are ``/``-separated relative paths. Writes are atomic on both backends: a l
 write goes to a temporary file that is renamed into place, and an S3 PUT is atomic by
 the service's contract. Retries on S3 are botocore's (``retries={"mode": "standard"}``,
 ``KZ_S3_MAX_ATTEMPTS`` attempts), plus re-reading a GET body cut short, which botocore
-does not retry.
+does not retry. Every S3 upload asks the server to check and keep a SHA-256 of its body.
+
+``write_once`` is for final outputs: it creates a key that must not exist yet (a local
+hard link of the finished temporary file; an S3 conditional PUT, ``If-None-Match: *``),
+so a second run never overwrites what a first one published.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -31,6 +35,10 @@ class UnsafeKeyError(ValueError):
 
 class StoreError(RuntimeError):
     """A store operation failed after its retries; the message names the key."""
+
+
+class KeyExistsError(StoreError):
+    """``write_once`` found the key already there, holding other bytes."""
 
 
 def validate_key(key: str, *, allow_empty: bool = False) -> str:
@@ -57,6 +65,11 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
     return "/".join(parts)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The bytes ``write_json`` stores for ``obj`` (for ``write_once`` of a JSON object)."""
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8")
+
+
 def join(*parts: str) -> str:
     """Join key parts with ``/`` and validate the result."""
     return validate_key("/".join(p.strip("/") for p in parts if p and p.strip("/")))
@@ -74,6 +87,11 @@ class Store(ABC):
     def write_bytes(self, key: str, data: bytes) -> None: ...
 
     @abstractmethod
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist, atomically: True if written, False if
+        the key was already there (whatever it holds; nothing is changed then)."""
+
+    @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
@@ -82,6 +100,18 @@ class Store(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def write_once(self, key: str, data: bytes) -> bool:
+        """Write a final output that must never be overwritten: True if written now,
+        False if the key already holds exactly these bytes (a re-run finishing a crashed
+        one, or a retried PUT whose first answer was lost). Other bytes raise
+        :class:`KeyExistsError`, and the stored object stays as it was."""
+        if self.create_bytes(key, data):
+            return True
+        if self.read_bytes(key) == data:
+            return False
+        raise KeyExistsError(f"{key!r} already exists at {self.uri} with other contents; "
+                             "it is written once and never overwritten")
 
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
@@ -93,7 +123,7 @@ class Store(ABC):
         return json.loads(self.read_bytes(key))
 
     def write_json(self, key: str, obj: Any) -> None:
-        self.write_bytes(key, json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8"))
+        self.write_bytes(key, json_bytes(obj))
 
     def child(self, prefix: str) -> Store:
         """A store rooted at ``prefix`` inside this one."""
@@ -127,7 +157,8 @@ class LocalStore(Store):
         except OSError as exc:
             raise StoreError(f"cannot read {key!r} from {self.uri}: {exc}") from exc
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def _commit(self, key: str, data: bytes, place: Callable[[str, Path], None]) -> None:
+        """Write ``data`` to a temporary file beside the key's, then ``place`` it."""
         path = self._path(key)
         for attempt in range(3):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,10 +174,29 @@ class LocalStore(Store):
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            place(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._commit(key, data, os.replace)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        # A hard link of the finished file is an exclusive create that is also atomic:
+        # the key appears whole or not at all (O_EXCL on the key itself would show a
+        # half-written file to a reader, and a crash would leave it so).
+        def link(tmp: str, path: Path) -> None:
+            try:
+                os.link(tmp, path)
+            finally:  # the key (if linked) keeps the data; the temporary name goes
+                os.unlink(tmp)
+
+        try:
+            self._commit(key, data, link)
+        except FileExistsError:
+            return False
+        return True
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -213,6 +263,11 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, op: str, key: str, exc: Exception) -> StoreError:
+        if _error_code(exc) in ("AccessDenied", "403"):
+            # The job's credentials may not do this here: a role's policy (infra/policies)
+            # keeps each job to its own prefixes.
+            return StoreError(f"access denied: this job's credentials may not {op} {key!r} "
+                              f"at {self.uri} ({exc})")
         return StoreError(f"cannot {op} {key!r} at {self.uri}: {exc}")
 
     def read_bytes(self, key: str) -> bytes:
@@ -240,13 +295,32 @@ class S3Store(Store):
                 time.sleep(random.random() * min(0.05 * 2**attempt, 5.0))
         raise AssertionError("unreachable")
 
+    def _put(self, key: str, data: bytes, **conditions: str) -> None:
+        # The server checks the body against its SHA-256 and keeps it with the object
+        # (``head_object(..., ChecksumMode="ENABLED")`` returns it).
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                               ChecksumAlgorithm="SHA256", **conditions)
+
     def write_bytes(self, key: str, data: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            self._put(key, data)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("write", key, exc) from exc
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._put(key, data, IfNoneMatch="*")
+        except ClientError as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412"):
+                return False
+            raise self._fail("create", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("create", key, exc) from exc
+        return True
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -290,6 +364,11 @@ class S3Store(Store):
             raise self._fail("delete", key, exc) from exc
 
 
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
 class PrefixStore(Store):
     """A view of another store below a prefix."""
 
@@ -306,6 +385,9 @@ class PrefixStore(Store):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.parent.write_bytes(self._k(key), data)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        return self.parent.create_bytes(self._k(key), data)
 
     def exists(self, key: str) -> bool:
         return self.parent.exists(self._k(key))

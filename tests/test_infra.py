@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kzjobs.launch import LaunchConfig, job
+from kzjobs.launch import ROLES, LaunchConfig, job
 from kzjobs.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,8 +184,15 @@ def test_compose_launcher_config_is_valid(compose):
     assert cfg.launcher == "docker" and cfg.image == JOB_IMAGE
     assert cfg.docker.network_mode == f"{compose['name']}_default"
     assert cfg.env["KZ_MLFLOW_URI"] == "http://mlflow:5000"
-    for conn_id in cfg.connections:  # each connection the launcher reads is defined
+    # each connection the launcher reads is defined, and every role has its own S3 user
+    role_conns = [c for conns in cfg.role_connections.values() for c in conns]
+    for conn_id in [*cfg.connections, *role_conns]:
         assert f"AIRFLOW_CONN_{conn_id.upper()}" in env
+    assert set(cfg.role_connections) == set(ROLES)
+    assert not any(kind == "aws" for kind in cfg.connections.values())  # no shared keys
+    # MinIO's root keys reach neither Airflow (hence no job) nor the MLflow server.
+    assert "MINIO_ROOT" not in json.dumps(env)
+    assert "MINIO_ROOT" not in json.dumps(compose["services"]["mlflow"])
     assert cfg.docker.docker_url == "tcp://docker-proxy:2375"  # never the socket itself
 
 
@@ -262,8 +269,13 @@ def test_helm_values_for_the_kubernetes_executor_and_gpu_pool():
     assert cfg.image == env["KZ_JOB_IMAGE"] == JOB_IMAGE
     assert values["nodeSelector"] == cfg.kubernetes.cpu_node_selector  # Airflow off the GPUs
     assert cfg.kubernetes.gpu_node_selector != cfg.kubernetes.cpu_node_selector
-    assert {s.env for s in cfg.kubernetes.secrets} >= {"AWS_ACCESS_KEY_ID",
-                                                        "AWS_SECRET_ACCESS_KEY", "KZ_LOCK_URI"}
+    # One Secret per role, in that role's pods only; the lock's URI for promote alone.
+    assert not cfg.kubernetes.secrets
+    for role in ROLES:
+        refs = cfg.kubernetes.role_secrets[role]
+        assert {s.env for s in refs} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert {s.secret for s in refs if s.env.startswith("AWS_")} == {f"kz-s3-{role}"}
+        assert ("KZ_LOCK_URI" in {s.env for s in refs}) == (role == "promote")
 
     from airflow.sdk import DAG
 

@@ -281,3 +281,40 @@ def test_env_and_secrets_from_airflow_connections():
         {}, {"KZ_LOCK_URI": "postgresql+psycopg2://ml:p%40ss@db:5432/mlflow"})
     with pytest.raises(ValueError, match="unknown connection kind"):
         connection_env(pg, "ftp")
+
+
+def test_each_job_gets_its_roles_connections_and_secrets_in_every_launcher():
+    """Least privilege in the launcher: a job gets the shared connections and its own
+    role's, never another role's; on Kubernetes, its role's Secret only."""
+    roles = {"validate": {"kz_s3_validate": "aws"}, "recognize": {"kz_s3_recognize": "aws"},
+             "promote": {"kz_s3_promote": "aws", "kz_lock_promote": "postgres"}}
+    secrets = {role: [{"env": "AWS_SECRET_ACCESS_KEY", "secret": f"kz-s3-{role}",
+                       "key": "secret-access-key"}] for role in roles}
+    base = K8S | {"connections": {"kz_endpoint": "aws"}, "role_connections": roles}
+    base["kubernetes"] = K8S["kubernetes"] | {"secrets": [], "role_secrets": secrets}
+    want = {"validate batch": {"kz_endpoint": "aws", "kz_s3_validate": "aws"},
+            "recognize merge": {"kz_endpoint": "aws", "kz_s3_recognize": "aws"},
+            "promote": {"kz_endpoint": "aws", "kz_s3_promote": "aws",
+                        "kz_lock_promote": "postgres"},
+            "folds": {"kz_endpoint": "aws"}}  # train: no role connection configured here
+    for launcher in ("local", "docker", "kubernetes"):
+        cfg = LaunchConfig.model_validate(base | {"launcher": launcher})
+        for command, conns in want.items():
+            _, op = _in_dag(lambda c=command, f=cfg: job("t", c, ["x"], config=f))
+            assert op.connections == conns, (launcher, command)
+    cfg = LaunchConfig.model_validate(base)
+    for command, secret in [("validate batch", "kz-s3-validate"), ("recognize", "kz-s3-recognize"),
+                            ("promote", "kz-s3-promote")]:
+        _, op = _in_dag(lambda c=command: job("t", c, ["x"], config=cfg))
+        refs = {e.name: e.value_from.secret_key_ref.name
+                for e in op.build_pod_request_obj(dry_run=True).spec.containers[0].env
+                if e.value_from}
+        assert refs == {"AWS_SECRET_ACCESS_KEY": secret}, command
+    with pytest.raises(ValueError, match="role"):
+        LaunchConfig.model_validate(base | {"role_connections": {"admin": {"x": "aws"}}})
+
+
+def test_the_embedded_default_needs_no_credentials():
+    cfg = LaunchConfig.model_validate({"image": "i"})
+    assert cfg.launcher == "local"
+    assert all(cfg.connections_for(c) == {} and cfg.secrets_for(c) == [] for c in JOB_RESOURCES)

@@ -145,3 +145,88 @@ def test_s3_errors_name_the_key(s3_env, monkeypatch):
     s3 = open_store("s3://no-such-bucket-kz/p")
     with pytest.raises(StoreError, match=r"x/y\.bin"):
         s3.write_bytes("x/y.bin", b"1")
+
+
+# ---- write-once outputs and checksums ---------------------------------------------------
+
+
+def test_write_once_creates_keeps_identical_bytes_and_refuses_others(store):
+    from kzjobs.store import KeyExistsError
+
+    assert store.write_once("out/report.json", b"first") is True
+    # The same bytes again (a re-run finishing a crashed one): nothing to do.
+    assert store.write_once("out/report.json", b"first") is False
+    with pytest.raises(KeyExistsError, match=r"out/report\.json.*never overwritten"):
+        store.write_once("out/report.json", b"second")
+    assert store.read_bytes("out/report.json") == b"first"
+    # Through a child store too: the backend's own create, not a check-then-write.
+    child = store.child("out")
+    with pytest.raises(KeyExistsError):
+        child.write_once("report.json", b"third")
+    assert child.write_once("submission.csv", b"rows") is True
+    assert store.list("out") == ["out/report.json", "out/submission.csv"]
+    # write_bytes stays an overwrite, for resumable work (pages, checkpoints).
+    store.write_bytes("out/report.json", b"rewritten")
+    assert store.read_bytes("out/report.json") == b"rewritten"
+
+
+def test_write_once_has_one_winner_among_racing_writers(store):
+    """Writers racing for one key: exactly one creates it, every other one is refused,
+    and the key holds the winner's bytes whole (no check-then-write window)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kzjobs.store import KeyExistsError
+
+    def attempt(n: int) -> bytes | None:
+        data = bytes([65 + n]) * 100_000
+        try:
+            return data if store.write_once("race.bin", data) else None
+        except KeyExistsError:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        won = [d for d in pool.map(attempt, range(8)) if d is not None]
+    assert len(won) == 1
+    assert store.read_bytes("race.bin") == won[0]
+    assert store.list("") == ["race.bin"]  # no temporary file left by the losers
+
+
+def test_local_write_once_is_atomic_and_leaves_no_trace(tmp_path):
+    store = LocalStore(tmp_path)
+    with pytest.raises(TypeError):
+        store.write_once("x.bin", object())  # type: ignore[arg-type]
+    assert store.list("") == [] and not any(tmp_path.iterdir())
+    store.write_once("a/x.bin", b"1")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.bin"]  # the temp file is gone
+    assert (tmp_path / "a" / "x.bin").stat().st_nlink == 1
+
+
+def test_s3_write_once_is_a_conditional_put_the_server_refuses(s3_env):
+    """moto's server answers 412 to ``If-None-Match: *`` on an existing key, over HTTP:
+    the refusal is the server's, so two jobs on two machines cannot both publish."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = open_store(s3_env + "/p")
+    s3.write_once("submission.csv", b"rows")
+    bucket = s3_env.removeprefix("s3://")
+    with pytest.raises(ClientError) as raised:
+        boto3.client("s3").put_object(Bucket=bucket, Key="p/submission.csv", Body=b"other",
+                                      IfNoneMatch="*")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert s3.read_bytes("submission.csv") == b"rows"
+
+
+@pytest.mark.parametrize("write", ["write_bytes", "write_once"])
+def test_s3_uploads_carry_a_sha256_the_server_keeps(s3_env, write):
+    import base64
+    import hashlib
+
+    import boto3
+
+    data = "くずし字".encode() * 1000
+    s3 = open_store(s3_env + "/p")
+    getattr(s3, write)("k.bin", data)
+    head = boto3.client("s3").head_object(Bucket=s3_env.removeprefix("s3://"), Key="p/k.bin",
+                                          ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()

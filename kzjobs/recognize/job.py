@@ -24,7 +24,14 @@ from kzjobs.export import parse_formats
 from kzjobs.job import Job
 from kzjobs.recognize import PAGES_PER_BATCH, adapt
 from kzjobs.recognize.outputs import done_pages, merge
-from kzjobs.store import Store, UnsafeKeyError, join, validate_key
+from kzjobs.store import (
+    KeyExistsError,
+    Store,
+    UnsafeKeyError,
+    join,
+    json_bytes,
+    validate_key,
+)
 from kzjobs.validate.config import MAX_ID_LENGTH
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"
+MODEL_KEY = "model.json"  # the model an output prefix's pages are read with, written once
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -158,6 +166,7 @@ class RecognizeJob(_CollectionJob):
         ds = self.dataset()
         out = self.output()
         ids, _rejected = self.pages(ds)
+        self._claim(out)  # once the collection is known to hold pages
         mine = sorted(ids)[index::count]
         done = done_pages(out) | quarantined_pages(out)
         todo = [i for i in mine if i not in done]
@@ -215,6 +224,19 @@ class RecognizeJob(_CollectionJob):
             summary["merge"] = MergeJob(**self._merge_fields()).run()
         return summary
 
+    def _claim(self, out: Store) -> None:
+        """Record, once, the model this prefix's pages are read with: a later run with
+        another one (a new champion, same alias) would find every page done and publish
+        the old readings as its own. Shards and re-runs with the same model agree."""
+        model = resolved_model(self.model)
+        try:
+            out.write_once(MODEL_KEY, json_bytes({"model": model}))
+        except KeyExistsError as exc:
+            made = out.read_json(MODEL_KEY).get("model")
+            raise KeyExistsError(
+                f"outputs already exist at {out.uri}, read with {made}; this run reads with "
+                f"{model}: choose a new out_prefix (nothing was overwritten)") from exc
+
     def _adapted(self, recognizer: Recognizer, out: Store, todo: list[str],
                  readable: Callable[..., Iterator[tuple[str, Any]]], workers: int,
                  summary: dict[str, Any]) -> Iterator[tuple[PageResult, Any]]:
@@ -252,6 +274,19 @@ class RecognizeJob(_CollectionJob):
         return {f: getattr(self, f) for f in fields}
 
 
+def resolved_model(ref: str) -> str:
+    """``ref`` with a registry alias resolved to its version (``models:/name/3``): the
+    same alias names another model once it moves. Bundle keys and paths stay as given."""
+    if not ref.startswith("models:/"):
+        return ref
+    from kzjobs.registry import get_version, version_ref
+
+    version = get_version(ref)
+    if version is None:
+        raise LookupError(f"no registered version for {ref!r}")
+    return version_ref(version.version, version.name)
+
+
 def adapted_books(out: Store, books: set[str]) -> dict[str, dict[str, dict[str, float]]]:
     """``{shards' key: {book: {code: shift}}}``: the shifts ``--adapt`` fitted to
     ``books`` (an output prefix may hold other collections' too)."""
@@ -265,6 +300,12 @@ class MergeJob(_CollectionJob):
 
     Fails loudly, naming the pages, when a page was neither recognized nor quarantined:
     a shard did not finish, and re-running it completes the collection.
+
+    The merged outputs are final: each is written once (``Store.write_once``), the
+    report last, so a report means the merge finished. A merge run again over the same
+    results finds the same bytes and changes nothing (or completes one that crashed
+    half-way); results that differ (another model, new pages) are refused rather than
+    overwriting what was published.
     """
 
     def run(self) -> dict[str, Any]:
@@ -283,7 +324,10 @@ class MergeJob(_CollectionJob):
                 f"{len(missing)} pages have no result yet (re-run their shard): {missing[:10]}"
             )
         recognized = [i for i in ids if i in done]
-        merged = merge(out, recognized)
+        try:
+            merged = merge(out, recognized)
+        except KeyExistsError as exc:
+            raise _published(out, exc) from exc
         exported = {}
         if self.formats:
             from kzjobs.export.write import write_formats
@@ -312,6 +356,14 @@ class MergeJob(_CollectionJob):
             **({"formats": exported} if exported else {}),
             "report": f"{out.uri}/report.json",
         }
-        out.write_json("quarantine.json", quarantine)
-        out.write_json("report.json", report)
+        try:
+            out.write_once("quarantine.json", json_bytes(quarantine))
+            out.write_once("report.json", json_bytes(report))
+        except KeyExistsError as exc:
+            raise _published(out, exc) from exc
         return {k: v for k, v in report.items() if k != "quarantine"}
+
+
+def _published(out: Store, exc: KeyExistsError) -> KeyExistsError:
+    return KeyExistsError(f"outputs already exist at {out.uri} and this run's differ: "
+                          f"choose a new out_prefix (nothing was overwritten; {exc})")

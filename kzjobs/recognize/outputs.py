@@ -3,7 +3,8 @@
 Per page (the unit of resumable work, written last and atomically):
 ``pages/<id>.json``, plus ``transcripts/<id>.txt`` and ``review/<id>.html``.
 For the collection: ``submission.csv``, ``review/index.html`` and each book's page order
-(``review/books/*.js``), rebuilt by merging. The review HTML is :mod:`.review`'s.
+(``review/books/*.js``), built by merging and written once (``Store.write_once``): a merge
+never overwrites a published output. The review HTML is :mod:`.review`'s.
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ def merge(store: Store, image_ids: Iterable[str], *,
             summaries.append(PageSummary.of(page, low))
             yield image_id, page.points()
 
-    store.write_bytes("submission.csv", write_submission(rows()))
+    store.write_once("submission.csv", write_submission(rows()))
     for path, script in book_scripts(summaries).items():
-        store.write_text(f"{REVIEW}/{path}", script)
-    store.write_text(f"{REVIEW}/index.html", review_index(summaries, low))
+        store.write_once(f"{REVIEW}/{path}", script.encode("utf-8"))
+    store.write_once(f"{REVIEW}/index.html", review_index(summaries, low).encode("utf-8"))
     return {"pages": len(summaries), "characters": sum(p.characters for p in summaries)}

@@ -35,9 +35,10 @@ def run(root, out, **kw):
 
 
 def outputs(store, out):
-    """Every output but the ones that name their own location."""
+    """Every output but the ones that name their own location, or the model
+    (``model.json``: runs compared here read with different bundles)."""
     return {k: store.read_bytes(k) for k in store.list(out)
-            if "/review/" not in k and not k.endswith("report.json")}
+            if "/review/" not in k and not k.endswith(("report.json", "/model.json"))}
 
 
 def test_shards_resume_and_merge_identically(setup):

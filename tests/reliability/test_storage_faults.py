@@ -340,3 +340,23 @@ def test_validate_batch_fails_loudly_on_an_unreadable_store_then_reruns(
     assert (report["passed"], report["quarantined"]) == (1, 1)
     assert store.read_json("validation/faulty/quarantine.json")[0]["item"] == "synzA_009"
     assert s3_via_proxy.faults == {"drop": 2, "internal_error": 2}
+
+
+def test_a_write_once_whose_answer_was_lost_is_not_refused_by_its_own_retry(
+        faulty_bucket: FaultyBucket) -> None:
+    """The server stored the conditional PUT, then the connection dropped before its
+    answer: botocore's retry meets its own object (412). Same bytes: done, not a refusal;
+    other bytes under the same fault are still refused."""
+    from kzjobs.store import KeyExistsError
+
+    proxy = faulty_bucket.proxy
+    store = open_store(f"{faulty_bucket.uri}/out")
+    report = payload(20_000, seed=3)
+    proxy.set_plan(Rule("drop_after", method="PUT", key=r"report\.json$", times=1))
+    assert store.write_once("report.json", report) is False  # the first attempt wrote it
+    assert proxy.faults == {"drop_after": 1}
+    assert moto_bytes(faulty_bucket, "out/report.json") == report
+    proxy.set_plan(Rule("drop_after", method="PUT", key=r"report\.json$", times=1))
+    with pytest.raises(KeyExistsError):
+        store.write_once("report.json", payload(20_000, seed=4))
+    assert moto_bytes(faulty_bucket, "out/report.json") == report
