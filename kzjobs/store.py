@@ -22,7 +22,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 log = logging.getLogger(__name__)
-_SAFE_PART = re.compile(r"^[A-Za-z0-9._@=+\-]+$")
+# Letters and digits of any script (page ids come from file names such as 源氏物語_001):
+# none of them is a path separator. Keys are compared as given, so callers NFC-normalise.
+_SAFE_PART = re.compile(r"^[\w.@=+\-]+$")
 
 
 class UnsafeKeyError(ValueError):
@@ -118,8 +120,17 @@ class LocalStore(Store):
     def local_path(self, key: str) -> Path:
         return self._path(key)
 
-    def read_bytes(self, key: str) -> bytes:
+    def _inside(self, key: str) -> Path:
+        """The file to open for ``key``, refused (never opened) when a symbolic link takes
+        it out of the root: a collection's ``p1.jpg -> /etc/passwd`` is no page."""
         path = self._path(key)
+        real = Path(os.path.realpath(path))
+        if real != path and not real.is_relative_to(self.root):
+            raise UnsafeKeyError(f"{key!r} is a symbolic link to outside {self.uri}")
+        return real
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._inside(key)
         try:
             return path.read_bytes()
         except FileNotFoundError:

@@ -347,7 +347,8 @@ def test_a_poisoned_checkpoint_in_the_store_does_not_run(tmp_path):
 # ---- ids and keys cannot escape their prefix -------------------------------------------
 
 UNSAFE_KEYS = ["../x", "../../x", "a/../../x", "..", ".", "/etc/passwd", "a//b", "a\\b",
-               "..\\x", "a\x00b", "~/x", "%2e%2e/x", "a b", "C:x", "ａ/b", "a/./b", ""]
+               "..\\x", "a\x00b", "~/x", "%2e%2e/x", "a b", "C:x", "a/./b", "",
+               "a/\u2025/x", "a\u2215b"]  # '‥' and '∕' look like '..' and '/' and are no letters
 
 
 @pytest.mark.parametrize("key", UNSAFE_KEYS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,16 +105,22 @@ def done_pages(store: Store) -> set[str]:
     return {k[len(PAGES) + 1 : -len(".json")] for k in store.list(PAGES) if k.endswith(".json")}
 
 
-def merge(store: Store, image_ids: Iterable[str]) -> dict:
+def merge(store: Store, image_ids: Iterable[str], order: Sequence[str] | None = None) -> dict:
     """Build ``submission.csv`` and the review index from the per-page results.
 
-    Pages are read one at a time and only their submission rows kept, so the merge of a
-    large collection holds text, not every page's parsed characters.
+    Rows are the pages sorted by id, or exactly ``order``'s ids in its order (the
+    competition's sample submission: an id with no result gets no characters). Pages are
+    read one at a time and only their submission rows kept, so the merge of a large
+    collection holds text, not every page's parsed characters.
     """
     counts: dict[str, int] = {}
+    recognized = set(image_ids)
 
     def rows() -> Iterator[tuple[str, list[Point]]]:
-        for image_id in sorted(image_ids):
+        for image_id in order if order is not None else sorted(recognized):
+            if image_id not in recognized:
+                yield image_id, []
+                continue
             page = PageResult.from_json(store.read_json(page_key(image_id)))
             counts[image_id] = len(page.chars)
             yield image_id, page.points()
