@@ -80,9 +80,10 @@ def page_id(stem: str) -> str:
     name = unicodedata.normalize("NFC", stem)
     if _REFUSED.search(name):
         raise UnsafeName(f"unsafe file name {stem!r}: path or control characters")
-    ident = _NOT_ID.sub("_", name).lstrip("._-").rstrip("_")
-    if not ident:
-        raise UnsafeName(f"unsafe file name {stem!r}: no letter or digit")
+    ident = _NOT_ID.sub("_", name).strip("_")
+    if not ident[:1].isalnum():  # '-x' reads as an option, '.x' is hidden, '' is nothing
+        raise UnsafeName(f"unsafe file name {stem!r}: it does not start with a letter or "
+                         "digit")
     if len(ident.encode("utf-8")) > _MAX_ID_BYTES or len(ident) > 100:
         digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
         while len(ident.encode("utf-8")) > _MAX_ID_BYTES - 11 or len(ident) > 89:

@@ -87,7 +87,7 @@ def test_profile_limits_are_used(tmp_path):
     (tmp_path / "profiles").mkdir()
     profile = tmp_path / "profiles" / "limits.yaml"
     profile.write_text(
-        f"validate:\n  max_file_bytes: {2 * len(small)}\n  modes: [RGB, L, CMYK]\n"
+        f"validate:\n  max_file_bytes: {2 * len(small)}\n  modes: [RGB, L]\n"
     )
 
     def run(profile_name: str, out: str) -> dict:
@@ -96,10 +96,11 @@ def test_profile_limits_are_used(tmp_path):
         job.run()
         return {q["item"]: q["reason"] for q in job.store.read_json(f"{out}/quarantine.json")}
 
-    assert set(run("tiny", "v/tiny")) == {"aa_cmyk"}  # the default modes refuse CMYK
+    assert run("tiny", "v/tiny") == {}  # the default modes are all the decoder reads
     limited = run(str(profile), "v/limits")
-    assert set(limited) == {"aa_big"}
+    assert set(limited) == {"aa_big", "aa_cmyk"}
     assert "file too large" in limited["aa_big"]
+    assert "unsupported image mode" in limited["aa_cmyk"] and "CMYK" in limited["aa_cmyk"]
 
 
 def test_cli_exit_codes_and_summary(tmp_path):
