@@ -275,7 +275,7 @@ class Collection:
         """The target of a symbolic link that leads out of the collection, if ``key`` is one
         (or lies under one); the file is not opened."""
         assert self.store is not None
-        path = self.store.local_path(key)
+        path = self.store.local_path(key, listed=True)
         if path is None:
             return None
         root = path.parents[len(key.split("/")) - 1]
@@ -305,7 +305,7 @@ class Collection:
             return self._pdf_pages(key, name, ident)
         if suffix == MANIFEST:
             try:
-                data = self.store.read_bytes(key)  # type: ignore[union-attr]
+                data = self.store.read_listed(key)  # type: ignore[union-attr]
             except (KeyError, UnsafeKeyError) as exc:
                 return Rejected(ident, key, f"cannot read: {exc}")
             return self._manifest(key, name, ident, manifests, data)
@@ -316,8 +316,8 @@ class Collection:
     def _file(self, key: str) -> Any:
         """A local file's path (read lazily by the decoders), else its bytes in memory."""
         assert self.store is not None
-        path = self.store.local_path(key)
-        return str(path) if path is not None else io.BytesIO(self.store.read_bytes(key))
+        path = self.store.local_path(key, listed=True)
+        return str(path) if path is not None else io.BytesIO(self.store.read_listed(key))
 
     def _tiff_pages(self, key: str, name: str, ident: str) -> list[PageRef] | Rejected:
         from PIL import Image
@@ -437,7 +437,7 @@ class Collection:
             raise KeyError(page.key)
         if page.format == "PDF":
             return self._render(page)
-        return open_image(self.store.read_bytes(page.key), max_pixels=self.max_pixels,
+        return open_image(self.store.read_listed(page.key), max_pixels=self.max_pixels,
                           frame=page.index)
 
     def _canvas_image(self, page: PageRef) -> Image.Image:

@@ -109,7 +109,7 @@ def image_facts(store: Store, key: str, config: ValidateConfig, *, decode: bool,
     facts: dict[str, Any] = dict.fromkeys(IMAGE_COLUMNS)
     facts["expected_format"] = SUFFIX_FORMATS.get(split_name(key)[1])
     try:
-        data = store.read_bytes(key)
+        data = store.read_listed(key)
     except (KeyError, UnsafeKeyError) as exc:  # a StoreError (S3 down) is no page's fault
         facts["image_error"] = f"cannot read {key!r}: {exc}"
         return facts
