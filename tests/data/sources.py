@@ -32,8 +32,12 @@ def page(size: tuple[int, int] = (240, 360), shade: int = 40, mode: str = "RGB")
 
 
 def encoded(img: Image.Image, fmt: str, **kwargs: Any) -> bytes:
+    """``img`` saved as ``fmt``. Copies are saved: Pillow leaves a writer's settings on
+    appended images, and the next writer to get them would trip on them."""
+    if "append_images" in kwargs:
+        kwargs["append_images"] = [i.copy() for i in kwargs["append_images"]]
     buf = io.BytesIO()
-    img.save(buf, fmt, **kwargs)
+    img.copy().save(buf, fmt, **kwargs)
     return buf.getvalue()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -16,7 +17,7 @@ from kzjobs.recognize.job import RecognizeJob
 from kzjobs.settings import get_settings
 from kzjobs.store import open_store
 from kzjobs.synth import generate
-from tests.data.sources import IIIFServer, pdf, tiff
+from tests.data.sources import IIIFServer, encoded, tiff
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,17 @@ def library(tmp_path_factory):
     write_seeded_bundle(store, "model")
     generate(store.child("gen"), books=1, pages_per_book=3, seed=5, fonts=["ipaex-mincho"],
              labelled=False)
-    pages = [Image.open(io.BytesIO(store.read_bytes(k))).convert("RGB").resize((240, 360))
+    # fresh images: the decoded JPEGs' own info would reach the PDF writer's encoder
+    pages = [Image.fromarray(np.asarray(Image.open(io.BytesIO(store.read_bytes(k)))
+                                        .convert("RGB").resize((240, 360))))
              for k in store.list("gen/images")]
     folder = root / "library"
     folder.mkdir()
     buf = io.BytesIO()
     pages[0].save(buf, "JPEG")
     (folder / "源氏物語_001.jpg").write_bytes(buf.getvalue())
-    (folder / "Kokin shu.pdf").write_bytes(pdf(2))
+    (folder / "Kokin shu.pdf").write_bytes(encoded(pages[0], "PDF", save_all=True,
+                                                   append_images=[pages[2]], resolution=72.0))
     (folder / "scroll.tif").write_bytes(tiff(pages[1:3]))
     (folder / "anim.gif").write_bytes(b"GIF89a" + bytes(20))
     (folder / "locked.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\n1 0 obj << /Encrypt 2 0 R >>")
@@ -124,3 +128,27 @@ def test_a_manifest_url_from_the_command_line(library):
     assert page["source"]["manifest"] == f"{server.base}/one/manifest.json"
     assert (root / "out-url" / "sources" / "one.manifest.json").exists()
     assert (root / "out-url" / "review" / "one_p0001.html").exists()
+
+
+def test_adapting_fits_each_pdfs_shifts_to_the_pdf_as_one_book(library):
+    """``--adapt`` groups pages by their real book: the PDF ``Kokin shu.pdf`` is book
+    ``Kokin_shu`` (its ids' prefix before '_' would say ``Kokin``), and the report names
+    the shifts of that book."""
+    from kzjobs.bundle import Bundle
+
+    root, store, folder, _server = library
+    write_seeded_bundle(store, "with-shares")
+    bundle_root = store.child("with-shares")
+    Bundle.load(bundle_root).model_copy(update={
+        "class_shares": {"U+3042": 0.8, "U+3044": 0.2}}).save(bundle_root)
+    books = root / "one-pdf"
+    books.mkdir()
+    (books / "Kokin shu.pdf").write_bytes((folder / "Kokin shu.pdf").read_bytes())
+    summary = RecognizeJob(store_uri=store.uri, profile_name="tiny", model="with-shares",
+                           images=str(books), out=str(root / "out-adapt"), adapt=True,
+                           progress=False).run()
+    assert summary["recognized"] == 2 and summary["adaptation"]["books"] == 1
+    report = json.loads((root / "out-adapt" / "report.json").read_text())
+    [(key, shifts)] = report["adaptation"].items()
+    assert list(shifts) == ["Kokin_shu"]
+    assert json.loads((root / "out-adapt" / key).read_text()) == shifts
