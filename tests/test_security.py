@@ -442,7 +442,9 @@ def test_unsafe_ids_from_a_csv_are_quarantined_never_looked_up(bundle_store: Pat
     order = [UNSAFE_IDS[0], *good, *UNSAFE_IDS[1:]]
     coll.write_bytes("sample_submission.csv",
                      write_rows(LABEL_COLUMNS, [(i, "U+3042 1 1") for i in order]))
-    coll.write_bytes("train.csv", write_rows(LABEL_COLUMNS, []))
+    # The labelled training pages are no pages of this run.
+    coll.write_bytes("train_images/trained_1.jpg", coll.read_bytes(key))
+    coll.write_bytes("train.csv", write_rows(LABEL_COLUMNS, [("trained_1", "")]))
     before = _files(bundle_store.parent)
 
     summary = RecognizeJob(store_uri=str(bundle_store), profile_name="tiny", model="model",

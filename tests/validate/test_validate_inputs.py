@@ -121,3 +121,28 @@ def test_cli_exit_codes_and_summary(tmp_path):
     assert result.exit_code == 2
     assert "unusable input" in result.stderr and "not UTF-8" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_batch_of_pdf_tiff_and_manifest_pages_is_judged_page_by_page(tmp_path):
+    """One item per page of a PDF and of a multi-page TIFF, one per canvas; a canvas whose
+    image is at a private address is refused without a connection, the rest pass."""
+    from tests.data.sources import encoded, manifest_v3, page, pdf, tiff
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "book one.pdf").write_bytes(pdf(2))
+    (ds / "scroll.tif").write_bytes(tiff([page(), page(shade=90), page(shade=180)]))
+    (ds / "源氏物語_001.png").write_bytes(encoded(page(mode="LA"), "PNG"))
+    manifest = manifest_v3("https://203.0.113.9", "bk", [("a", 240, 360)])
+    manifest["items"][0]["items"][0]["items"][0]["body"]["service"][0]["id"] = (
+        "https://10.0.0.1/iiif/a")
+    (ds / "bk.json").write_text(json.dumps(manifest))
+    job = ValidateJob(store_uri=str(tmp_path), profile_name="tiny", dataset=str(ds),
+                      kind="batch", out="v")
+    summary = job.run()
+    assert (summary["items"], summary["passed"], summary["quarantined"]) == (7, 6, 1)
+    assert job.store.read_json("v/passed.json") == [
+        "book_one_p0001", "book_one_p0002", "scroll_p0001", "scroll_p0002", "scroll_p0003",
+        "源氏物語_001"]
+    [entry] = job.store.read_json("v/quarantine.json")
+    assert entry["item"] == "bk_p0001" and "resolves to 10.0.0.1" in entry["reason"]
