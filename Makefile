@@ -7,20 +7,23 @@ FONT_PACKAGES := fonts-kouzan-mouhitsu fonts-aoyagi-kouzan-t fonts-ipaexfont-min
 	fonts-aoyagi-soseki fonts-kiloji fonts-seto fonts-klee fonts-dejima-mincho \
 	fonts-oradano-mincho-gsrr fonts-horai-umefont fonts-sawarabi-mincho
 BENCH_PACKAGES := tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert
+# The review pages' tests open them in headless Chromium through its WebDriver.
+BROWSER_PACKAGES := chromium chromium-driver
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: demo test bench lint fonts bench-packages env clean
+.PHONY: demo test bench lint fonts bench-packages browser-packages env clean
 
 demo: env fonts
 	$(BIN)/kzjobs demo
 
-# tests/bench runs the real tesseract binary (bench/tesseract.py), so test installs it too.
-test: env fonts bench-packages
+# tests/bench runs the real tesseract binary (bench/tesseract.py), so test installs it too;
+# tests/recognize/test_review_browser.py runs Chromium.
+test: env fonts bench-packages browser-packages
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-bench: env fonts bench-packages
+bench: env fonts bench-packages browser-packages
 	$(BIN)/python -m bench.run
 
 lint: env
@@ -40,6 +43,9 @@ fonts:
 
 bench-packages:
 	@$(MAKE) --no-print-directory apt-packages PACKAGES="$(BENCH_PACKAGES)"
+
+browser-packages:
+	@$(MAKE) --no-print-directory apt-packages PACKAGES="$(BROWSER_PACKAGES)"
 
 apt-packages:
 	@missing=""; for p in $(PACKAGES); do \

@@ -20,10 +20,12 @@ PARTS = {
     "pipeline": ["-m", "bench.pipeline"],
     "inference": ["-m", "bench.inference"],  # reads the blend bench.pipeline trained
     "scale": ["-m", "bench.scale"],
+    "review": ["-m", "bench.review"],  # the review page of 1,200 characters in Chromium
     # needs PostgreSQL and Redis on localhost (a real Airflow cluster): ask for it by name
     "celery": ["-m", "bench.celery"],
 }
-DEFAULT = ["synth", "validate", "detect", "networks", "pipeline", "inference", "scale"]
+DEFAULT = ["synth", "validate", "detect", "networks", "pipeline", "inference", "scale",
+           "review"]
 
 
 def main() -> None:

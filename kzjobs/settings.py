@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         default=5, ge=1,
         description="Attempts per S3 request (botocore's standard retries), first included.",
     )
+    review_low_confidence: float = Field(
+        default=0.75, ge=0, le=1,
+        description="Review pages highlight characters below this confidence, and the review "
+        "index ranks pages by their share of them. Confidence is the sigmoid of the margin "
+        "between a box's two best classes: 0.5 is a tie, 0.75 a margin of 1.1 logits.",
+    )
     registry_model: str = "kz-recognizer"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     launcher: Literal["local", "docker", "kubernetes"] = "local"
