@@ -192,6 +192,7 @@ class Collection:
         self.settings = settings or get_settings()
         self.max_pixels = max_pixels
         self._pdf: tuple[str, Any] | None = None
+        self._last: tuple[str, bytes] | None = None  # the last multi-page file read
 
     @property
     def uri(self) -> str:
@@ -437,8 +438,18 @@ class Collection:
             raise KeyError(page.key)
         if page.format == "PDF":
             return self._render(page)
-        return open_image(self.store.read_listed(page.key), max_pixels=self.max_pixels,
-                          frame=page.index)
+        return open_image(self._bytes(page), max_pixels=self.max_pixels, frame=page.index)
+
+    def _bytes(self, page: PageRef) -> bytes:
+        """A page file's bytes; a multi-page TIFF's are kept for its next page (its pages
+        come one after another), so a book is read from the store once, not once a page."""
+        assert self.store is not None
+        if page.book is None:
+            return self.store.read_listed(page.key)
+        last = self._last
+        if last is None or last[0] != page.key:
+            last = self._last = (page.key, self.store.read_listed(page.key))
+        return last[1]
 
     def _canvas_image(self, page: PageRef) -> Image.Image:
         from kzjobs.fetch import FetchError
@@ -476,6 +487,7 @@ class Collection:
                 raise ImageError(f"cannot render PDF page {page.page}: {exc}") from None
 
     def close(self) -> None:
+        self._last = None
         if self._pdf is not None:
             self._pdf[1].close()
             self._pdf = None

@@ -338,3 +338,20 @@ def test_fetches_retry_follow_checked_redirects_and_keep_their_pace(iiif):
     # At most one request per 0.2 s to the host (a lower bound: it cannot flake).
     times = [t for p, t in iiif.requests if p in ("/moved", "/inside", "/nothing-here")]
     assert len(times) == 3 and all(b - a >= 0.19 for a, b in itertools.pairwise(times))
+
+
+def test_pdf_tiff_and_named_pages_read_from_s3(s3_env):
+    """The same collection on S3 (moto's server): files come as bytes, not paths."""
+    store = open_store(f"{s3_env}/coll")
+    store.write_bytes("images/book.pdf", pdf(2))
+    store.write_bytes("images/scroll.tif", tiff([page(shade=0), page(shade=120)]))
+    store.write_bytes("images/a.gif", b"GIF89a")
+    coll = Collection.of(store, settings=Settings(pdf_dpi=72))
+    result = coll.scan
+    assert [p.id for p in result.pages] == ["book_p0001", "book_p0002", "scroll_p0001",
+                                            "scroll_p0002"]
+    assert list(reasons(result)) == ["a.gif"]
+    sizes = [coll.read(p).size for p in result.pages]
+    assert sizes == [(240, 360)] * 4
+    shades = [int(np.asarray(coll.read(p))[180, 26].mean()) for p in result.pages[2:]]
+    assert shades == [0, 120]
