@@ -451,6 +451,44 @@ class Collection:
             last = self._last = (page.key, self.store.read_listed(page.key))
         return last[1]
 
+    def page_size(self, page: PageRef) -> tuple[int, int]:
+        """A PDF page's or a canvas's size as :meth:`read` would give it, without
+        rendering or fetching (a canvas's from its manifest, scaled to ``KZ_IIIF_MAX_SIZE``
+        as the Image API request asks); another page's from its header. Or
+        :class:`ImageError`."""
+        if page.format == "IIIF":
+            if not page.canvas_size:
+                raise ImageError("the manifest gives no size for this canvas")
+            width, height = page.canvas_size
+            scale = min(1.0, self.settings.iiif_max_size / max(width, height))
+            return round(width * scale), round(height * scale)
+        if page.format == "PDF":
+            import math
+
+            import pypdfium2
+
+            scale = self.settings.pdf_dpi / 72
+            with _PDFIUM:
+                try:
+                    if self._pdf is None or self._pdf[0] != page.key:
+                        self.close()
+                        self._pdf = (page.key, pypdfium2.PdfDocument(self._file(page.key)))
+                    width, height = self._pdf[1].get_page_size(page.index)
+                except pypdfium2.PdfiumError as exc:
+                    raise ImageError(f"cannot read PDF page {page.page}: {exc}") from None
+            # PDFium renders a fractional pixel as a whole one
+            return math.ceil(width * scale - 1e-6), math.ceil(height * scale - 1e-6)
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(self._bytes(page))) as img:
+                img.seek(page.index)
+                return img.size
+        except (KeyError, UnsafeKeyError):
+            raise
+        except Exception as exc:  # PIL raises many types for corrupt input
+            raise ImageError(f"image header unreadable: {exc}") from None
+
     def _canvas_image(self, page: PageRef) -> Image.Image:
         from kzjobs.fetch import FetchError
 

@@ -332,11 +332,23 @@ def prediction_facts(
     """A submission CSV for the collection in ``store``: one page row per CSV row."""
     rows = _read_csv(submission, "predictions CSV")
     files = image_files(store)
-    if not files:
+    # The pages of PDFs, multi-page TIFFs and manifests, sized without rendering them.
+    coll = Collection.of(store, max_pixels=config.max_pixels)
+    books = {i: p for i, p in coll.scan.by_id.items() if p.book is not None}
+    if not files and not books:
         raise UnusableInput(f"no images in {store.uri}: page ids and sizes cannot be checked")
     known = [r[0] for r in rows if r[0] in files]
     # Only the page size is needed: headers are read, pixels are not decoded.
     images = _page_images(store, known, files, config, decode=False)
+    for image_id in {r[0] for r in rows if r[0] in books}:
+        facts = dict.fromkeys(IMAGE_COLUMNS)
+        try:
+            facts["width"], facts["height"] = coll.page_size(books[image_id])
+        except (ImageError, KeyError, UnsafeKeyError) as exc:
+            facts["image_error"] = getattr(exc, "reason", None) or str(exc)
+        images[image_id] = facts
+    coll.close()
+    files = {**files, **{i: [p.key] for i, p in books.items()}}
     pages, points = [], []
     for row, (image_id, labels) in enumerate(rows):
         page: dict[str, Any] = {"row": row, "image_id": image_id, "labels_error": None,

@@ -146,3 +146,22 @@ def test_a_batch_of_pdf_tiff_and_manifest_pages_is_judged_page_by_page(tmp_path)
         "源氏物語_001"]
     [entry] = job.store.read_json("v/quarantine.json")
     assert entry["item"] == "bk_p0001" and "resolves to 10.0.0.1" in entry["reason"]
+
+
+def test_predictions_for_pdf_pages_are_checked_against_the_rendered_page_size(tmp_path):
+    """A PDF page's size is its size at KZ_PDF_DPI (300): 240x360 pt -> 1000x1500 px."""
+    from tests.data.sources import pdf
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "book.pdf").write_bytes(pdf(2))
+    (ds / "unicode_translation.csv").write_bytes(write_translation(VOCABULARY))
+    (tmp_path / "sub.csv").write_text("image_id,labels\nbook_p0001,U+3042 990 1490\n"
+                                      "book_p0002,U+3042 1010 20\nbook_p0003,U+3042 1 1\n")
+    job = ValidateJob(store_uri=str(tmp_path), dataset=str(ds), kind="predictions",
+                      predictions=str(tmp_path / "sub.csv"), out="v")
+    summary = job.run()
+    assert (summary["passed"], summary["quarantined"]) == (1, 2)
+    reasons = {q["item"]: q["reason"] for q in job.store.read_json("v/quarantine.json")}
+    assert "point outside the page" in reasons["book_p0002"]
+    assert "unknown image id" in reasons["book_p0003"]
