@@ -89,6 +89,12 @@ class _CollectionJob(Job):
     out: str
     validation: str | None = None  # a validate-batch prefix: only its passed pages are read
 
+    @field_validator("out")
+    @classmethod
+    def _out(cls, value: str) -> str:
+        """``--out out/`` as people type it: the key ``out``."""
+        return value if own_location(value) else value.rstrip("/")
+
     def source(self) -> Collection:
         if bool(self.collection) == bool(self.images):
             raise ValueError("give exactly one of --collection, --manifest and --images")
@@ -321,9 +327,9 @@ class MergeJob(_CollectionJob):
             **({"adaptation": adaptation} if adaptation else {}),
             # a key in the store, or the full URI when --out named a location of its own
             # (an s3:// or absolute --out is no key: joining it failed, or lost its root)
-            "submission": "" if self.images else (
-                f"{out.uri}/submission.csv" if own_location(self.out)
-                else join(self.out, "submission.csv")),
+            # or the run read a folder of its own (--images: a person looks for the file)
+            "submission": (f"{out.uri}/submission.csv" if self.images or own_location(self.out)
+                           else join(self.out, "submission.csv")),
             "review": f"{out.uri}/review/index.html",
             "report": f"{out.uri}/report.json",
         }

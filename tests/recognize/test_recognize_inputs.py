@@ -152,3 +152,17 @@ def test_adapting_fits_each_pdfs_shifts_to_the_pdf_as_one_book(library):
     [(key, shifts)] = report["adaptation"].items()
     assert list(shifts) == ["Kokin_shu"]
     assert json.loads((root / "out-adapt" / key).read_text()) == shifts
+
+
+def test_out_with_a_trailing_slash_is_the_same_key(library):
+    """``--out out/`` as people type it (README's own example) is the store key ``out``,
+    and a run over a folder names the submission's full location."""
+    root, store, folder, _server = library
+    (root / "scans").mkdir()
+    (root / "scans" / "p1.jpg").write_bytes((folder / "源氏物語_001.jpg").read_bytes())
+    job = RecognizeJob(store_uri=store.uri, profile_name="tiny", model="model",
+                       images=str(root / "scans"), out="typed/", progress=False)
+    assert job.out == "typed"
+    summary = job.run()
+    assert summary["merge"]["submission"] == f"{store.uri}/typed/submission.csv"
+    assert store.exists("typed/submission.csv")
