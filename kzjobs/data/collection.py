@@ -181,6 +181,7 @@ class Collection:
 
     def __init__(self, store: Store | None, folders: tuple[str, ...] = IMAGE_DIRS, *,
                  manifests: tuple[str, ...] = (), order_from: str | None = None,
+                 only: str | None = None,
                  settings: Settings | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         from kzjobs.settings import get_settings
@@ -189,6 +190,7 @@ class Collection:
         self.folders = folders
         self.manifest_urls = manifests
         self.order_from = order_from
+        self.only = only  # one file of the folder (``--images book.pdf``)
         self.settings = settings or get_settings()
         self.max_pixels = max_pixels
         self._pdf: tuple[str, Any] | None = None
@@ -252,6 +254,8 @@ class Collection:
     def _candidates(self, ignored: Counter[str]) -> list[str]:
         if self.store is None:
             return []
+        if self.only is not None:
+            return [self.only] if self.only in self.store.list() else []
         keys = []
         for key in self.store.list():
             folder, _, rest = key.partition("/")

@@ -20,7 +20,8 @@ Collection = Annotated[
     typer.Option(help="Collection: a store key, folder, s3:// URI or IIIF manifest URL."),
 ]
 Images = Annotated[str | None, typer.Option(
-    help="A plain folder of pages instead (images, PDFs, TIFFs, IIIF manifests).")]
+    help="A plain folder of pages instead (images, PDFs, TIFFs, IIIF manifests), or one "
+    "such file.")]
 Manifest = Annotated[str | None, typer.Option(
     help="A IIIF manifest URL instead: its canvases are the pages (same as --collection URL).")]
 Out = Annotated[str, typer.Option(help="Output prefix: a store key, folder or s3:// URI.")]

@@ -131,9 +131,9 @@ def test_a_manifest_url_from_the_command_line(library):
 
 
 def test_adapting_fits_each_pdfs_shifts_to_the_pdf_as_one_book(library):
-    """``--adapt`` groups pages by their real book: the PDF ``Kokin shu.pdf`` is book
-    ``Kokin_shu`` (its ids' prefix before '_' would say ``Kokin``), and the report names
-    the shifts of that book."""
+    """``--adapt`` groups pages by their real book: the PDF ``Kokin shu.pdf`` (given alone
+    to ``--images``) is book ``Kokin_shu`` (its ids' prefix before '_' would say
+    ``Kokin``), and the report names the shifts of that book."""
     from kzjobs.bundle import Bundle
 
     root, store, folder, _server = library
@@ -141,14 +141,13 @@ def test_adapting_fits_each_pdfs_shifts_to_the_pdf_as_one_book(library):
     bundle_root = store.child("with-shares")
     Bundle.load(bundle_root).model_copy(update={
         "class_shares": {"U+3042": 0.8, "U+3044": 0.2}}).save(bundle_root)
-    books = root / "one-pdf"
-    books.mkdir()
-    (books / "Kokin shu.pdf").write_bytes((folder / "Kokin shu.pdf").read_bytes())
+    # one file of the folder: ``--images "library/Kokin shu.pdf"``
     summary = RecognizeJob(store_uri=store.uri, profile_name="tiny", model="with-shares",
-                           images=str(books), out=str(root / "out-adapt"), adapt=True,
-                           progress=False).run()
+                           images=str(folder / "Kokin shu.pdf"), out=str(root / "out-adapt"),
+                           adapt=True, progress=False).run()
     assert summary["recognized"] == 2 and summary["adaptation"]["books"] == 1
     report = json.loads((root / "out-adapt" / "report.json").read_text())
+    assert report["pages_in"] == 2  # the folder's other files are not this run's
     [(key, shifts)] = report["adaptation"].items()
     assert list(shifts) == ["Kokin_shu"]
     assert json.loads((root / "out-adapt" / key).read_text()) == shifts
