@@ -209,7 +209,20 @@ class Collection:
         from kzjobs.store import open_store
 
         own = "://" in ref or ref.startswith(("/", ".", "~")) or store is None
+        if own and "://" not in ref and Path(ref).expanduser().is_file():
+            return cls.folder(ref, **kwargs)
         return cls.of(open_store(ref) if own else store.child(ref), **kwargs)
+
+    @classmethod
+    def folder(cls, path: str, **kwargs: Any) -> Collection:
+        """A plain folder's own files (``--images DIR``), or one file (a PDF, a TIFF, a
+        manifest, a page image) on its own."""
+        from kzjobs.store import open_store
+
+        file = Path(path).expanduser()
+        if "://" not in path and file.is_file():
+            return cls(open_store(file.parent), ("",), only=file.name, **kwargs)
+        return cls(open_store(path), ("",), **kwargs)
 
     @classmethod
     def of(cls, store: Store, **kwargs: Any) -> Collection:

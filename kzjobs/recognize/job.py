@@ -99,15 +99,7 @@ class _CollectionJob(Job):
         if bool(self.collection) == bool(self.images):
             raise ValueError("give exactly one of --collection, --manifest and --images")
         if self.images:
-            from pathlib import Path
-
-            from kzjobs.store import open_store
-
-            path = Path(self.images).expanduser()
-            if "://" not in self.images and path.is_file():  # one PDF, TIFF or manifest
-                return Collection(open_store(path.parent), ("",), only=path.name,
-                                  settings=self.settings)
-            return Collection(open_store(self.images), ("",), settings=self.settings)
+            return Collection.folder(self.images, settings=self.settings)
         return Collection.open(self.collection or "", self.store, settings=self.settings)
 
     def output(self) -> Store:

@@ -355,3 +355,12 @@ def test_pdf_tiff_and_named_pages_read_from_s3(s3_env):
     assert sizes == [(240, 360)] * 4
     shades = [int(np.asarray(coll.read(p))[180, 26].mean()) for p in result.pages[2:]]
     assert shades == [0, 120]
+
+
+def test_one_file_on_its_own_is_a_collection(tmp_path):
+    (tmp_path / "book.pdf").write_bytes(pdf(2))
+    (tmp_path / "other.jpg").write_bytes(encoded(page(), "JPEG"))
+    for coll in (Collection.folder(str(tmp_path / "book.pdf")),
+                 Collection.open(str(tmp_path / "book.pdf"))):
+        assert [p.id for p in coll.scan.pages] == ["book_p0001", "book_p0002"]
+        assert not coll.scan.rejected and not coll.scan.ignored
