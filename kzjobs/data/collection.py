@@ -250,14 +250,14 @@ class Collection:
         pages: list[PageRef] = []
         rejected: list[Rejected] = []
         manifests: dict[str, bytes] = {}
-        for key in self._candidates(ignored):
-            found = self._expand(key, manifests)
-            (rejected if isinstance(found, Rejected) else pages).extend(
-                [found] if isinstance(found, Rejected) else found)
-        for url in self.manifest_urls:
-            found = self._manifest(url, url, _url_book(url), manifests)
-            (rejected if isinstance(found, Rejected) else pages).extend(
-                [found] if isinstance(found, Rejected) else found)
+        found = [self._expand(key, manifests) for key in self._candidates(ignored)]
+        found += [self._manifest(url, url, _url_book(url), manifests)
+                  for url in self.manifest_urls]
+        for each in found:
+            if isinstance(each, Rejected):
+                rejected.append(each)
+            else:
+                pages.extend(each)
         pages, rejected = self._unique(pages, rejected)
         order = None
         if self.order_from and self.store is not None:

@@ -114,7 +114,8 @@ class _CollectionJob(Job):
         scan = coll.scan
         if not self.validation:
             if not scan.pages and not scan.rejected:
-                raise ValueError(f"no page images in {coll.uri}")
+                unread = f" (not pages: {scan.ignored})" if scan.ignored else ""
+                raise ValueError(f"no page images in {coll.uri}{unread}")
             return scan.pages, [r.entry() | {"stage": "read"} for r in scan.rejected]
         # Validation judged every page of the collection, so its passed ids are the pages
         # (not train.csv's ids: a labelled collection's other files would vanish), and
