@@ -33,7 +33,8 @@ predictions = Asset(name=PREDICTIONS_ASSET[0], uri=PREDICTIONS_ASSET[1])
     start_date=datetime(2026, 1, 1),
     catchup=False,
     params={
-        "collection": Param("", type="string", description="Collection key in the store."),
+        "collection": Param("", type="string", description="Collection: a key in the store "
+                            "(page images, PDFs, TIFFs, IIIF manifests) or a IIIF manifest URL."),
         "profile": Param("demo", type="string",
                          description="Validation settings; the model brings its own."),
         "model": Param(champion_ref(), type="string", description="models:/ URI or bundle key."),

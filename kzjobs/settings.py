@@ -44,6 +44,43 @@ class Settings(BaseSettings):
     launcher: Literal["local", "docker", "kubernetes"] = "local"
     job_image: str = "ghcr.io/kzjobs/kzjobs-job:0.1.0"
 
+    # Reading collections (kzjobs.data.collection).
+    pdf_dpi: int = Field(
+        default=300, ge=72, le=1200,
+        description="PDF pages are rasterised at this DPI. 300 is what archives scan at, so "
+        "a scanned book's page comes back near its own pixels and brush strokes keep the "
+        "detail the classifiers were trained on; 200 reads faster at some cost in small "
+        "kana.",
+    )
+    pdf_max_pages: int = Field(
+        default=1000, ge=1,
+        description="A PDF with more pages is quarantined whole, not half-read.",
+    )
+    fetch_allowed: list[str] = Field(
+        default=["https://*"],
+        description="What a IIIF manifest may make a job fetch: 'https://*' is any https "
+        "host whose every address is public; a named host ('http://127.0.0.1:8080', "
+        "'https://iiif.example.org') is allowed whatever its addresses. Loopback, "
+        "link-local, private and reserved addresses are refused unless named.",
+    )
+    fetch_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to connect, and between bytes, per request.")
+    fetch_retries: int = Field(
+        default=3, ge=0, description="Retries of a failed fetch (with exponential backoff).")
+    fetch_backoff: float = Field(
+        default=1.0, ge=0, description="Backoff factor between retries, in seconds.")
+    fetch_host_interval: float = Field(
+        default=0.5, ge=0,
+        description="Seconds between two requests to one host (a per-host rate limit).",
+    )
+    fetch_max_bytes: int = Field(
+        default=100_000_000, gt=0, description="A larger response is refused.")
+    iiif_max_size: int = Field(
+        default=5000, ge=64,
+        description="Longest side, in pixels, of a canvas image asked of an IIIF Image "
+        "API (a larger image is asked scaled down).",
+    )
+
     @property
     def store_uri(self) -> str:
         return self.store or str((self.home / "store").resolve())

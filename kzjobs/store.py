@@ -26,7 +26,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 log = logging.getLogger(__name__)
-_SAFE_PART = re.compile(r"^[A-Za-z0-9._@=+\-]+$")
+# Letters and digits of any script (page ids come from file names such as 源氏物語_001):
+# none of them is a path separator. Keys are compared as given, so callers NFC-normalise.
+_SAFE_PART = re.compile(r"^[\w.@=+\-]+$")
 
 
 class UnsafeKeyError(ValueError):
@@ -41,11 +43,16 @@ class KeyExistsError(StoreError):
     """``write_once`` found the key already there, holding other bytes."""
 
 
-def validate_key(key: str, *, allow_empty: bool = False) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_key(key: str, *, allow_empty: bool = False, listed: bool = False) -> str:
     """Return ``key`` normalised, or raise :class:`UnsafeKeyError`.
 
     Refuses absolute paths, ``..``, backslashes, empty parts and odd characters, so a
-    key read from user input can never leave its prefix.
+    key read from user input can never leave its prefix. A ``listed`` key is one the
+    store's own listing gave (a collection's file, named as people name files): its
+    parts may hold any printable character, and still never make a path of their own.
     """
     if not isinstance(key, str):
         raise UnsafeKeyError(f"key must be a string, got {type(key).__name__}")
@@ -60,6 +67,8 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
     for part in parts:
         if part in ("", ".", ".."):
             raise UnsafeKeyError(f"unsafe key {key!r}: empty, '.' or '..' part")
+        if listed and not _CONTROL.search(part):
+            continue
         if not _SAFE_PART.match(part):
             raise UnsafeKeyError(f"unsafe key {key!r}: part {part!r} has unsafe characters")
     return "/".join(parts)
@@ -113,6 +122,10 @@ class Store(ABC):
         raise KeyExistsError(f"{key!r} already exists at {self.uri} with other contents; "
                              "it is written once and never overwritten")
 
+    def read_listed(self, key: str) -> bytes:
+        """The bytes of a key as :meth:`list` gave it (see ``validate_key(listed=True)``)."""
+        return self.read_bytes(key)
+
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
 
@@ -129,7 +142,7 @@ class Store(ABC):
         """A store rooted at ``prefix`` inside this one."""
         return PrefixStore(self, validate_key(prefix))
 
-    def local_path(self, key: str) -> Path | None:
+    def local_path(self, key: str, *, listed: bool = False) -> Path | None:
         """The file behind ``key`` when the store is a local folder, else None."""
         return None
 
@@ -142,14 +155,28 @@ class LocalStore(Store):
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
 
-    def _path(self, key: str) -> Path:
-        return self.root.joinpath(*validate_key(key).split("/"))
+    def _path(self, key: str, listed: bool = False) -> Path:
+        return self.root.joinpath(*validate_key(key, listed=listed).split("/"))
 
-    def local_path(self, key: str) -> Path:
-        return self._path(key)
+    def local_path(self, key: str, *, listed: bool = False) -> Path:
+        return self._path(key, listed)
+
+    def _inside(self, key: str, listed: bool = False) -> Path:
+        """The file to open for ``key``, refused (never opened) when a symbolic link takes
+        it out of the root: a collection's ``p1.jpg -> /etc/passwd`` is no page."""
+        path = self._path(key, listed)
+        real = Path(os.path.realpath(path))
+        if real != path and not real.is_relative_to(self.root):
+            raise UnsafeKeyError(f"{key!r} is a symbolic link to outside {self.uri}")
+        return real
 
     def read_bytes(self, key: str) -> bytes:
-        path = self._path(key)
+        return self._read(key, self._inside(key))
+
+    def read_listed(self, key: str) -> bytes:
+        return self._read(key, self._inside(key, listed=True))
+
+    def _read(self, key: str, path: Path) -> bytes:
         try:
             return path.read_bytes()
         except FileNotFoundError:
@@ -258,8 +285,8 @@ class S3Store(Store):
         )
         self.client = boto3.client("s3", config=config)
 
-    def _key(self, key: str) -> str:
-        key = validate_key(key)
+    def _key(self, key: str, listed: bool = False) -> str:
+        key = validate_key(key, listed=listed)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, op: str, key: str, exc: Exception) -> StoreError:
@@ -271,6 +298,12 @@ class S3Store(Store):
         return StoreError(f"cannot {op} {key!r} at {self.uri}: {exc}")
 
     def read_bytes(self, key: str) -> bytes:
+        return self._get(key, self._key(key))
+
+    def read_listed(self, key: str) -> bytes:
+        return self._get(key, self._key(key, listed=True))
+
+    def _get(self, key: str, full: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         # botocore retries a GET until its headers arrive, but not the reading of the
@@ -278,7 +311,7 @@ class S3Store(Store):
         # checksum) is retried here, with the same attempt budget and a short backoff.
         for attempt in range(1, self.max_attempts + 1):
             try:
-                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+                body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     raise KeyError(key) from None
@@ -377,11 +410,14 @@ class PrefixStore(Store):
         self.prefix = prefix
         self.uri = f"{parent.uri.rstrip('/')}/{prefix}"
 
-    def _k(self, key: str) -> str:
-        return f"{self.prefix}/{validate_key(key)}"
+    def _k(self, key: str, listed: bool = False) -> str:
+        return f"{self.prefix}/{validate_key(key, listed=listed)}"
 
     def read_bytes(self, key: str) -> bytes:
         return self.parent.read_bytes(self._k(key))
+
+    def read_listed(self, key: str) -> bytes:
+        return self.parent.read_listed(self._k(key, listed=True))
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.parent.write_bytes(self._k(key), data)
@@ -401,8 +437,8 @@ class PrefixStore(Store):
     def delete(self, key: str) -> None:
         self.parent.delete(self._k(key))
 
-    def local_path(self, key: str) -> Path | None:
-        return self.parent.local_path(self._k(key))
+    def local_path(self, key: str, *, listed: bool = False) -> Path | None:
+        return self.parent.local_path(self._k(key, listed), listed=listed)
 
 
 def open_store(uri: str | os.PathLike[str] | None = None) -> Store:

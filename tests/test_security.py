@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import os
 import pickle
 import re
@@ -347,7 +348,8 @@ def test_a_poisoned_checkpoint_in_the_store_does_not_run(tmp_path):
 # ---- ids and keys cannot escape their prefix -------------------------------------------
 
 UNSAFE_KEYS = ["../x", "../../x", "a/../../x", "..", ".", "/etc/passwd", "a//b", "a\\b",
-               "..\\x", "a\x00b", "~/x", "%2e%2e/x", "a b", "C:x", "ａ/b", "a/./b", ""]
+               "..\\x", "a\x00b", "~/x", "%2e%2e/x", "a b", "C:x", "a/./b", "",
+               "a/\u2025/x", "a\u2215b"]  # '‥' and '∕' look like '..' and '/' and are no letters
 
 
 @pytest.mark.parametrize("key", UNSAFE_KEYS)
@@ -420,63 +422,95 @@ UNSAFE_IDS = ["../escape", "../../../../tmp/escape", "a/b", "/abs/page", "x\x00y
               "-dash/../x", "x" * 300]
 
 
-def test_unsafe_ids_from_a_csv_are_quarantined_never_written(bundle_store: Path):
-    """A labelled collection read without validation (the evaluation's path): its ids come
-    from train.csv. Unsafe ones are quarantined by name; no output is written for them,
-    and nothing lands outside the output prefix."""
-    from kzjobs.data.format import LABEL_COLUMNS, write_rows
+def test_unsafe_ids_from_a_csv_are_quarantined_never_looked_up(bundle_store: Path):
+    """The competition's folder: its pages are the ids of ``sample_submission.csv``, in
+    its order. An unsafe id there is quarantined by name and never joined into a path or
+    a key; no output is written for it, and nothing lands outside the output prefix. The
+    submission still lists every id of the sample, in its order (Kaggle wants them all)."""
+    from kzjobs.data.format import LABEL_COLUMNS, read_submission, write_rows
     from kzjobs.recognize.job import RecognizeJob
     from kzjobs.synth import generate
 
     store = open_store(bundle_store)
     coll = store.child("csv-ids")
-    generate(coll, books=1, pages_per_book=1, seed=7, fonts=["ipaex-mincho"], labelled=False)
-    good = sorted(k[len("images/"):-len(".jpg")] for k in coll.list("images"))
-    rows = [(i, "U+3042 1 1 20 20") for i in [*good, *UNSAFE_IDS]]
-    coll.write_bytes("train.csv", write_rows(LABEL_COLUMNS, rows))
+    generate(coll.child("gen"), books=1, pages_per_book=1, seed=7, fonts=["ipaex-mincho"],
+             labelled=False)
+    good = []
+    for key in coll.list("gen/images"):
+        good.append(key.rsplit("/", 1)[-1][: -len(".jpg")])
+        coll.write_bytes(f"test_images/{good[-1]}.jpg", coll.read_bytes(key))
+    order = [UNSAFE_IDS[0], *good, *UNSAFE_IDS[1:]]
+    coll.write_bytes("sample_submission.csv",
+                     write_rows(LABEL_COLUMNS, [(i, "U+3042 1 1") for i in order]))
+    # The labelled training pages are no pages of this run.
+    coll.write_bytes("train_images/trained_1.jpg", coll.read_bytes(key))
+    coll.write_bytes("train.csv", write_rows(LABEL_COLUMNS, [("trained_1", "")]))
     before = _files(bundle_store.parent)
 
     summary = RecognizeJob(store_uri=str(bundle_store), profile_name="tiny", model="model",
                            collection="csv-ids", out="out/csv-ids", progress=False).run()
 
-    assert (summary["recognized"], summary["quarantined"]) == (len(good), len(UNSAFE_IDS))
+    assert summary["recognized"] == len(good)
     report = store.read_json("out/csv-ids/report.json")
-    assert report["pages_in"] == report["recognized"] + report["quarantined"]
+    assert report["pages_in"] == report["recognized"] + report["quarantined"] == len(order)
     reasons = {q["item"]: q["reason"] for q in report["quarantine"]}
-    assert reasons == dict.fromkeys(UNSAFE_IDS, "unsafe image id")
+    assert set(reasons) == set(UNSAFE_IDS)
+    assert all(r.startswith("unsafe image id in sample_submission.csv") for r in reasons.values())
     new = _files(bundle_store.parent) - before
     prefix = f"{bundle_store.name}/out/csv-ids/"
     assert all(f.startswith(prefix) for f in new), sorted(f for f in new if
                                                           not f.startswith(prefix))
-    # Quarantine entries are flat files; outputs exist for the good pages only.
-    quarantined = [f for f in new if f.startswith(f"{prefix}quarantine/")]
-    assert len(quarantined) == len(UNSAFE_IDS)
-    assert all(f.count("/") == prefix.count("/") + 1 for f in quarantined)
     pages = sorted(k[len("pages/"):-len(".json")] for k in store.child("out/csv-ids").list("pages"))
     assert pages == good
+    submission = read_submission(store.read_bytes("out/csv-ids/submission.csv"))
+    assert list(submission) == order and not submission[UNSAFE_IDS[0]]
 
-    # A re-run finds every page done: quarantined unsafe ids included (read by content).
+    # A re-run finds every page done and quarantines the same ids again (by content).
     again = RecognizeJob(store_uri=str(bundle_store), profile_name="tiny", model="model",
                          collection="csv-ids", out="out/csv-ids", progress=False).run()
-    assert again["already_done"] == len(good) + len(UNSAFE_IDS) and again["quarantined"] == 0
+    assert again["already_done"] == len(good) and again["recognized"] == 0
+    assert again["merge"]["quarantined"] == len(UNSAFE_IDS)
 
 
-def test_a_scan_folder_with_odd_file_names_is_quarantined_not_a_crash(bundle_store: Path,
-                                                                      tmp_path: Path):
-    """``kzjobs recognize --images DIR``: a file name that is not a safe key ("page 1.jpg")
-    is a page with an unsafe id, quarantined; the other pages are read."""
+def test_a_scan_folder_with_real_file_names_reads_them_and_refuses_path_tricks(
+        bundle_store: Path, tmp_path: Path):
+    """``kzjobs recognize --images DIR``: names as people and scanners make them (spaces,
+    Japanese, accents, decomposed kana as macOS writes them) become safe ids and keep
+    their name in the page's source; a name with a path character or a leading '-' is
+    quarantined, and so is a symbolic link out of the folder, which is never opened (a
+    link to a FIFO: opening it would block the job for ever)."""
+    import unicodedata
+
     from kzjobs.recognize.job import RecognizeJob
     from kzjobs.validate.corpus import page_jpeg
 
     scans = tmp_path / "scans"
     scans.mkdir()
-    for name in ("p1.jpg", "page 1.jpg", "x:y.jpg", "ü.jpg"):
+    decomposed = unicodedata.normalize("NFD", "がっこう 1.jpg")
+    names = {"p1.jpg": "p1", "Scan 001.jpg": "Scan_001", "源氏物語_001.jpg": "源氏物語_001",
+             "ü.jpg": "ü", decomposed: "がっこう_1"}
+    for name in [*names, "x:y.jpg", "-rf.jpg"]:
         (scans / name).write_bytes(page_jpeg())
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    (scans / "link_001.jpg").symlink_to("/etc/passwd")
+    (scans / "link_002.jpg").symlink_to(fifo)
+    (scans / "inside.jpg").symlink_to(scans / "p1.jpg")  # a link within the folder is read
+    names["inside.jpg"] = "inside"
     out = tmp_path / "out"
     summary = RecognizeJob(store_uri=str(bundle_store), profile_name="tiny", model="model",
                            images=str(scans), out=str(out), progress=False).run()
-    assert (summary["recognized"], summary["quarantined"]) == (1, 3)
+    assert summary["recognized"] == len(names)
     report = open_store(out).read_json("report.json")
-    assert {q["item"]: q["reason"] for q in report["quarantine"]} == dict.fromkeys(
-        ["page 1", "x:y", "ü"], "unsafe image id")
-    assert sorted(p.name for p in (out / "pages").iterdir()) == ["p1.json"]
+    assert report["pages_in"] == len(names) + 4
+    reasons = {q["item"]: q["reason"] for q in report["quarantine"]}
+    assert set(reasons) == {"x:y.jpg", "-rf.jpg", "link_001.jpg", "link_002.jpg"}
+    assert "path or control characters" in reasons["x:y.jpg"]
+    assert "start with a letter or digit" in reasons["-rf.jpg"]
+    assert reasons["link_001.jpg"].startswith("symbolic link to outside the collection")
+    assert "/etc/passwd" in reasons["link_001.jpg"] and str(fifo) in reasons["link_002.jpg"]
+    assert sorted(p.name for p in (out / "pages").iterdir()) == sorted(
+        f"{i}.json" for i in names.values())
+    for name, ident in names.items():
+        page = json.loads((out / "pages" / f"{ident}.json").read_text())
+        assert page["source"] == {"name": name}

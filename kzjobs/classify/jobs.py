@@ -97,7 +97,7 @@ class ClassifyTrainJob(Job):
         collections = [Dataset.open(c, store) for c in self.pseudo_datasets]
         readers, missing = {}, []
         for image_id in boxes:
-            owner = next((c for c in collections if image_id in c.image_keys), None)
+            owner = next((c for c in collections if image_id in c.pages), None)
             if owner is None:
                 missing.append(image_id)
             else:

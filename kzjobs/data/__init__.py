@@ -1,1 +1,2 @@
-"""The competition's data format, books and folds, and dataset layouts."""
+"""The competition's data format, books and folds, dataset layouts, and collections of every
+input kind a library has (page images, PDFs, multi-page TIFFs, IIIF manifests)."""

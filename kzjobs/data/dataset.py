@@ -1,7 +1,9 @@
 """A dataset or incoming collection in the competition's layout, inside a store.
 
 Accepts both layouts: the competition's (``train_images/``, ``test_images/``) and
-the synthetic one (``images/``). An incoming collection has images only.
+the synthetic one (``images/``). An incoming collection has images only. Its pages are
+read through :class:`kzjobs.data.collection.Collection`: page images, PDFs, multi-page
+TIFFs and IIIF manifests alike.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ from functools import cached_property
 
 from PIL import Image
 
+from kzjobs.data.collection import IMAGE_DIRS, Collection, PageRef
 from kzjobs.data.format import Box, read_annotations, read_translation
-from kzjobs.images import open_image
-from kzjobs.store import Store, key_name, open_store
+from kzjobs.store import Store, open_store
 
-IMAGE_DIRS = ("images", "train_images", "test_images")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+__all__ = ["IMAGE_DIRS", "Dataset"]
 
 
 class Dataset:
@@ -52,26 +53,26 @@ class Dataset:
         return read_translation(self.store.read_bytes("unicode_translation.csv"))
 
     @cached_property
+    def collection(self) -> Collection:
+        return Collection(self.store, self.image_dirs)
+
+    @cached_property
+    def pages(self) -> dict[str, PageRef]:
+        """``{image_id: page}`` for every page the collection's files hold."""
+        return self.collection.scan.by_id
+
+    @cached_property
     def image_keys(self) -> dict[str, str]:
-        """``{image_id: key}`` for every image file, whichever layout holds it."""
-        keys: dict[str, str] = {}
-        for folder in self.image_dirs:
-            for key in self.store.list(folder):
-                if not folder and "/" in key:
-                    continue  # a plain folder: its own files only
-                name = key_name(key)
-                stem, dot, suffix = name.rpartition(".")
-                if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES:
-                    keys.setdefault(stem, key)
-        return keys
+        """``{image_id: key}`` for every page that is an image file of its own."""
+        return {i: p.key for i, p in self.pages.items() if p.book is None}
 
     def image_ids(self) -> list[str]:
-        """Labelled ids in ``train.csv`` order, else every image, sorted."""
-        return list(self.annotations) if self.labelled else sorted(self.image_keys)
+        """Labelled ids in ``train.csv`` order, else every page, sorted."""
+        return list(self.annotations) if self.labelled else sorted(self.pages)
 
     def read_image(self, image_id: str) -> Image.Image:
         try:
-            key = self.image_keys[image_id]
+            page = self.pages[image_id]
         except KeyError:
             raise KeyError(f"no image for {image_id!r} in {self.uri}") from None
-        return open_image(self.store.read_bytes(key))
+        return self.collection.read(page)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from kzjobs.export.common import text
 
 if TYPE_CHECKING:
-    from kzjobs.recognize.outputs import PageResult
+    from kzjobs.recognize.outputs import Char, PageResult
 
 CONTEXT_V3 = "http://iiif.io/api/presentation/3/context.json"
 CONTEXT_V2 = "http://iiif.io/api/presentation/2/context.json"
@@ -30,6 +30,14 @@ def canvas_id(page: PageResult, base: str) -> str:
     """The canvas the page's annotations target: the manifest's own canvas, or one
     named after the page under ``base`` for a page that came from a plain file."""
     return str(page.source.get("canvas") or f"{base}/canvas/{quote(page.image_id)}")
+
+
+def xywh(page: PageResult, c: Char) -> str:
+    """A character's box as a canvas fragment: in the canvas's own coordinates, which
+    differ from the image's pixels when the image server sent a smaller rendition."""
+    width, height = page.source.get("canvas_size") or (page.width, page.height)
+    sx, sy = width / page.width, height / page.height
+    return f"xywh={round(c.x * sx)},{round(c.y * sy)},{round(c.w * sx)},{round(c.h * sy)}"
 
 
 def annotation_page(page: PageResult, page_url: str, base: str) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def annotation_page(page: PageResult, page_url: str, base: str) -> dict[str, Any
                 "motivation": "supplementing",
                 "body": {"type": "TextualBody", "value": text(c), "format": "text/plain",
                          "language": "ja"},
-                "target": f"{target}#xywh={c.x},{c.y},{c.w},{c.h}",
+                "target": f"{target}#{xywh(page, c)}",
             })
     return {"@context": CONTEXT_V3, "id": page_url, "type": "AnnotationPage", "items": items}
 
@@ -58,7 +66,7 @@ def annotation_list(page: PageResult, list_url: str) -> dict[str, Any]:
          "motivation": "sc:painting",
          "resource": {"@type": "cnt:ContentAsText", "format": "text/plain", "chars": text(c),
                       "language": "ja"},
-         "on": f"{target}#xywh={c.x},{c.y},{c.w},{c.h}"}
+         "on": f"{target}#{xywh(page, c)}"}
         for k, col in enumerate(page.in_reading_order(), 1)
         for j, c in enumerate(col, 1)
     ]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from kzjobs.data.collection import manifest_key
 from kzjobs.export import parse_formats
 from kzjobs.export.common import book_order, text
 from kzjobs.recognize.outputs import PageResult, page_key
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 IIIF = "iiif"
 
-
-def manifest_key(book: str) -> str:
-    """Where the inputs keep the IIIF manifest a book was read from (the JSON as read)."""
-    return f"sources/{book}.manifest.json"
 
 
 def output_keys(fmt: str, name: str) -> str:

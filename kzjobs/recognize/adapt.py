@@ -97,26 +97,29 @@ def check_shares(recognizer: Recognizer, model: str, opt_out: str) -> None:
 
 
 def fit_books(ids: Iterable[str], frames_of: Callable[[str], Sequence[pd.DataFrame]],
-              shares: Mapping[str, float], cfg: PseudoConfig) -> dict[str, dict[str, float]]:
-    """``{book: {code: shift}}`` of the books of ``ids``, from each page's frames
-    (``frames_of``), one book at a time so that memory holds one book's sample."""
+              shares: Mapping[str, float], cfg: PseudoConfig,
+              book_of: Callable[[str], str] | None = None) -> dict[str, dict[str, float]]:
+    """``{book: {code: shift}}`` of the books of ``ids`` (each page's book by
+    ``book_of``: its PDF, TIFF or manifest; else the book its id names), from each page's
+    frames (``frames_of``), one book at a time so that memory holds one book's sample."""
     import pandas as pd
 
-    from kzjobs.blend import blend, fit_book_shifts
+    from kzjobs.blend import blend, fit_class_shift
     from kzjobs.data.books import book_id
     from kzjobs.recognize.recognizer import frames_per_model
 
+    book_of = book_of or book_id
     by_book: dict[str, list[str]] = {}
     for image_id in sorted(ids):
-        by_book.setdefault(book_id(image_id), []).append(image_id)
+        by_book.setdefault(book_of(image_id), []).append(image_id)
     target = pd.Series(dict(shares), dtype=float)
     shifts: dict[str, dict[str, float]] = {}
-    for pages in by_book.values():
+    for book, pages in by_book.items():
         read = [f for f in map(frames_of, spread(pages, cfg.class_shift_pages)) if f]
-        if read:
-            shifts |= fit_book_shifts(blend(frames_per_model(read)), target,
-                                      max_shift=cfg.max_class_shift,
-                                      min_expected=cfg.min_class_expected)
+        if read:  # one book's pages: fit_book_shifts's fit, under the book given here
+            shifts[book] = fit_class_shift(blend(frames_per_model(read)).reset_index(drop=True),
+                                           target, max_shift=cfg.max_class_shift,
+                                           min_expected=cfg.min_class_expected)
     return shifts
 
 

@@ -17,9 +17,14 @@ recognize_app = typer.Typer(
 )
 
 Collection = Annotated[
-    str | None, typer.Option(help="Collection: a store key, folder or s3:// URI.")
+    str | None,
+    typer.Option(help="Collection: a store key, folder, s3:// URI or IIIF manifest URL."),
 ]
-Images = Annotated[str | None, typer.Option(help="A plain folder of page images instead.")]
+Images = Annotated[str | None, typer.Option(
+    help="A plain folder of pages instead (images, PDFs, TIFFs, IIIF manifests), or one "
+    "such file.")]
+Manifest = Annotated[str | None, typer.Option(
+    help="A IIIF manifest URL instead: its canvases are the pages (same as --collection URL).")]
 Out = Annotated[str, typer.Option(help="Output prefix: a store key, folder or s3:// URI.")]
 Validation = Annotated[
     str | None,
@@ -48,6 +53,7 @@ def recognize(
     model: Annotated[str | None, typer.Option(help="Bundle key/path or models:/ URI.")] = None,
     collection: Collection = None,
     images: Images = None,
+    manifest: Manifest = None,
     out: Out = "",
     shard: Annotated[str, typer.Option(help="i/n: this job's share of the pages.")] = "0/1",
     batch: Annotated[int, typer.Option(
@@ -76,6 +82,9 @@ def recognize(
         raise typer.BadParameter("--model and --out are required")
     from kzjobs.recognize.job import RecognizeJob
 
+    if manifest and collection:
+        raise typer.BadParameter("give --manifest or --collection, not both")
+    collection = collection or manifest
     emit(RecognizeJob(store_uri=store, profile_name=profile, model=model, collection=collection,
                       images=images, out=out, shard=shard, batch=batch,
                       workers=workers, validation=validation, adapt=adapt,
@@ -86,6 +95,7 @@ def recognize(
 def merge_command(
     collection: Collection = None,
     images: Images = None,
+    manifest: Manifest = None,
     out: Out = "",
     validation: Validation = None,
     formats: Formats = "",
@@ -96,5 +106,5 @@ def merge_command(
     the --formats asked for."""
     from kzjobs.recognize.job import MergeJob
 
-    emit(MergeJob(store_uri=store, collection=collection, images=images, out=out,
+    emit(MergeJob(store_uri=store, collection=collection or manifest, images=images, out=out,
                   validation=validation, formats=formats, base_url=base_url).run())

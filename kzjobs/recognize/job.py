@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 
 from kzjobs.data.books import book_id
-from kzjobs.data.dataset import Dataset
+from kzjobs.data.collection import Collection, PageRef, manifest_key
 from kzjobs.export import parse_formats
 from kzjobs.job import Job
 from kzjobs.recognize import PAGES_PER_BATCH, adapt
@@ -93,7 +93,7 @@ def quarantined_pages(out: Store) -> set[str]:
 
 
 class _CollectionJob(Job):
-    collection: str | None = None
+    collection: str | None = None  # a store key, folder, s3:// URI or IIIF manifest URL
     images: str | None = None
     out: str
     validation: str | None = None  # a validate-batch prefix: only its passed pages are read
@@ -107,31 +107,56 @@ class _CollectionJob(Job):
     def _formats(cls, value: Any) -> list[str]:
         return parse_formats(value)
 
-    def dataset(self) -> Dataset:
+    @field_validator("out")
+    @classmethod
+    def _out(cls, value: str) -> str:
+        """``--out out/`` as people type it: the key ``out``."""
+        return value if own_location(value) else value.rstrip("/")
+
+    def source(self) -> Collection:
         if bool(self.collection) == bool(self.images):
-            raise ValueError("give exactly one of --collection and --images")
+            raise ValueError("give exactly one of --collection, --manifest and --images")
         if self.images:
-            return Dataset.from_folder(self.images)
-        return Dataset.open(self.collection, self.store)
+            return Collection.folder(self.images, settings=self.settings)
+        return Collection.open(self.collection or "", self.store, settings=self.settings)
 
     def output(self) -> Store:
         return open_location(self.out, self.store)
 
-    def pages(self, ds: Dataset) -> tuple[list[str], list[dict[str, Any]]]:
-        """(ids to recognize, validation's quarantine entries: one per bad file).
+    def pages(self, coll: Collection) -> tuple[list[PageRef], list[dict[str, Any]]]:
+        """(pages to recognize, quarantine entries of what is not read: one per file or
+        page refused, by the collection's reading or by validation).
 
         A collection with no files at all is an error, most often a mistyped key: an
         empty submission would look like a run that read nothing wrong."""
+        scan = coll.scan
         if not self.validation:
-            if not (ids := ds.image_ids()):
-                raise ValueError(f"no page images in {ds.uri}")
-            return ids, []
-        # Validation judged every file of the collection, so its passed ids are the pages
+            if not scan.pages and not scan.rejected:
+                unread = f" (not pages: {scan.ignored})" if scan.ignored else ""
+                raise ValueError(f"no page images in {coll.uri}{unread}")
+            return scan.pages, [r.entry() | {"stage": "read"} for r in scan.rejected]
+        # Validation judged every page of the collection, so its passed ids are the pages
         # (not train.csv's ids: a labelled collection's other files would vanish), and
         # every rejected file is kept, so two copies of one id are two pages in.
         passed = self.store.read_json(join(self.validation, "passed.json"))
-        rejected = self.store.read_json(join(self.validation, "quarantine.json"))
-        return list(dict.fromkeys(passed)), rejected
+        rejected = [q | {"stage": "validate"}
+                    for q in self.store.read_json(join(self.validation, "quarantine.json"))]
+        pages = [scan.by_id[i] for i in dict.fromkeys(passed) if i in scan.by_id]
+        rejected += [{"item": i, "reason": "passed validation, no longer in the collection",
+                      "stage": "read"} for i in dict.fromkeys(passed) if i not in scan.by_id]
+        return pages, rejected
+
+    @staticmethod
+    def keep_sources(out: Store, coll: Collection) -> list[str]:
+        """A copy of every manifest read (``sources/<book>.manifest.json``), as read, for
+        the outputs that link into it."""
+        keys = []
+        for book, data in sorted(coll.scan.manifests.items()):
+            key = manifest_key(book)
+            if not out.exists(key) or out.read_bytes(key) != data:
+                out.write_bytes(key, data)
+            keys.append(key)
+        return keys
 
 
 class RecognizeJob(_CollectionJob):
@@ -163,11 +188,13 @@ class RecognizeJob(_CollectionJob):
         from kzjobs.recognize.recognizer import Recognizer, bundle_profile, page_workers
 
         index, count = parse_shard(self.shard)
-        ds = self.dataset()
+        coll = self.source()
         out = self.output()
-        ids, _rejected = self.pages(ds)
+        refs, _rejected = self.pages(coll)
         self._claim(out)  # once the collection is known to hold pages
-        mine = sorted(ids)[index::count]
+        by_id = {ref.id: ref for ref in refs}
+        self.keep_sources(out, coll)
+        mine = sorted(by_id)[index::count]
         done = done_pages(out) | quarantined_pages(out)
         todo = [i for i in mine if i not in done]
         summary: dict[str, Any] = {
@@ -179,7 +206,8 @@ class RecognizeJob(_CollectionJob):
             profile = bundle_profile(bundle, self.profile_name)
             adapting = adapt.adapting(profile, self.adapt)
             recognizer = Recognizer.from_bundle(
-                bundle, root, profile=profile, device=self.device or self.settings.device)
+                bundle, root, profile=profile, device=self.device or self.settings.device
+            ).with_books({ref.id: ref.book for ref in refs if ref.book})
             if adapting:
                 # It fits every book's shifts itself, on the logits of the very models that
                 # read it: the bundle's were fitted on its models before fine-tuning (bench:
@@ -197,7 +225,7 @@ class RecognizeJob(_CollectionJob):
                     try:
                         if not safe_id(image_id):  # its outputs' keys would leave their folders
                             raise UnsafeKeyError("unsafe image id")
-                        image = ds.read_image(image_id)
+                        image = coll.read(by_id[image_id])
                     except (ImageError, KeyError, UnsafeKeyError) as exc:
                         reason = getattr(exc, "reason", None) or str(exc).strip("'\"")
                         log.warning("quarantined %r: %s", image_id, reason)
@@ -212,6 +240,7 @@ class RecognizeJob(_CollectionJob):
             else:
                 stream = recognizer.recognize_stream(readable(todo), self.batch, workers)
             for result, image in stream:
+                result.source = by_id[result.image_id].source()
                 write_page(out, result, image)
                 summary["recognized"] += 1
                 # One line per committed page: the job's progress in its task log, and what
@@ -220,6 +249,7 @@ class RecognizeJob(_CollectionJob):
             seconds = time.perf_counter() - started
             summary["seconds"] = round(seconds, 2)
             summary["pages_per_second"] = round(summary["recognized"] / seconds, 3)
+            coll.close()
         if count == 1:
             summary["merge"] = MergeJob(**self._merge_fields()).run()
         return summary
@@ -254,13 +284,14 @@ class RecognizeJob(_CollectionJob):
         if not out.exists(key):
             out.write_json(key, adapt.fit_books(read, partial(adapt.read_frames, out),
                                                 recognizer.class_shares,
-                                                recognizer.profile.pseudo))
+                                                recognizer.profile.pseudo,
+                                                book_of=recognizer.book_of))
         shifts = out.read_json(key)
         summary["adaptation"] = {"shifts": key, "books": len(shifts),
                                  "classes_shifted": sum(map(len, shifts.values()))}
         # Pages read again for their images (the review pages draw on them), not networks.
         pages = ((page, adapt.shifted(adapt.read_frames(out, page[0]),
-                                      shifts.get(book_id(page[0]), {})))
+                                      shifts.get(recognizer.book_of(page[0]), {})))
                  for page in readable(read, "decide"))
         yield from recognizer.decide_stream(pages, self.batch)
         # Every finished page's frames, this run's and a crashed run's alike.
@@ -309,11 +340,13 @@ class MergeJob(_CollectionJob):
     """
 
     def run(self) -> dict[str, Any]:
-        ds = self.dataset()
+        coll = self.source()
         out = self.output()
-        ids, rejected = self.pages(ds)
+        refs, rejected = self.pages(coll)
+        ids = [ref.id for ref in refs]
+        books = {ref.id: ref.book or book_id(ref.id) for ref in refs}
         done = done_pages(out)
-        quarantine = [q | {"stage": "validate"} for q in rejected]
+        quarantine = list(rejected)
         # Only this collection's pages: the output prefix may hold older runs' entries.
         wanted = set(ids)
         quarantine += [q for q in _read_quarantine(out) if q["item"] in wanted]
@@ -324,8 +357,10 @@ class MergeJob(_CollectionJob):
                 f"{len(missing)} pages have no result yet (re-run their shard): {missing[:10]}"
             )
         recognized = [i for i in ids if i in done]
+        # The competition's folder: exactly sample_submission.csv's ids, in its order (a
+        # page that was not read is there with no characters, as Kaggle wants every id).
         try:
-            merged = merge(out, recognized)
+            merged = merge(out, recognized, order=coll.scan.order)
         except KeyExistsError as exc:
             raise _published(out, exc) from exc
         exported = {}
@@ -333,9 +368,11 @@ class MergeJob(_CollectionJob):
             from kzjobs.export.write import write_formats
 
             # The PDF draws each page's image again, read from the collection one by one.
+            by_id = {ref.id: ref for ref in refs}
             exported = write_formats(out, recognized, self.formats, base_url=self.base_url,
-                                     read_image=ds.read_image)
-        adaptation = adapted_books(out, {book_id(i) for i in recognized})
+                                     read_image=lambda i: coll.read(by_id[i]))
+        adaptation = adapted_books(out, {books[i] for i in recognized})
+        sources = self.keep_sources(out, coll)
         quarantine.sort(key=lambda q: (q["item"], q.get("key", "")))
         report = {
             # pages_in == recognized + quarantined: every file in is accounted for once.
@@ -344,13 +381,17 @@ class MergeJob(_CollectionJob):
             "quarantined": len(quarantine),
             "characters": merged["characters"],
             "quarantine": quarantine,
+            # files that are not pages (system files, a plain folder's subfolders), counted
+            **({"ignored": coll.scan.ignored} if coll.scan.ignored else {}),
+            # a copy of each IIIF manifest read, by book
+            **({"sources": sources} if sources else {}),
             # each shard's class shifts of this collection's books, when read with --adapt
             **({"adaptation": adaptation} if adaptation else {}),
             # a key in the store, or the full URI when --out named a location of its own
             # (an s3:// or absolute --out is no key: joining it failed, or lost its root)
-            "submission": "" if self.images else (
-                f"{out.uri}/submission.csv" if own_location(self.out)
-                else join(self.out, "submission.csv")),
+            # or the run read a folder of its own (--images: a person looks for the file)
+            "submission": (f"{out.uri}/submission.csv" if self.images or own_location(self.out)
+                           else join(self.out, "submission.csv")),
             "review": f"{out.uri}/review/index.html",
             # files written per library format (alto/, page/, tei/, iiif/, pdf/)
             **({"formats": exported} if exported else {}),

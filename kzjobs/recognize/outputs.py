@@ -9,7 +9,7 @@ never overwrites a published output. The review HTML is :mod:`.review`'s.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -117,19 +117,25 @@ def done_pages(store: Store) -> set[str]:
     return {k[len(PAGES) + 1 : -len(".json")] for k in store.list(PAGES) if k.endswith(".json")}
 
 
-def merge(store: Store, image_ids: Iterable[str], *,
+def merge(store: Store, image_ids: Iterable[str], *, order: Sequence[str] | None = None,
           low_confidence: float | None = None) -> dict:
     """Build ``submission.csv``, the review index and each book's page order (the review
     pages' previous/next links) from the per-page results.
 
-    Pages are read one at a time and only their submission rows and counts kept, so the
-    merge of a large collection holds text, not every page's parsed characters.
+    Rows are the pages sorted by id, or exactly ``order``'s ids in its order (the
+    competition's sample submission: an id with no result gets no characters). Pages are
+    read one at a time and only their submission rows and counts kept, so the merge of a
+    large collection holds text, not every page's parsed characters.
     """
     low = _low_confidence(low_confidence)
     summaries: list[PageSummary] = []
+    recognized = set(image_ids)
 
     def rows() -> Iterator[tuple[str, list[Point]]]:
-        for image_id in sorted(image_ids):
+        for image_id in order if order is not None else sorted(recognized):
+            if image_id not in recognized:
+                yield image_id, []
+                continue
             page = PageResult.from_json(store.read_json(page_key(image_id)))
             summaries.append(PageSummary.of(page, low))
             yield image_id, page.points()

@@ -64,6 +64,7 @@ class Recognizer:
         self.seg_fp_shift = seg_fp_shift  # the bundle's adaptation to new books
         self.class_shifts = dict(class_shifts or {})  # and to each book of its collections
         self.class_shares = dict(class_shares or {})  # what a new book's shifts fit to
+        self.books: dict[str, str] = {}  # page id -> book, for pages of multi-page sources
 
     @classmethod
     def from_bundle(
@@ -105,6 +106,20 @@ class Recognizer:
         return cls(prof, detector, classifiers, level2, torch_device, bundle.seg_fp_shift,
                    bundle.class_shifts, bundle.class_shares)
 
+    def book_of(self, image_id: str) -> str:
+        """The book of a page: its PDF, TIFF or manifest (:meth:`with_books`), else the
+        book its id names."""
+        from kzjobs.data.books import book_id
+
+        return self.books.get(image_id) or book_id(image_id)
+
+    def with_books(self, books: Mapping[str, str]) -> Recognizer:
+        """The same models, knowing the book of the pages that come from a multi-page
+        file or a manifest (the key of their book's class shifts)."""
+        other = copy.copy(self)
+        other.books = dict(books)
+        return other
+
     def without_book_shifts(self) -> Recognizer:
         """The same models, reading every book without the class shifts the bundle fitted
         to its books (for a reader that fits its own)."""
@@ -125,10 +140,9 @@ class Recognizer:
         bundle's shifts for the page's book, if any."""
         from kzjobs.blend import predictions_frame, shift_classes
         from kzjobs.classify.predict import page_table, predict_logits
-        from kzjobs.data.books import book_id
 
         cfg = self.profile.classify
-        shift = dict(self.class_shifts.get(book_id(image_id), {}))
+        shift = dict(self.class_shifts.get(self.book_of(image_id), {}))
         if self.seg_fp_shift:
             shift[SEG_FP] = -self.seg_fp_shift
         array = np.asarray(image)

@@ -57,7 +57,9 @@ def batch(
     store: StoreOption = None,
     profile: ProfileOption = "demo",
 ) -> None:
-    """An incoming collection: every image decodes, within limits, with a safe unique id."""
+    """An incoming collection (a folder, store key, s3:// URI or IIIF manifest URL): every
+    page of its images, PDFs, TIFFs and manifests decodes, within limits, with a safe unique
+    id; every file it cannot read is quarantined with its reason."""
     _run("batch", dataset, out, store, profile)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kzjobs.images import DEFAULT_MAX_PIXELS
+from kzjobs.images import DEFAULT_MAX_PIXELS, READABLE_MODES
 
 # A page id is a file name too: a longer one may not fit a file system.
 MAX_ID_LENGTH = 128
@@ -19,12 +19,11 @@ class ValidateConfig(BaseModel):
     min_side: int = Field(default=64, gt=0)
     # Real page JPEGs are 1-5 MB; bigger files are not read into memory to be decoded.
     max_file_bytes: int = Field(default=50_000_000, gt=0)
-    # Source modes accepted before the RGB conversion. CMYK is refused on purpose: PIL
-    # converts it without colour management, so the model would see other pixels than
-    # the page's; 16-bit modes are refused by the decoder.
-    modes: tuple[str, ...] = ("RGB", "L")
-    # Ids become store keys and file names: letters, digits, '.', '_' and '-', starting
-    # with a letter or digit (no '/', no '..', no leading '-').
-    id_pattern: str = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_LENGTH - 1}}}$"
+    # Source modes accepted before the RGB conversion: every mode the decoder reads
+    # (16-bit scaled, CMYK through its ICC profile, alpha on white); a profile may narrow.
+    modes: tuple[str, ...] = READABLE_MODES
+    # Ids become store keys and file names: letters (of any script), digits, '.', '_'
+    # and '-', starting with a letter or digit (no '/', no '..', no leading '-').
+    id_pattern: str = rf"^[^\W_][\w.-]{{0,{MAX_ID_LENGTH - 1}}}$"
     # Threads that read and decode images (store reads are I/O; PIL decodes without the GIL).
     workers: int = Field(default=4, ge=1)

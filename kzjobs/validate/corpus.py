@@ -56,6 +56,18 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _tiff(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "TIFF")
+    return buf.getvalue()
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("P", (80, 80)).save(buf, "GIF")
+    return buf.getvalue()
+
+
 def bomb_png(max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """A few kB of PNG that would decode to more pixels than ``max_pixels`` and PIL's limit."""
     side = math.isqrt(max(max_pixels, Image.MAX_IMAGE_PIXELS)) + 1
@@ -84,24 +96,27 @@ def write_bad_images(store: Store, folder: str = "images", *,
     cannot be written through a Store at all; ``-bad`` is safe as a key, unsafe as an id).
     """
     jpeg = page_jpeg()
+    # name: (bytes, reason substring, quarantined item: the page id, or the file's name
+    # when the file gives no page id)
     files = {
-        "bad_truncated.jpg": (jpeg[: len(jpeg) // 2], "cannot decode image"),
-        "bad_empty.jpg": (b"", "empty file"),
+        "bad_truncated.jpg": (jpeg[: len(jpeg) // 2], "cannot decode image", None),
+        "bad_empty.jpg": (b"", "empty file", None),
         "bad_pngasjpg.jpg": (_png(Image.new("RGB", PAGE_SIZE, "white")),
-                             "file content does not match its name"),
-        "bad_bomb.png": (bomb_png(max_pixels), "decompression bomb"),
-        "bad_cmyk.jpg": (page_jpeg(mode="CMYK"), "unsupported image mode"),
-        "bad_16bit.png": (_png(Image.new("I;16", PAGE_SIZE)), "16/32-bit"),
-        "bad_tiny.jpg": (page_jpeg((24, 24)), "image width out of limits"),
-        "bad_dup.jpg": (jpeg, "duplicate image id"),
-        "bad_dup.png": (_png(Image.new("RGB", PAGE_SIZE, "white")), "duplicate image id"),
-        "-bad.jpg": (jpeg, "unsafe image id"),
-        "bad_notes.txt": (b"not a page\n", "not an image file name"),
+                             "file content does not match its name", None),
+        "bad_bomb.png": (bomb_png(max_pixels), "decompression bomb", None),
+        "bad_float.tif": (_tiff(Image.new("F", PAGE_SIZE)), "unsupported image mode", None),
+        "bad_broken.pdf": (b"%PDF-1.7\n1 0 obj\n<< /Type /Cat", "broken PDF", None),
+        "bad_tiny.jpg": (page_jpeg((24, 24)), "image width out of limits", None),
+        "bad_dup.jpg": (jpeg, "duplicate image id", None),
+        "bad_dup.png": (_png(Image.new("RGB", PAGE_SIZE, "white")), "duplicate image id", None),
+        "-bad.jpg": (jpeg, "unsafe image id", "-bad.jpg"),
+        "bad_notes.txt": (b"not a page\n", "unsupported file type .txt", "bad_notes.txt"),
+        "bad_anim.gif": (_gif(), "unsupported file type .gif", "bad_anim.gif"),
     }
     expected = []
-    for name, (data, reason) in files.items():
+    for name, (data, reason, item) in files.items():
         store.write_bytes(join(folder, name), data)
-        expected.append((name.rpartition(".")[0], reason))
+        expected.append((item or name.rpartition(".")[0], reason))
     return expected
 
 
@@ -112,8 +127,7 @@ _BAD_IMAGE_ROWS = {
     "bad_empty": "empty file",
     "bad_pngasjpg": "file content does not match its name",
     "bad_bomb": "decompression bomb",
-    "bad_cmyk": "unsupported image mode",
-    "bad_16bit": "16/32-bit",
+    "bad_float": "unsupported image mode",
     "bad_tiny": "image width out of limits",
     "bad_dup": "2 image files for one id",
     "bad_missing": "no image file for this id",

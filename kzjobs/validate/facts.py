@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from kzjobs.data.dataset import IMAGE_DIRS
+from kzjobs.data.collection import IMAGE_DIRS, IMAGE_FORMATS, Collection, PageRef
 from kzjobs.data.format import (
     LABEL_COLUMNS,
     MAX_PREDICTIONS_PER_PAGE,
@@ -37,8 +37,8 @@ from kzjobs.validate.config import ValidateConfig
 if TYPE_CHECKING:
     import pandas as pd
 
-# What a file's name promises (the suffixes Dataset accepts) and what it must then hold.
-SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+# What a file's name promises (the page image suffixes) and what it must then hold.
+SUFFIX_FORMATS = IMAGE_FORMATS
 
 IMAGE_COLUMNS = {
     "file_bytes": "Int64",
@@ -89,35 +89,38 @@ def _listed(store: Store) -> list[str]:
     return [key for folder in IMAGE_DIRS for key in store.list(folder)]
 
 
-def _header(data: bytes) -> tuple[str | None, str, tuple[int, int]] | None:
+def _header(data: bytes, frame: int = 0) -> tuple[str | None, str, tuple[int, int]] | None:
     """(format, mode, size) from the header alone, or None when PIL cannot identify it."""
     with warnings.catch_warnings():
         # Only the header is read here; refusing bombs is open_image's job.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data)) as img:
+                if frame:
+                    img.seek(frame)
                 return img.format, img.mode, img.size
         except Exception:  # PIL raises many types for unidentifiable input
             return None
 
 
-def image_facts(store: Store, key: str, config: ValidateConfig, *, decode: bool) -> dict[str, Any]:
-    """Size, format, mode and decoding error of one image file."""
+def image_facts(store: Store, key: str, config: ValidateConfig, *, decode: bool,
+                frame: int = 0) -> dict[str, Any]:
+    """Size, format, mode and decoding error of one image file (its ``frame``-th page)."""
     facts: dict[str, Any] = dict.fromkeys(IMAGE_COLUMNS)
     facts["expected_format"] = SUFFIX_FORMATS.get(split_name(key)[1])
     try:
-        data = store.read_bytes(key)
+        data = store.read_listed(key)
     except (KeyError, UnsafeKeyError) as exc:  # a StoreError (S3 down) is no page's fault
         facts["image_error"] = f"cannot read {key!r}: {exc}"
         return facts
     facts["file_bytes"] = len(data)
-    header = _header(data)
+    header = _header(data, frame)
     if header is not None:
         facts["format"], facts["mode"], (width, height) = header
         facts.update(width=width, height=height, pixels=width * height)
     if decode and len(data) <= config.max_file_bytes:  # too big: not decoded, GX says why
         try:
-            open_image(data, max_pixels=config.max_pixels)
+            open_image(data, max_pixels=config.max_pixels, frame=frame)
         except ImageError as exc:
             facts["image_error"] = exc.reason
     elif not data:
@@ -257,25 +260,69 @@ def annotation_facts(store: Store, config: ValidateConfig) -> Facts:
     )
 
 
-def batch_facts(store: Store, config: ValidateConfig) -> Facts:
-    """An incoming collection: one page row per file in its image folders."""
-    keys = _listed(store)
-    if not keys:
-        raise UnusableInput(f"no files under {', '.join(IMAGE_DIRS)} in {store.uri}")
-    names = [split_name(k) for k in keys]
-    images = probe_images(
-        store, (k for k, (_, s) in zip(keys, names, strict=True) if s in SUFFIX_FORMATS),
-        config, decode=True,
-    )
+def page_facts(coll: Collection, page: PageRef, config: ValidateConfig) -> dict[str, Any]:
+    """:func:`image_facts` of one page. A PDF page is rendered as recognition renders it
+    (its file's size is no limit: pages are rendered one at a time); a IIIF canvas is
+    not fetched here, its image URL is checked against the allowed hosts (DNS included)
+    and a failed fetch is quarantined by recognition."""
+    if page.format not in ("PDF", "IIIF"):
+        assert coll.store is not None
+        return image_facts(coll.store, page.key, config, decode=True, frame=page.index)
+    facts: dict[str, Any] = dict.fromkeys(IMAGE_COLUMNS)
+    if page.format == "IIIF":
+        from kzjobs.fetch import FetchError
+
+        if not page.image or page.image.startswith("error:"):
+            facts["image_error"] = (page.image or "no image").removeprefix("error:")
+            return facts
+        try:
+            coll.fetcher.check(page.image)
+        except FetchError as exc:
+            facts["image_error"] = exc.reason
+        return facts
+    facts["expected_format"] = facts["format"] = "PDF"
+    try:
+        image = coll.read(page)
+    except (ImageError, KeyError, UnsafeKeyError) as exc:
+        facts["image_error"] = getattr(exc, "reason", None) or str(exc)
+        return facts
+    facts.update(mode=image.mode, width=image.width, height=image.height,
+                 pixels=image.width * image.height)
+    return facts
+
+
+def batch_facts(source: Store | Collection, config: ValidateConfig) -> Facts:
+    """An incoming collection: one page row per page its files hold (each page of a PDF,
+    multi-page TIFF or manifest), and one row per file (or id) it refused, with the
+    reason (``file_error``)."""
+    from tqdm import tqdm
+
+    coll = source if isinstance(source, Collection) else Collection.of(
+        source, max_pixels=config.max_pixels)
+    scan = coll.scan
+    if not scan.pages and not scan.rejected:
+        raise UnusableInput(f"no files under {', '.join(IMAGE_DIRS)} in {coll.uri}")
+    # PDF pages are rendered in this thread, in order (PDFium takes one call at a time
+    # and keeps the open document for the next page); the other pages on threads.
+    rendered = {p.id: page_facts(coll, p, config) for p in scan.pages if p.format == "PDF"}
+    others = [p for p in scan.pages if p.format != "PDF"]
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        done = tqdm(pool.map(lambda p: page_facts(coll, p, config), others), total=len(others),
+                    desc="pages", unit="page", disable=None, leave=False)
+        facts = rendered | dict(zip((p.id for p in others), done, strict=True))
+    coll.close()
     empty = dict.fromkeys(IMAGE_COLUMNS)
-    pages = [
-        {"row": row, "image_id": image_id, "key": key, "suffix": suffix} | images.get(key, empty)
-        for row, (key, (image_id, suffix)) in enumerate(zip(keys, names, strict=True))
-    ]
-    columns = {"row": "int64", "image_id": "object", "key": "object", "suffix": "object"}
+    pages = [{"image_id": p.id, "key": p.key, "suffix": p.suffix, "file_error": None}
+             | facts[p.id] for p in scan.pages]
+    pages += [{"image_id": r.item, "key": r.key, "suffix": split_name(r.key)[1],
+               "file_error": r.reason} | empty for r in scan.rejected]
+    pages = [{"row": row} | page for row, page in enumerate(pages)]
+    columns = {"row": "int64", "image_id": "object", "key": "object", "suffix": "object",
+               "file_error": "object"}
     return Facts(
         tables={"pages": _frame(pages, columns | IMAGE_COLUMNS)},
-        params=_image_params(config) | {"suffixes": sorted(SUFFIX_FORMATS)},
+        params=_image_params(config),
+        extra={"ignored": scan.ignored} if scan.ignored else {},
     )
 
 
@@ -285,11 +332,23 @@ def prediction_facts(
     """A submission CSV for the collection in ``store``: one page row per CSV row."""
     rows = _read_csv(submission, "predictions CSV")
     files = image_files(store)
-    if not files:
+    # The pages of PDFs, multi-page TIFFs and manifests, sized without rendering them.
+    coll = Collection.of(store, max_pixels=config.max_pixels)
+    books = {i: p for i, p in coll.scan.by_id.items() if p.book is not None}
+    if not files and not books:
         raise UnusableInput(f"no images in {store.uri}: page ids and sizes cannot be checked")
     known = [r[0] for r in rows if r[0] in files]
     # Only the page size is needed: headers are read, pixels are not decoded.
     images = _page_images(store, known, files, config, decode=False)
+    for image_id in {r[0] for r in rows if r[0] in books}:
+        facts = dict.fromkeys(IMAGE_COLUMNS)
+        try:
+            facts["width"], facts["height"] = coll.page_size(books[image_id])
+        except (ImageError, KeyError, UnsafeKeyError) as exc:
+            facts["image_error"] = getattr(exc, "reason", None) or str(exc)
+        images[image_id] = facts
+    coll.close()
+    files = {**files, **{i: [p.key] for i, p in books.items()}}
     pages, points = [], []
     for row, (image_id, labels) in enumerate(rows):
         page: dict[str, Any] = {"row": row, "image_id": image_id, "labels_error": None,

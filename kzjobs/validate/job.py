@@ -24,6 +24,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any, Literal
 
+from kzjobs.data.collection import Collection
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.store import Store, join, read_uri
@@ -105,11 +106,12 @@ class ValidateJob(Job):
 
     def facts(self) -> Facts:
         config = self.profile.validation
+        if self.kind == "batch":  # a folder, store key, s3:// URI or IIIF manifest URL
+            return batch_facts(Collection.open(self.dataset, self.store, settings=self.settings,
+                                               max_pixels=config.max_pixels), config)
         ds = Dataset.open(self.dataset, self.store)
         if self.kind == "annotations":
             return annotation_facts(ds.store, config)
-        if self.kind == "batch":
-            return batch_facts(ds.store, config)
         if not self.predictions:
             raise UnusableInput("kind=predictions needs the predictions CSV")
         if self.vocabulary:

@@ -78,12 +78,14 @@ SUITES: dict[str, dict[str, list[Spec]]] = {
             *_inside_page("box", "x2", "y2"),
         ],
     },
-    # An incoming collection: images only, one item per image file.
+    # An incoming collection: one item per page (of an image, PDF, TIFF or manifest),
+    # one per file refused.
     "batch": {
         "pages": [
             *ID_EXPECTATIONS,
-            _e("expect_column_values_to_be_in_set", "not an image file name", column="suffix",
-               value_set=_p("suffixes")),
+            # What reading the collection refused, with its reason (kzjobs.data.collection):
+            # unsupported file types, symbolic links out of it, broken or encrypted PDFs...
+            _e("expect_column_values_to_be_null", "file not read", column="file_error"),
             *IMAGE_EXPECTATIONS,
         ],
     },

@@ -1,9 +1,10 @@
 """The bad-input corpus through the whole of ``kz_recognize``.
 
 Every bad kind that a collection of page images can hold (the corpus's batch kinds:
-corrupt, empty, mislabelled, bomb, CMYK, 16-bit, tiny, duplicate ids, unsafe ids, stray
-files) is mixed into a real synthetic collection, which then runs through the DAG with
-``dag.test()``: validate -> recognize in two shards (``kzjobs`` subprocesses) -> merge.
+corrupt, empty, mislabelled, bomb, float TIFF, broken PDF, tiny, duplicate ids, unsafe
+names, unsupported GIF and text files) is mixed into a real synthetic collection, which
+then runs through the DAG with ``dag.test()``: validate -> recognize in two shards
+(``kzjobs`` subprocesses) -> merge.
 Nothing is lost: every file in is either recognized once or quarantined with its reason.
 """
 

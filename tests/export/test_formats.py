@@ -10,6 +10,7 @@ import pytest
 from lxml import etree
 from PIL import Image
 
+from kzjobs.data.collection import manifest_key
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import code_to_char
 from kzjobs.export import FORMATS, parse_formats
@@ -19,7 +20,7 @@ from kzjobs.export.pagexml import page_xml
 from kzjobs.export.pdf import searchable_pdf
 from kzjobs.export.tei import tei_book
 from kzjobs.export.validate import InvalidDocument, check_tei, check_xsd, tei_problems
-from kzjobs.export.write import manifest_key, write_formats
+from kzjobs.export.write import write_formats
 from kzjobs.recognize.outputs import Char, PageResult, page_key
 from kzjobs.store import open_store
 from kzjobs.synth import generate

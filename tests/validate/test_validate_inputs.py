@@ -87,7 +87,7 @@ def test_profile_limits_are_used(tmp_path):
     (tmp_path / "profiles").mkdir()
     profile = tmp_path / "profiles" / "limits.yaml"
     profile.write_text(
-        f"validate:\n  max_file_bytes: {2 * len(small)}\n  modes: [RGB, L, CMYK]\n"
+        f"validate:\n  max_file_bytes: {2 * len(small)}\n  modes: [RGB, L]\n"
     )
 
     def run(profile_name: str, out: str) -> dict:
@@ -96,10 +96,11 @@ def test_profile_limits_are_used(tmp_path):
         job.run()
         return {q["item"]: q["reason"] for q in job.store.read_json(f"{out}/quarantine.json")}
 
-    assert set(run("tiny", "v/tiny")) == {"aa_cmyk"}  # the default modes refuse CMYK
+    assert run("tiny", "v/tiny") == {}  # the default modes are all the decoder reads
     limited = run(str(profile), "v/limits")
-    assert set(limited) == {"aa_big"}
+    assert set(limited) == {"aa_big", "aa_cmyk"}
     assert "file too large" in limited["aa_big"]
+    assert "unsupported image mode" in limited["aa_cmyk"] and "CMYK" in limited["aa_cmyk"]
 
 
 def test_cli_exit_codes_and_summary(tmp_path):
@@ -120,3 +121,47 @@ def test_cli_exit_codes_and_summary(tmp_path):
     assert result.exit_code == 2
     assert "unusable input" in result.stderr and "not UTF-8" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_batch_of_pdf_tiff_and_manifest_pages_is_judged_page_by_page(tmp_path):
+    """One item per page of a PDF and of a multi-page TIFF, one per canvas; a canvas whose
+    image is at a private address is refused without a connection, the rest pass."""
+    from tests.data.sources import encoded, manifest_v3, page, pdf, tiff
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "book one.pdf").write_bytes(pdf(2))
+    (ds / "scroll.tif").write_bytes(tiff([page(), page(shade=90), page(shade=180)]))
+    (ds / "源氏物語_001.png").write_bytes(encoded(page(mode="LA"), "PNG"))
+    manifest = manifest_v3("https://203.0.113.9", "bk", [("a", 240, 360)])
+    manifest["items"][0]["items"][0]["items"][0]["body"]["service"][0]["id"] = (
+        "https://10.0.0.1/iiif/a")
+    (ds / "bk.json").write_text(json.dumps(manifest))
+    job = ValidateJob(store_uri=str(tmp_path), profile_name="tiny", dataset=str(ds),
+                      kind="batch", out="v")
+    summary = job.run()
+    assert (summary["items"], summary["passed"], summary["quarantined"]) == (7, 6, 1)
+    assert job.store.read_json("v/passed.json") == [
+        "book_one_p0001", "book_one_p0002", "scroll_p0001", "scroll_p0002", "scroll_p0003",
+        "源氏物語_001"]
+    [entry] = job.store.read_json("v/quarantine.json")
+    assert entry["item"] == "bk_p0001" and "resolves to 10.0.0.1" in entry["reason"]
+
+
+def test_predictions_for_pdf_pages_are_checked_against_the_rendered_page_size(tmp_path):
+    """A PDF page's size is its size at KZ_PDF_DPI (300): 240x360 pt -> 1000x1500 px."""
+    from tests.data.sources import pdf
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "book.pdf").write_bytes(pdf(2))
+    (ds / "unicode_translation.csv").write_bytes(write_translation(VOCABULARY))
+    (tmp_path / "sub.csv").write_text("image_id,labels\nbook_p0001,U+3042 990 1490\n"
+                                      "book_p0002,U+3042 1010 20\nbook_p0003,U+3042 1 1\n")
+    job = ValidateJob(store_uri=str(tmp_path), dataset=str(ds), kind="predictions",
+                      predictions=str(tmp_path / "sub.csv"), out="v")
+    summary = job.run()
+    assert (summary["passed"], summary["quarantined"]) == (1, 2)
+    reasons = {q["item"]: q["reason"] for q in job.store.read_json("v/quarantine.json")}
+    assert "point outside the page" in reasons["book_p0002"]
+    assert "unknown image id" in reasons["book_p0003"]
