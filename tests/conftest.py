@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +50,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, what: str, *, seconds: float = 120,
+                  log: Callable[[], str] = lambda: "") -> None:
+    """Wait until ``url`` answers (any HTTP status but a refused connection) while the
+    server ``proc`` runs; else stop its process group and fail with ``log()``'s tail."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers: up, and asking for a login perhaps
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                raise RuntimeError(f"{what} did not start:\n{log()[-4000:]}") from None
+            time.sleep(1)
 
 
 @pytest.fixture(scope="session")

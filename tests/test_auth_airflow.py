@@ -11,7 +11,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "infra" / "compose" / "compose.yaml"
@@ -94,16 +93,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("airflow api-server did not start:\n"
-                                       + (home / "api-server.log").read_text()[-4000:]) from None
-                time.sleep(2)
+        wait_for_http(f"{url}/api/v2/monitor/health", proc, "airflow api-server",
+                      seconds=300, log=(home / "api-server.log").read_text)
         yield Api(url, password)
     finally:
         if proc.poll() is None:

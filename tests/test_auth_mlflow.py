@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import pytest
 import yaml
 
 from kzjobs.settings import get_settings
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "infra" / "compose" / "compose.yaml"
@@ -75,18 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, _mlflow_db_template: Path) 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    if proc.poll() is None:
-                        os.killpg(proc.pid, signal.SIGTERM)
-                    raise RuntimeError(f"mlflow server did not start: {proc.stderr.read()}"
-                                       ) from None
-                time.sleep(1)
+        wait_for_http(f"{url}/health", proc, "mlflow server", log=proc.stderr.read)
         yield Server(url, password)
     finally:
         if proc.poll() is None:

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from kzjobs.data.dataset import Dataset
 from kzjobs.settings import get_settings
+from tests.conftest import free_port, wait_for_http
 
 
 def _evaluation(store, heldout: str, f1: float) -> dict:
@@ -246,9 +244,7 @@ def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_pat
 
     from kzjobs.store import open_store
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", pg_uri,
          "--artifacts-destination", f"{s3_env}/artifacts", "--host", "127.0.0.1",
@@ -261,17 +257,7 @@ def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_pat
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mlflow server did not start: {server.stderr.read()}"
-                    ) from None
-                time.sleep(1)
+        wait_for_http(f"{url}/health", server, "mlflow server", log=server.stderr.read)
         monkeypatch.setenv("KZ_MLFLOW_URI", url)
         get_settings.cache_clear()
         store = open_store(tmp_path / "store")

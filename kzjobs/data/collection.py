@@ -487,10 +487,7 @@ class Collection:
             scale = self.settings.pdf_dpi / 72
             with _PDFIUM:
                 try:
-                    if self._pdf is None or self._pdf[0] != page.key:
-                        self.close()
-                        self._pdf = (page.key, pypdfium2.PdfDocument(self._file(page.key)))
-                    width, height = self._pdf[1].get_page_size(page.index)
+                    width, height = self._pdf_document(page).get_page_size(page.index)
                 except pypdfium2.PdfiumError as exc:
                     raise ImageError(f"cannot read PDF page {page.page}: {exc}") from None
             # PDFium renders a fractional pixel as a whole one
@@ -525,10 +522,7 @@ class Collection:
         scale = self.settings.pdf_dpi / 72
         with _PDFIUM:
             try:
-                if self._pdf is None or self._pdf[0] != page.key:
-                    self.close()
-                    self._pdf = (page.key, pypdfium2.PdfDocument(self._file(page.key)))
-                pdf_page = self._pdf[1][page.index]
+                pdf_page = self._pdf_document(page)[page.index]
                 try:
                     width, height = (round(v * scale) for v in pdf_page.get_size())
                     if width * height > self.max_pixels:
@@ -540,6 +534,16 @@ class Collection:
                     pdf_page.close()
             except pypdfium2.PdfiumError as exc:
                 raise ImageError(f"cannot render PDF page {page.page}: {exc}") from None
+
+    def _pdf_document(self, page: PageRef) -> Any:
+        """The open document of ``page``'s PDF (under ``_PDFIUM``): kept open for the next
+        page, since a book's pages come one after another."""
+        import pypdfium2
+
+        if self._pdf is None or self._pdf[0] != page.key:
+            self.close()
+            self._pdf = (page.key, pypdfium2.PdfDocument(self._file(page.key)))
+        return self._pdf[1]
 
     def close(self) -> None:
         self._last = None
