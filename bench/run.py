@@ -21,11 +21,12 @@ PARTS = {
     "inference": ["-m", "bench.inference"],  # reads the blend bench.pipeline trained
     "scale": ["-m", "bench.scale"],
     "review": ["-m", "bench.review"],  # the review page of 1,200 characters in Chromium
+    "formats": ["-m", "bench.formats"],  # PDF/JPEG pages in, each library format out
     # needs PostgreSQL and Redis on localhost (a real Airflow cluster): ask for it by name
     "celery": ["-m", "bench.celery"],
 }
 DEFAULT = ["synth", "validate", "detect", "networks", "pipeline", "inference", "scale",
-           "review"]
+           "review", "formats"]
 
 
 def main() -> None:
