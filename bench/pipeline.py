@@ -120,7 +120,7 @@ def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store:
     figures sum every process of a run that was stopped and resumed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kzjobs.launch import run_local
+    from kzjobs.runner import run_local
 
     seconds: dict[str, float] = store.read_json(timings) if store.exists(timings) else {}
     cores = os.cpu_count() or 1

@@ -22,29 +22,25 @@ each role may read and write in the store is ``infra/policies/<role>.json``.
 
 Whatever the form, a job prints its JSON summary on stdout and that summary becomes
 the task's XCom return value. This module imports no Airflow at import time (the job
-image has no Airflow); the operator classes live in :mod:`kzjobs.operators`.
+image has no Airflow); the operator classes live in :mod:`kzjobs.operators`, the
+subprocess runner in :mod:`kzjobs.runner`, and the connections' env in
+:mod:`kzjobs.connections` (both below this module and the operators).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import threading
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kzjobs.runner import SUMMARY_FILE_ENV, command_words
 from kzjobs.settings import get_settings
 
 Launcher = Literal["local", "docker", "kubernetes"]
 # A kubernetes pod pushes its XCom from this file (read by the provider's sidecar).
 POD_SUMMARY_FILE = "/airflow/xcom/return.json"
-SUMMARY_FILE_ENV = "KZ_SUMMARY_FILE"
 LAUNCHER_VARIABLE = "kz_launcher"
 CONFIG_VARIABLE = "kz_launch"
 JOB_UID = 10001  # the job image's user and group (containers/job.Dockerfile)
@@ -63,20 +59,6 @@ SCRATCH_ENV = {
     "MPLCONFIGDIR": f"{SCRATCH}/.config/matplotlib",
     "PYTHONDONTWRITEBYTECODE": "1",  # site-packages is read-only: do not even try
 }
-
-
-class JobFailed(RuntimeError):
-    """A job ended with a non-zero exit code; the message carries the code and its last log."""
-
-    def __init__(self, argv: Sequence[str], returncode: int, tail: str) -> None:
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.tail = tail
-        last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
-        super().__init__(
-            f"`{' '.join(self.argv)}` failed with exit code {returncode}: {last}\n"
-            f"last log lines:\n{tail}"
-        )
 
 
 class Resources(BaseModel):
@@ -289,89 +271,6 @@ def _parse_time_config() -> LaunchConfig:
     return load_config()
 
 
-def command_words(command: str) -> list[str]:
-    words = command.split()
-    if not words:
-        raise ValueError("empty job command")
-    return words
-
-
-def parse_summary(output: str) -> Any:
-    """The JSON summary a job printed: the whole output, or its last top-level object.
-
-    Container logs mix stderr into stdout; ``emit`` prints the summary last, starting
-    with a ``{`` alone on a line, so the last such line starts it.
-    """
-    text = output.strip()
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    lines = text.splitlines()
-    for start in range(len(lines) - 1, -1, -1):
-        if lines[start].startswith(("{", "[")):
-            try:
-                return json.loads("\n".join(lines[start:]))
-            except json.JSONDecodeError:
-                continue
-    raise ValueError(f"no JSON summary in the job's output; it ended with: {text[-500:]!r}")
-
-
-def local_argv(command: str, args: Sequence[str]) -> list[str]:
-    """The same ``kzjobs`` command, run by this Python (so it uses this environment)."""
-    return [sys.executable, "-m", "kzjobs", *command_words(command), *map(str, args)]
-
-
-def run_local(
-    command: str,
-    args: Sequence[str] = (),
-    *,
-    env: Mapping[str, str] | None = None,
-    log: Callable[[str], None] | None = None,
-    on_start: Callable[[subprocess.Popen], None] | None = None,
-    tail_lines: int = 40,
-) -> Any:
-    """Run a ``kzjobs`` command here; stream its log; return its JSON summary.
-
-    Raises :class:`JobFailed` with the exit code and the log's tail when it fails.
-    """
-    argv = local_argv(command, args)
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop(SUMMARY_FILE_ENV, None)  # the summary comes back on stdout here
-    log = log or (lambda line: print(line, file=sys.stderr))
-    tail: deque[str] = deque(maxlen=tail_lines)
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=full_env,
-        text=True,
-        bufsize=1,
-    )
-    if on_start:
-        on_start(proc)
-
-    def pump() -> None:  # stderr is the job's log: stream it as it comes
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            tail.append(line)
-            log(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    assert proc.stdout is not None
-    stdout = proc.stdout.read()
-    returncode = proc.wait()
-    reader.join()
-    if returncode != 0:
-        raise JobFailed(["kzjobs", *argv[3:]], returncode, "\n".join(tail))
-    return parse_summary(stdout)
-
-
 # ---- operator factories ---------------------------------------------------------------
 
 
@@ -559,65 +458,3 @@ def stage_args(plan: Any, stage: str) -> Any:
 def mapped_job(task_id: str, command: str, plan: Any, **kwargs: Any) -> Any:
     """One job per argument list in ``plan[task_id]`` (a mapped task)."""
     return job(task_id, command, expand=stage_args(plan, task_id), **kwargs)
-
-
-# ---- env from Airflow connections -----------------------------------------------------
-
-
-def connection_env(conn: Any, kind: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(plain env, secret env) for a job from an Airflow connection.
-
-    ``aws``: keys from login/password, ``endpoint_url`` and ``region_name`` from extra
-    (MLflow's S3 client reads ``MLFLOW_S3_ENDPOINT_URL``). ``mlflow``: the tracking URI
-    from extra ``tracking_uri`` or host/port, basic-auth user from login/password.
-    ``postgres``: the promotion lock's database (``KZ_LOCK_URI``, a secret: it holds
-    the password).
-    """
-    extra = conn.extra_dejson or {}
-    plain: dict[str, str] = {}
-    secret: dict[str, str] = {}
-    if kind == "aws":
-        if endpoint := extra.get("endpoint_url"):
-            plain |= {"AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
-        if region := extra.get("region_name"):
-            plain["AWS_DEFAULT_REGION"] = region
-        if conn.login:
-            secret["AWS_ACCESS_KEY_ID"] = conn.login
-        if conn.password:
-            secret["AWS_SECRET_ACCESS_KEY"] = conn.password
-    elif kind == "mlflow":
-        uri = extra.get("tracking_uri")
-        if not uri and conn.host:
-            host = conn.host if "://" in conn.host else f"http://{conn.host}"
-            uri = f"{host}:{conn.port}" if conn.port else host
-        if uri:
-            plain["KZ_MLFLOW_URI"] = uri
-        if conn.login:
-            secret["MLFLOW_TRACKING_USERNAME"] = conn.login
-        if conn.password:
-            secret["MLFLOW_TRACKING_PASSWORD"] = conn.password
-    elif kind == "postgres":
-        from urllib.parse import quote
-
-        auth = quote(conn.login or "", safe="")
-        if conn.password:
-            auth += ":" + quote(conn.password, safe="")
-        host = f"{conn.host}:{conn.port}" if conn.port else conn.host
-        # psycopg2: what the job image ships (SQLAlchemy 2.1 reads bare postgresql:// as v3)
-        secret["KZ_LOCK_URI"] = f"postgresql+psycopg2://{auth}@{host}/{conn.schema or ''}"
-    else:
-        raise ValueError(f"unknown connection kind {kind!r}: use aws, mlflow or postgres")
-    return plain, secret
-
-
-def resolve_connections(connections: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(plain env, secret env) from Airflow connections, read at run time on the worker."""
-    from airflow.sdk import BaseHook
-
-    plain: dict[str, str] = {}
-    secret: dict[str, str] = {}
-    for conn_id, kind in connections.items():
-        p, s = connection_env(BaseHook.get_connection(conn_id), kind)
-        plain |= p
-        secret |= s
-    return plain, secret

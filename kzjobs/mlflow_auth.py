@@ -6,7 +6,7 @@ The server (``mlflow server --app-name basic-auth``) creates its admin from
 as the admin: they log in as a user of their own, which an operator (or the compose
 stack's ``mlflow-init``) makes once with :func:`ensure_user`, acting as the admin. Jobs get
 that user's credentials as ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``,
-secret env from the launcher's ``mlflow`` connection (:func:`kzjobs.launch.connection_env`).
+secret env from the launcher's ``mlflow`` connection (:func:`kzjobs.connections.connection_env`).
 
     MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=... KZ_MLFLOW_JOB_PASSWORD=... \\
         python -m kzjobs.mlflow_auth http://mlflow:5000 kzjobs

@@ -112,7 +112,7 @@ def _job_env(server: Server, password: str) -> dict[str, str]:
 
     from airflow.sdk import Connection
 
-    from kzjobs.launch import connection_env
+    from kzjobs.connections import connection_env
 
     compose = yaml.safe_load(COMPOSE.read_text())
     uri = compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KZ_MLFLOW"]

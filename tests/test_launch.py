@@ -10,22 +10,20 @@ from datetime import datetime
 
 import pytest
 
+from kzjobs.connections import connection_env
 from kzjobs.launch import (
     JOB_RESOURCES,
     JOB_UID,
     POD_SUMMARY_FILE,
     SCRATCH,
     SCRATCH_ENV,
-    JobFailed,
     LaunchConfig,
-    connection_env,
     job,
     load_config,
     mapped_job,
-    parse_summary,
     resources_for,
-    run_local,
 )
+from kzjobs.runner import JobFailed, parse_summary, run_local
 
 K8S = {
     "launcher": "kubernetes",

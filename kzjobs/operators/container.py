@@ -7,7 +7,8 @@ from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator
 
-from kzjobs.launch import parse_summary, resolve_connections
+from kzjobs.connections import resolve_connections
+from kzjobs.runner import parse_summary
 
 
 class _HostConfigOverlay:

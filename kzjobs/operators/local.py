@@ -9,7 +9,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from kzjobs.launch import JobFailed, resolve_connections, run_local
+from kzjobs.connections import resolve_connections
+from kzjobs.runner import JobFailed, run_local
 
 
 class KzLocalJobOperator(BaseOperator):

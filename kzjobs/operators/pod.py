@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-from kzjobs.launch import resolve_connections
+from kzjobs.connections import resolve_connections
 
 
 class KzPodOperator(KubernetesPodOperator):

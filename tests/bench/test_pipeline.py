@@ -8,8 +8,8 @@ import os
 import pytest
 
 from bench.pipeline import STAGES, run_stages
-from kzjobs.launch import JobFailed
 from kzjobs.plan import RetrainPlan
+from kzjobs.runner import JobFailed
 from kzjobs.store import open_store
 from kzjobs.synth import generate
 
