@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
+from bench.shared import decided_f1, variant_profile
 
 OUT = Path(__file__).parent / "results" / "inference.json"
 
@@ -53,12 +54,6 @@ VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
 }
 
 
-def variant_profile(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The bundle's profile with some of its sections' fields replaced."""
-    return base | {section: base.get(section, {}) | fields
-                   for section, fields in overrides.items()}
-
-
 def with_int8_trunks(store: Any, run: str, dataset: str) -> None:
     """Give the run's bundle int8 classifier trunks (``kzjobs.classify.quantize``),
     calibrated as the bundle job does on ``dataset``, when it has none."""
@@ -80,7 +75,6 @@ def read_with(store: Any, run: str, heldout: Any, pages: list[tuple[str, Any]], 
     Dataset."""
     import torch
 
-    from bench.pipeline import decided_f1
     from kzjobs.bundle import Bundle
     from kzjobs.profile import Profile
     from kzjobs.recognize.recognizer import Recognizer, frames_per_model

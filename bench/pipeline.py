@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
+from bench.shared import decided_f1
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -139,20 +140,6 @@ def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store:
         seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - started, 1)
         store.write_json(timings, seconds)
     return seconds
-
-
-def decided_f1(truth: dict[str, Any], decided: Any) -> dict[str, Any]:
-    """Competition F1 (overall and per book) of a decided frame (``image_id, x, y, w, h,
-    code`` per kept box): each box counts as its centre."""
-    from kzjobs.data.format import Point
-    from kzjobs.metric import score
-
-    points: dict[str, list[Point]] = {i: [] for i in truth}
-    for row in decided.itertuples(index=False):
-        points[row.image_id].append(Point(row.code, row.x + row.w / 2, row.y + row.h / 2))
-    result = score(truth, points)
-    return {"f1": round(result.f1, 4),
-            "by_book": {b: round(c.f1, 4) for b, c in sorted(result.by_book.items())}}
 
 
 def ablation(store: Any, run: str, heldout: str, profile: str,
@@ -366,7 +353,7 @@ def read_time_adaptation(store: Any, run: str, heldout: str, work: Path,
     the bundle's profile, as ``kzjobs recognize --profile`` takes a YAML)."""
     import yaml
 
-    from bench.inference import variant_profile
+    from bench.shared import variant_profile
     from kzjobs.bundle import Bundle, copy_bundle
     from kzjobs.evaluate import evaluate_model
     from kzjobs.store import open_store

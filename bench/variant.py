@@ -147,7 +147,6 @@ def main() -> None:
         parser.error("--second-round reads the base run's incoming pages again: use it with "
                      "--from pseudolabel alone")
 
-    from bench.inference import variant_profile
     from bench.machine import machine_info
     from bench.pipeline import (
         ablation,
@@ -157,6 +156,7 @@ def main() -> None:
         run_stages,
         use_work,
     )
+    from bench.shared import variant_profile
     from kzjobs.bundle import BUNDLE_FILE
     from kzjobs.profile import Profile, load_profile
     from kzjobs.store import open_store

@@ -7,12 +7,9 @@ checkpoints and LightGBM/XGBoost native model files, never pickles. The manifest
 records the sha256 of every file, and loading a bundle checks each one: a file changed,
 added or swapped after the bundle was written is refused (:class:`BundleIntegrityError`).
 
-A model reference (``--model`` of the jobs) is one of:
-
-- ``models:/kz-recognizer@champion`` or ``models:/kz-recognizer/3``: a registered version;
-- a store key or a folder path / ``s3://`` URI: a bundle root holding ``bundle.json``. A
-  relative path is a store key first, and a local folder when the store has no bundle
-  there (``--model var/bench/model``).
+A model reference (a registered version or a bundle root) is opened by
+:func:`kzjobs.model_ref.open_bundle`; the job that writes a run's manifest is
+:class:`kzjobs.release.BundleJob`.
 """
 
 from __future__ import annotations
@@ -23,8 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kzjobs.job import Job
-from kzjobs.store import Store, join, open_store
+from kzjobs.store import Store, open_store
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_VERSION = 2  # 2: ``sha256`` of every file
@@ -158,34 +154,6 @@ class Bundle(BaseModel):
         return bundle
 
 
-def is_registry_ref(ref: str) -> bool:
-    return ref.startswith("models:/")
-
-
-def bundle_root(ref: str, store: Store | None = None) -> Store:
-    """The store holding the bundle named by ``ref`` (see the module doc).
-
-    A registered version is downloaded from MLflow into a local folder first.
-    """
-    if is_registry_ref(ref):
-        from kzjobs.registry import download_bundle  # mlflow: imported only when needed
-
-        return open_store(download_bundle(ref))
-    if "://" in ref or ref.startswith(("/", ".", "~")) or store is None:
-        return open_store(ref)
-    keyed = store.child(join(ref))
-    # A relative folder path (``var/bench/model``) when the store has no bundle there.
-    if not keyed.exists(BUNDLE_FILE) and (Path(ref) / BUNDLE_FILE).is_file():
-        return open_store(ref)
-    return keyed
-
-
-def open_bundle(ref: str, store: Store | None = None) -> tuple[Bundle, Store]:
-    """The manifest and the root of the bundle named by ``ref``."""
-    root = bundle_root(ref, store)
-    return Bundle.load(root), root
-
-
 def copy_bundle(bundle: Bundle, src: Store, dest: Path) -> Path:
     """Copy a bundle's manifest and files into a local folder (for logging to MLflow).
 
@@ -202,79 +170,3 @@ def copy_bundle(bundle: Bundle, src: Store, dest: Path) -> Path:
     out.write_json(BUNDLE_FILE, bundle.model_copy(update={"sha256": kept}).model_dump(mode="json"))
     Bundle.load(out)
     return Path(out.uri)
-
-
-class BundleJob(Job):
-    """Write ``bundle.json`` at a training run's prefix, naming the files of its blend.
-
-    The classifier kinds and folds are level 2's (``level2/meta.json``); the detector
-    has one checkpoint per fold of the run. The vocabulary is written next to them.
-    Level 2 joins the blend only when it beat the plain blend on the OOF pages
-    (``level2/report.json``); otherwise the blend's top class decides.
-    """
-
-    run_prefix: str
-    dataset: str  # the training dataset: the characters of the codes
-
-    def run(self) -> dict[str, Any]:
-        from kzjobs.blend import blend, class_shares, load_predictions, oof_keys
-        from kzjobs.data.dataset import Dataset
-        from kzjobs.data.format import code_to_char
-        from kzjobs.folds import load_folds
-        from kzjobs.plan import PSEUDO_REPORT
-
-        root = self.store.child(self.run_prefix)
-        if root.exists(BUNDLE_FILE):
-            return {"bundle": self.run_prefix, "skipped": True,
-                    "files": Bundle.load(root).files()}
-        meta = root.read_json("level2/meta.json")
-        folds = sorted(set(load_folds(root, "folds.json").values()))
-        level2_folds = [int(k) for k in meta["folds"]]
-        ds = Dataset.open(self.dataset, self.store)
-        names = ds.vocabulary if ds.store.exists("unicode_translation.csv") else {}
-        codes = [c for c in root.read_json("level2/vocab.json") if c.startswith("U+")]
-        root.write_json("vocabulary.json", {c: names.get(c) or code_to_char(c) for c in codes})
-        report = root.read_json("level2/report.json") if root.exists("level2/report.json") else {}
-        use_level2 = level2_helps(report)
-        # An adapted run's shift is the one its pseudolabel job set; else the profile's.
-        shift, class_shifts = self.profile.pseudo.seg_fp_shift, {}
-        if root.exists(PSEUDO_REPORT):
-            adapted = root.read_json(PSEUDO_REPORT)
-            shift = adapted.get("seg_fp_shift", {}).get("shift", 0.0)
-            class_shifts = adapted.get("class_shift", {}).get("books", {})
-        shift = 0.0 if shift == "fit" else float(shift)
-        oof = load_predictions(self.store, oof_keys(self.store, self.run_prefix, meta["kinds"]))
-        shares = class_shares(blend(oof))
-        bundle = Bundle(
-            profile=self.profile.name,
-            profile_data=self.profile.model_dump(mode="json", by_alias=True),
-            detector=[f"detect/fold{k}/model.pt" for k in folds],
-            classifiers={
-                kind: [f"classify/{kind}/fold{k}/model.pt" for k in level2_folds]
-                for kind in meta["kinds"]
-            },
-            level2=Level2Files(
-                lightgbm=[f"level2/fold{k}/lgb.txt" for k in level2_folds] if use_level2 else [],
-                xgboost=[f"level2/fold{k}/xgb.ubj" for k in level2_folds] if use_level2 else [],
-            ),
-            vocabulary="vocabulary.json",
-            seg_fp_shift=shift,
-            class_shifts=class_shifts,
-            class_shares={str(c): round(float(v), 6) for c, v in shares.items()},
-            metrics={k: v for k, v in report.items() if isinstance(v, int | float)}
-            | {"level2_used": float(use_level2), "seg_fp_shift": shift,
-               "class_shift_books": float(len(class_shifts))},
-        )
-        if self.profile.classify.int8_trunk:
-            from kzjobs.classify.quantize import quantize_bundle
-
-            bundle = quantize_bundle(bundle, root, ds, self.profile.classify)
-        bundle.save(root)  # refuses a bundle with a missing file
-        return {"bundle": self.run_prefix, "files": bundle.files(), "metrics": bundle.metrics,
-                "level2": use_level2}
-
-
-def level2_helps(report: dict[str, Any]) -> bool:
-    """Whether level 2's OOF F1 is at least the plain blend's (True when not measured)."""
-    level2, blend = report.get("level2_oof_f1"), report.get("blend_oof_f1")
-    return level2 is None or blend is None or level2 >= blend

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kzjobs.bundle import open_bundle
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
+from kzjobs.model_ref import open_bundle
 from kzjobs.store import Store, join
 
 

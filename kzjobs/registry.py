@@ -29,11 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kzjobs.bundle import BUNDLE_FILE, BundleIntegrityError, copy_bundle, open_bundle
+from kzjobs.bundle import BUNDLE_FILE, BundleIntegrityError
 from kzjobs.data.dataset import Dataset
-from kzjobs.job import Job
 from kzjobs.settings import get_settings
-from kzjobs.store import Store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -284,7 +282,7 @@ def download_model(ref: str) -> tuple[Path, ModelVersion]:
 
 def download_bundle(ref: str) -> Path:
     """The local bundle folder of a registered version (see :func:`download_model`);
-    :func:`kzjobs.bundle.open_bundle` checks its files against their hashes."""
+    :func:`kzjobs.model_ref.open_bundle` checks its files against their hashes."""
     model_dir, _ = download_model(ref)
     return model_dir / BUNDLE_DATA
 
@@ -297,97 +295,3 @@ def load_model(ref: str) -> Any:
 
     model_dir, _ = download_model(ref)
     return mlflow.pyfunc.load_model(str(model_dir))
-
-
-def register_bundle(
-    bundle_ref: str,
-    store: Store,
-    *,
-    evaluation: dict[str, Any],
-    dataset: str,
-    dataset_version: str,
-    alias: str | None = CANDIDATE,
-) -> dict[str, Any]:
-    """Log a bundle as a new ``kz-recognizer`` version with its tags; idempotent per bundle.
-
-    ``evaluation`` is an :class:`~kzjobs.evaluate.EvaluateJob` summary on the held-out books.
-    """
-    import mlflow
-
-    bundle, root = open_bundle(bundle_ref, store)  # its files checked against their hashes
-    source = root.uri
-    c = client()
-    name = model_name()
-    for existing in c.search_model_versions(f"name='{name}'"):
-        if existing.tags.get("bundle_source") == source:  # a re-run after a crash
-            if alias:
-                c.set_registered_model_alias(name, alias, existing.version)
-            return {"name": name, "version": int(existing.version), "reused": True}
-
-    f1 = float(evaluation["f1"])
-    by_book = {b: float(v["f1"]) for b, v in evaluation.get("by_book", {}).items()}
-    tags = {
-        "bundle_source": source,
-        "profile": bundle.profile,
-        "dataset": dataset,
-        "dataset_version": dataset_version,
-        "heldout": evaluation["dataset"],
-        "heldout_version": evaluation["dataset_version"],
-        "git_commit": git_commit(),
-        "f1": repr(f1),
-        eval_tag(evaluation["dataset_version"]): repr(f1),  # promotion compares these exactly
-        **{f"f1.book.{b}": repr(v) for b, v in sorted(by_book.items())},
-    }
-    with tempfile.TemporaryDirectory(prefix="kz-bundle-") as tmp:
-        local = copy_bundle(bundle, root, Path(tmp) / ARTIFACT)
-        # The manifest's hash, kept in the registry's database: a version whose artifact
-        # is rewritten (manifest and weights together) no longer matches it.
-        tags[BUNDLE_TAG] = hashlib.sha256((local / BUNDLE_FILE).read_bytes()).hexdigest()
-        with mlflow.start_run(experiment_id=experiment_id(c), run_name=f"register {source}") as run:
-            mlflow.log_params(
-                {"profile": bundle.profile, "dataset": dataset, "heldout": evaluation["dataset"]}
-            )
-            detection = ({"heldout_detection_f1": float(evaluation["detection_f1"])}
-                         if "detection_f1" in evaluation else {})
-            mlflow.log_metrics(
-                {"heldout_f1": f1, **{f"heldout_f1.{b}": v for b, v in by_book.items()},
-                 **detection}
-            )
-            mlflow.set_tags({k: v for k, v in tags.items() if not k.startswith("eval.")})
-            info = mlflow.pyfunc.log_model(
-                name="recognizer",
-                loader_module=LOADER_MODULE,  # no code in the artifact (module doc)
-                data_path=str(local),
-                signature=signature(),
-                pip_requirements=pip_requirements(),
-                registered_model_name=name,
-                metadata={"job_image": get_settings().job_image},
-            )
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        c.set_model_version_tag(name, version, key, value)
-    if alias:
-        c.set_registered_model_alias(name, alias, version)
-    return {"name": name, "version": int(version), "run_id": run.info.run_id, "f1": f1,
-            "alias": alias, "reused": False}
-
-
-class RegisterJob(Job):
-    """Register a training run's bundle as a candidate, with its held-out evaluation."""
-
-    bundle: str  # store key of the bundle root (holds bundle.json)
-    evaluation: str  # store key of the evaluation JSON on the held-out books
-    dataset: str  # the training dataset (its version goes in the tags)
-    alias: str | None = CANDIDATE
-
-    def run(self) -> dict[str, Any]:
-        evaluation = self.store.read_json(self.evaluation)
-        ds = Dataset.open(self.dataset, self.store)
-        return register_bundle(
-            self.bundle,
-            self.store,
-            evaluation=evaluation,
-            dataset=self.dataset,
-            dataset_version=dataset_version(ds),
-            alias=self.alias,
-        )

@@ -19,7 +19,7 @@ def bundle(
     profile: ProfileOption = "demo",
 ) -> None:
     """Write bundle.json for a run's blend (detector, classifiers, level 2, vocabulary)."""
-    from kzjobs.bundle import BundleJob
+    from kzjobs.release import BundleJob
 
     emit(BundleJob(store_uri=store, profile_name=profile, run_prefix=run, dataset=dataset).run())
 
@@ -50,7 +50,7 @@ def register(
     profile: ProfileOption = "demo",
 ) -> None:
     """Register a bundle as a new kz-recognizer version (idempotent per bundle)."""
-    from kzjobs.registry import RegisterJob
+    from kzjobs.release import RegisterJob
 
     emit(RegisterJob(store_uri=store, profile_name=profile, bundle=bundle,
                      evaluation=evaluation, dataset=dataset, alias=alias or None).run())

@@ -21,14 +21,14 @@ def store(tmp_path):
 
 def _candidate(store, make_bundle, make_heldout, tag: str, f1: float) -> int:
     """Register a blend whose held-out evaluation gave ``f1``; it becomes the candidate."""
-    from kzjobs import registry
+    from kzjobs import registry, release
 
     make_bundle(store, f"runs/{tag}", tag=tag)
     make_heldout(store, "heldout")
     hv = registry.dataset_version(Dataset.open("heldout", store))
     ev = {"dataset": "heldout", "dataset_version": hv, "f1": f1,
           "by_book": {"ha": {"f1": f1}, "hb": {"f1": f1}}}
-    return registry.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
+    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
                                     dataset_version=hv)["version"]
 
 

@@ -24,12 +24,12 @@ def _evaluation(store, heldout: str, f1: float) -> dict:
 
 
 def _register(store, make_bundle, make_heldout, *, tag="a", f1=0.5):
-    from kzjobs import registry
+    from kzjobs import release
 
     make_bundle(store, f"runs/{tag}", tag=tag)
     make_heldout(store, "heldout")
     ev = _evaluation(store, "heldout", f1)
-    return registry.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
+    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
                                     dataset_version=ev["dataset_version"])
 
 
@@ -113,7 +113,8 @@ def test_register_on_postgres_and_s3_is_idempotent(mlflow_on_postgres, tmp_path,
 
 
 def test_register_job_reads_the_evaluation_from_the_store(tmp_path, make_bundle, make_heldout):
-    from kzjobs.registry import RegisterJob, get_version
+    from kzjobs.registry import get_version
+    from kzjobs.release import RegisterJob
 
     store_dir = tmp_path / "store"
     job = RegisterJob(store_uri=str(store_dir), profile_name="tiny", bundle="runs/a",
@@ -127,7 +128,8 @@ def test_register_job_reads_the_evaluation_from_the_store(tmp_path, make_bundle,
 
 
 def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
-    from kzjobs.bundle import Bundle, open_bundle
+    from kzjobs.bundle import Bundle
+    from kzjobs.model_ref import open_bundle
     from kzjobs.store import open_store
 
     store = open_store(tmp_path)
@@ -145,7 +147,7 @@ def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
 
 def test_a_relative_reference_is_a_store_key_first_then_a_local_folder(tmp_path, make_bundle,
                                                                          monkeypatch):
-    from kzjobs.bundle import bundle_root
+    from kzjobs.model_ref import bundle_root
     from kzjobs.store import open_store
 
     store = open_store(tmp_path / "store")
@@ -163,7 +165,8 @@ def test_a_relative_reference_is_a_store_key_first_then_a_local_folder(tmp_path,
 @pytest.mark.parametrize(("level2_f1", "used"), [(0.40, False), (0.60, True)])
 def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bundle, make_oof,
                                                               make_heldout, level2_f1, used):
-    from kzjobs.bundle import BundleJob, open_bundle
+    from kzjobs.model_ref import open_bundle
+    from kzjobs.release import BundleJob
     from kzjobs.store import open_store
 
     store = open_store(tmp_path)
@@ -188,9 +191,10 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
 
 def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bundle, make_oof,
                                                               make_heldout):
-    from kzjobs.bundle import BundleJob, open_bundle
+    from kzjobs.model_ref import open_bundle
     from kzjobs.plan import PSEUDO_LABELS, PSEUDO_REPORT
     from kzjobs.pseudo import default_report_key
+    from kzjobs.release import BundleJob
     from kzjobs.store import open_store
 
     assert default_report_key(PSEUDO_LABELS) == PSEUDO_REPORT  # where the job writes it
@@ -279,7 +283,7 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     import pandas as pd
 
     from bench.workload import write_seeded_bundle
-    from kzjobs import registry
+    from kzjobs import registry, release
     from kzjobs.bundle import Bundle
     from kzjobs.data.format import parse_points, read_submission
     from kzjobs.recognize.job import RecognizeJob
@@ -298,7 +302,7 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
                               "class_shares": {"U+3044": 0.8, "U+3042": 0.2}}
                       ).save(store.child("model"))
     ev = _evaluation(store, "coll", 0.5)
-    registry.register_bundle("model", store, evaluation=ev, dataset="coll",
+    release.register_bundle("model", store, evaluation=ev, dataset="coll",
                              dataset_version=ev["dataset_version"])
     ds = Dataset.open("coll", store)
     ids = ds.image_ids()

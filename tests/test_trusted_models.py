@@ -41,7 +41,7 @@ def _write_manifest(root: Path, data: dict) -> None:
 def test_a_clean_bundle_records_every_file_hash_and_loads(store, make_bundle):
     import hashlib
 
-    from kzjobs.bundle import open_bundle
+    from kzjobs.model_ref import open_bundle
 
     bundle, files = make_bundle(store, "run")
     loaded, _ = open_bundle("run", store)
@@ -51,7 +51,8 @@ def test_a_clean_bundle_records_every_file_hash_and_loads(store, make_bundle):
 
 
 def test_a_tampered_weight_file_is_refused(store, make_bundle):
-    from kzjobs.bundle import BundleIntegrityError, open_bundle
+    from kzjobs.bundle import BundleIntegrityError
+    from kzjobs.model_ref import open_bundle
 
     make_bundle(store, "run")
     store.write_text(f"run/{WEIGHT}", "weights of someone else")
@@ -62,7 +63,8 @@ def test_a_tampered_weight_file_is_refused(store, make_bundle):
 @pytest.mark.parametrize("tamper", ["changed hash", "added file", "hash of an unused file",
                                     "no hashes", "old format", "unknown field"])
 def test_a_tampered_manifest_is_refused(store, make_bundle, tamper):
-    from kzjobs.bundle import BundleIntegrityError, open_bundle
+    from kzjobs.bundle import BundleIntegrityError
+    from kzjobs.model_ref import open_bundle
 
     make_bundle(store, "run")
     root = Path(store.child("run").uri)
@@ -96,7 +98,8 @@ def test_a_tampered_manifest_is_refused(store, make_bundle, tamper):
 def test_saving_again_records_the_files_as_they_are(store, make_bundle):
     # A bundle changed on purpose (the tests and benches re-save with new shifts) is
     # re-hashed by save; only a change made behind the manifest's back is refused.
-    from kzjobs.bundle import Bundle, open_bundle
+    from kzjobs.bundle import Bundle
+    from kzjobs.model_ref import open_bundle
 
     make_bundle(store, "run")
     store.write_text(f"run/{WEIGHT}", "retrained")
@@ -109,13 +112,13 @@ def test_saving_again_records_the_files_as_they_are(store, make_bundle):
 
 
 def _register(store, make_bundle, make_heldout, tag: str = "a", f1: float = 0.5) -> int:
-    from kzjobs import registry
+    from kzjobs import registry, release
 
     make_bundle(store, f"runs/{tag}", tag=tag)
     make_heldout(store, "heldout")
     hv = registry.dataset_version(Dataset.open("heldout", store))
     ev = {"dataset": "heldout", "dataset_version": hv, "f1": f1, "by_book": {}}
-    return registry.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
+    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
                                     dataset_version=hv)["version"]
 
 
@@ -133,7 +136,7 @@ def _artifact(version: int) -> Path:
 
 def test_a_clean_version_loads_through_the_registry(store, make_bundle, make_heldout):
     from kzjobs import registry
-    from kzjobs.bundle import open_bundle
+    from kzjobs.model_ref import open_bundle
 
     v = _register(store, make_bundle, make_heldout)
     model = registry.load_model("models:/kz-recognizer@candidate")
@@ -146,7 +149,8 @@ def test_a_clean_version_loads_through_the_registry(store, make_bundle, make_hel
 
 def test_a_tampered_weight_in_the_registry_is_refused(store, make_bundle, make_heldout):
     from kzjobs import registry
-    from kzjobs.bundle import BundleIntegrityError, open_bundle
+    from kzjobs.bundle import BundleIntegrityError
+    from kzjobs.model_ref import open_bundle
 
     v = _register(store, make_bundle, make_heldout)
     (_artifact(v) / "data/bundle" / WEIGHT).write_text("weights of someone else")
@@ -164,7 +168,7 @@ def test_a_rewritten_manifest_in_the_registry_is_refused(store, make_bundle, mak
     import hashlib
 
     from kzjobs import registry
-    from kzjobs.bundle import open_bundle
+    from kzjobs.model_ref import open_bundle
 
     v = _register(store, make_bundle, make_heldout)
     root = _artifact(v) / "data/bundle"
@@ -196,7 +200,7 @@ def test_tampered_model_code_in_the_registry_never_runs(store, make_bundle, make
     import mlflow
 
     from kzjobs import registry
-    from kzjobs.bundle import open_bundle
+    from kzjobs.model_ref import open_bundle
 
     v = _register(store, make_bundle, make_heldout)
     model = _artifact(v)

@@ -182,8 +182,8 @@ class RecognizeJob(_CollectionJob):
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from kzjobs.bundle import open_bundle
         from kzjobs.images import ImageError
+        from kzjobs.model_ref import open_bundle
         from kzjobs.recognize.outputs import write_page
         from kzjobs.recognize.recognizer import Recognizer, bundle_profile, page_workers
 

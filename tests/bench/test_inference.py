@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.inference import VARIANTS, read_with, variant_profile
+from bench.inference import VARIANTS, read_with
+from bench.shared import variant_profile
 from bench.workload import write_seeded_bundle
 from kzjobs.profile import Profile, load_profile
 from kzjobs.store import open_store

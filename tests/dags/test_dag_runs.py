@@ -7,14 +7,14 @@ from kzjobs.settings import get_settings
 
 
 def _register(store, make_bundle, make_heldout, tag: str, f1: float) -> int:
-    from kzjobs import registry
+    from kzjobs import registry, release
     from kzjobs.data.dataset import Dataset
 
     make_bundle(store, f"runs/{tag}", tag=tag)
     make_heldout(store, "heldout")
     hv = registry.dataset_version(Dataset.open("heldout", store))
     ev = {"dataset": "heldout", "dataset_version": hv, "f1": f1, "by_book": {}}
-    return registry.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
+    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
                                     dataset_version=hv)["version"]
 
 

@@ -119,7 +119,7 @@ def test_bad_shard(bad):
 def test_a_blend_recognizes_with_its_own_settings_unless_told(setup):
     """The bundle carries the profile it was trained and evaluated with (here the seeded
     blend's score threshold 0); ``--profile`` overrides it, as a user asked."""
-    from kzjobs.bundle import open_bundle
+    from kzjobs.model_ref import open_bundle
     from kzjobs.profile import load_profile
     from kzjobs.recognize.recognizer import Recognizer
 
@@ -139,7 +139,7 @@ def test_inference_folds_reads_pages_with_the_first_folds_of_each_kind(tmp_path)
     kind's first N folds, 0 all of them."""
     import yaml
 
-    from kzjobs.bundle import open_bundle
+    from kzjobs.model_ref import open_bundle
     from kzjobs.profile import load_profile
     from kzjobs.recognize.recognizer import Recognizer
 
@@ -162,10 +162,10 @@ def test_the_bundles_shifts_reach_every_classifiers_logits(setup):
     classes of a book's shifts move by them on that book's pages only."""
     import numpy as np
 
-    from kzjobs.bundle import open_bundle
     from kzjobs.data.books import book_id
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import SEG_FP
+    from kzjobs.model_ref import open_bundle
     from kzjobs.recognize.recognizer import Recognizer
 
     _root, store = setup
@@ -276,8 +276,8 @@ def test_pages_read_side_by_side_come_out_in_order_and_as_read_one_by_one(setup)
     comes back afterwards."""
     import torch
 
-    from kzjobs.bundle import open_bundle
     from kzjobs.device import torch_threads
+    from kzjobs.model_ref import open_bundle
     from kzjobs.recognize.recognizer import Recognizer
 
     _root, store = setup
@@ -298,7 +298,7 @@ def test_pages_read_side_by_side_come_out_in_order_and_as_read_one_by_one(setup)
 def test_a_page_that_fails_in_a_worker_stops_the_stream_with_its_own_error(setup):
     """The error of a page read in a worker thread reaches the job, which stops there
     (finished pages are kept; a re-run reads the rest); the batches before it came out."""
-    from kzjobs.bundle import open_bundle
+    from kzjobs.model_ref import open_bundle
     from kzjobs.recognize.recognizer import Recognizer
 
     class FailsOnOnePage(Recognizer):

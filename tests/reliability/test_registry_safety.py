@@ -41,7 +41,7 @@ def store(tmp_path) -> Store:
 def _register(store: Store, make_bundle, make_heldout, tag: str, f1: float,
               heldout: str = "heldout") -> int:
     """A blend registered (as the candidate) with ``f1`` on the held-out set ``heldout``."""
-    from kzjobs import registry
+    from kzjobs import registry, release
     from kzjobs.data.dataset import Dataset
 
     make_bundle(store, f"runs/{tag}", tag=tag)
@@ -49,7 +49,7 @@ def _register(store: Store, make_bundle, make_heldout, tag: str, f1: float,
         make_heldout(store, heldout, books=("ha", "hb") if heldout == "heldout" else ("hc",))
     hv = registry.dataset_version(Dataset.open(heldout, store))
     ev = {"dataset": heldout, "dataset_version": hv, "f1": f1, "by_book": {}}
-    return registry.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset=heldout,
+    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset=heldout,
                                     dataset_version=hv)["version"]
 
 
