@@ -41,12 +41,11 @@ def cpu_has_bf16() -> bool:
 def autocast(device: torch.device, enabled: bool = True, *, cpu_bf16: bool = False
              ) -> Iterator[None]:
     """fp16 autocast on CUDA. On the CPU full precision, unless ``cpu_bf16`` and the CPU
-    does bf16 in hardware (:func:`cpu_has_bf16`). With AMX the bench blend's classifiers
-    read a page in 0.39 s against 0.52 s in fp32, with the same top class for 99.4% of
-    boxes (RESULTS.md, 03:42 run); on an AMD EPYC with AVX512-BF16 a resnet18 trunk reads
-    a 1024 px page in 0.20 s against 0.41 s, and trains on 4 crops in 0.12 s against
-    0.21 s. Callers whose outputs are coordinates (the detector's heads) leave it off:
-    bf16 keeps 8 bits of mantissa, so a box edge near x=1000 would move by up to 4 px.
+    does bf16 in hardware (:func:`cpu_has_bf16`): faster, with nearly the same top classes
+    (bench/RESULTS.md, 'Run of 2026-12-02 03:42 UTC' with AMX, 'Classifier experiments of
+    2026-12-03 01:55-02:26 UTC' with AVX512-BF16). Callers whose outputs are coordinates
+    (the detector's heads) leave it off: bf16 keeps 8 bits of mantissa, so a box edge near
+    x=1000 would move by up to 4 px.
     """
     import torch
 

@@ -63,7 +63,7 @@ class ClassifyConfig(BaseModel):
     # page_size) to char_size px, within char_scale_range: books differ in character
     # size, and small characters fall on few feature cells. 0: every page at page_size.
     # Training pages keep their book's own scale: scaling them too narrowed the sizes
-    # seen in training and lost (bench OOF F1 0.892 -> 0.871; bench/RESULTS.md, 13:51).
+    # seen in training and lost (bench/RESULTS.md, 'Run of 2026-12-03 13:51 UTC').
     char_size: float = Field(0.0, ge=0.0)
     char_scale_range: tuple[float, float] = (0.5, 2.0)
     # Read only the block of the page that holds its boxes, this many px (at the read

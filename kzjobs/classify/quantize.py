@@ -5,8 +5,9 @@ quantized after training with PyTorch's FX static quantization on its x86 backen
 int8 weights per output channel, activation ranges observed on calibration pages, batch
 norms fused into the convolutions. ``roi_align`` and the head stay in fp32. On one
 thread a bench page's classifier time is about 0.6 of fp32's on an AVX2 core, at the same
-F1 (``python -m bench.int8``); on an AVX512-BF16 core the trunk runs in about half the
-time of bf16 (bench/RESULTS.md).
+F1 (``python -m bench.int8``; bench/RESULTS.md, 'Run of 2026-12-06 14:02 UTC'); on an
+AVX512-BF16 core the trunk runs in about half the time of bf16 (bench/RESULTS.md, 'Run of
+2026-12-06 16:00 UTC').
 
 With ``classify.int8_trunk`` the bundle job calibrates each of its classifiers on training
 pages and stores the quantized trunk's state next to the checkpoint

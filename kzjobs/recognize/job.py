@@ -210,9 +210,8 @@ class RecognizeJob(_CollectionJob):
             ).with_books({ref.id: ref.book for ref in refs if ref.book})
             if adapting:
                 # It fits every book's shifts itself, on the logits of the very models that
-                # read it: the bundle's were fitted on its models before fine-tuning (bench:
-                # held-out F1 0.9442 refitted against 0.9412 with the bundle's; RESULTS.md,
-                # 12-05 14:09).
+                # read it: the bundle's were fitted on its models before fine-tuning
+                # (bench/RESULTS.md, 'Run of 2026-12-05 14:09 UTC').
                 recognizer = recognizer.without_book_shifts()
             workers = self.workers or page_workers(recognizer.device)
             summary["workers"] = workers

@@ -217,8 +217,8 @@ class Recognizer:
         ``workers`` > 1 reads that many pages side by side in threads (at most ``ahead``
         in flight), each with an equal share of torch's CPU threads: whole pages in
         parallel keep the cores busier than one page's operators split between them,
-        without a second copy of the models as in a second shard (bench blend, 2 cores:
-        1.02 pages/s against 0.90; RESULTS.md)."""
+        without a second copy of the models as in a second shard (bench/RESULTS.md,
+        'Run of 2026-12-05 01:00 UTC')."""
         from kzjobs.device import torch_threads
 
         on_cpu = workers > 1 and self.device.type == "cpu"
