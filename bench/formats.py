@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -95,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result = {"part": "formats",
                   "command": f"python -m bench.formats --pages {args.pages}",
-                  **measure(args.pages, Path(tmp)), "machine": machine_info()}
+                  **measure(args.pages, Path(tmp)),
+                  # other work on the machine slows every figure: say how much there was
+                  "load_average_1m": round(os.getloadavg()[0], 1), "machine": machine_info()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))
