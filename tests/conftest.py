@@ -236,6 +236,20 @@ def write_test_heldout(store, key: str, books=("ha", "hb")) -> None:
     store.write_text(f"{key}/train.csv", "\n".join(rows) + "\n")
 
 
+def register_test_bundle(store, tag: str = "a", f1: float = 0.5) -> int:
+    """Write a test bundle at ``runs/<tag>`` and a held-out set, register the bundle with
+    held-out ``f1``; its registry version."""
+    from kzjobs import registry, release
+    from kzjobs.data.dataset import Dataset
+
+    write_test_bundle(store, f"runs/{tag}", tag=tag)
+    write_test_heldout(store, "heldout")
+    hv = registry.dataset_version(Dataset.open("heldout", store))
+    ev = {"dataset": "heldout", "dataset_version": hv, "f1": f1, "by_book": {}}
+    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
+                                    dataset_version=hv)["version"]
+
+
 @pytest.fixture
 def make_bundle():
     return write_test_bundle

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kzjobs.data.dataset import Dataset
 from kzjobs.settings import get_settings
+from tests.conftest import register_test_bundle
 
 WEIGHT = "detect/fold0/model.pt"
 
@@ -111,15 +111,6 @@ def test_saving_again_records_the_files_as_they_are(store, make_bundle):
 # ---- through the registry ----------------------------------------------------------------
 
 
-def _register(store, make_bundle, make_heldout, tag: str = "a", f1: float = 0.5) -> int:
-    from kzjobs import registry, release
-
-    make_bundle(store, f"runs/{tag}", tag=tag)
-    make_heldout(store, "heldout")
-    hv = registry.dataset_version(Dataset.open("heldout", store))
-    ev = {"dataset": "heldout", "dataset_version": hv, "f1": f1, "by_book": {}}
-    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
-                                    dataset_version=hv)["version"]
 
 
 def _artifact(version: int) -> Path:
@@ -134,11 +125,11 @@ def _artifact(version: int) -> Path:
     return found / "artifacts"
 
 
-def test_a_clean_version_loads_through_the_registry(store, make_bundle, make_heldout):
+def test_a_clean_version_loads_through_the_registry(store):
     from kzjobs import registry
     from kzjobs.model_ref import open_bundle
 
-    v = _register(store, make_bundle, make_heldout)
+    v = register_test_bundle(store)
     model = registry.load_model("models:/kz-recognizer@candidate")
     assert model.metadata.flavors["python_function"]["loader_module"] == "kzjobs.registry_model"
     bundle, _ = open_bundle(f"models:/kz-recognizer/{v}")
@@ -147,12 +138,12 @@ def test_a_clean_version_loads_through_the_registry(store, make_bundle, make_hel
     assert not list(_artifact(v).rglob("*.py"))
 
 
-def test_a_tampered_weight_in_the_registry_is_refused(store, make_bundle, make_heldout):
+def test_a_tampered_weight_in_the_registry_is_refused(store):
     from kzjobs import registry
     from kzjobs.bundle import BundleIntegrityError
     from kzjobs.model_ref import open_bundle
 
-    v = _register(store, make_bundle, make_heldout)
+    v = register_test_bundle(store)
     (_artifact(v) / "data/bundle" / WEIGHT).write_text("weights of someone else")
     for load in (registry.load_model, open_bundle):  # the pyfunc, and the jobs' path
         with pytest.raises(BundleIntegrityError, match=rf"{WEIGHT} has sha256"):
@@ -162,7 +153,7 @@ def test_a_tampered_weight_in_the_registry_is_refused(store, make_bundle, make_h
     assert (local / WEIGHT).read_text() == "weights of someone else"
 
 
-def test_a_rewritten_manifest_in_the_registry_is_refused(store, make_bundle, make_heldout):
+def test_a_rewritten_manifest_in_the_registry_is_refused(store):
     # A writer of the artifact store swaps a weight and its hash together: the manifest is
     # consistent, but not the one registered (its sha256 is a version tag, in the database).
     import hashlib
@@ -170,7 +161,7 @@ def test_a_rewritten_manifest_in_the_registry_is_refused(store, make_bundle, mak
     from kzjobs import registry
     from kzjobs.model_ref import open_bundle
 
-    v = _register(store, make_bundle, make_heldout)
+    v = register_test_bundle(store)
     root = _artifact(v) / "data/bundle"
     (root / WEIGHT).write_text("weights of someone else")
     data = _manifest(root)
@@ -195,14 +186,13 @@ def _load_pyfunc(data_path, model_config=None):
 
 @pytest.mark.parametrize("tamper", ["another loader", "code beside the loader",
                                     "models from code", "another flavor"])
-def test_tampered_model_code_in_the_registry_never_runs(store, make_bundle, make_heldout,
-                                                        tmp_path, tamper):
+def test_tampered_model_code_in_the_registry_never_runs(store, tmp_path, tamper):
     import mlflow
 
     from kzjobs import registry
     from kzjobs.model_ref import open_bundle
 
-    v = _register(store, make_bundle, make_heldout)
+    v = register_test_bundle(store)
     model = _artifact(v)
     marker = tmp_path / f"ran-{tamper.replace(' ', '-')}"
     module = f"kz_evil_{tamper.replace(' ', '_')}"
@@ -235,14 +225,14 @@ def test_tampered_model_code_in_the_registry_never_runs(store, make_bundle, make
         assert marker.read_text() == "ran"
 
 
-def test_promotion_rejects_a_tampered_candidate(store, make_bundle, make_heldout):
+def test_promotion_rejects_a_tampered_candidate(store):
     from kzjobs.promote import PromoteJob
     from kzjobs.registry import get_version
 
-    v1 = _register(store, make_bundle, make_heldout, "a", 0.40)
+    v1 = register_test_bundle(store, "a", 0.40)
     job = PromoteJob(store_uri=store.uri, profile_name="tiny", lock_timeout=30)
     assert job.run()["decision"] == "promoted"
-    v2 = _register(store, make_bundle, make_heldout, "b", 0.99)  # better on paper...
+    v2 = register_test_bundle(store, "b", 0.99)  # better on paper...
     (_artifact(v2) / "data/bundle" / WEIGHT).write_text("weights of someone else")
     out = job.run()
     assert (out["decision"], int(get_version("champion").version)) == ("rejected", v1)

@@ -4,34 +4,23 @@ Airflow runs the real ``kzjobs`` commands as subprocesses on a migrated metadata
 from __future__ import annotations
 
 from kzjobs.settings import get_settings
+from tests.conftest import register_test_bundle
 
 
-def _register(store, make_bundle, make_heldout, tag: str, f1: float) -> int:
-    from kzjobs import registry, release
-    from kzjobs.data.dataset import Dataset
-
-    make_bundle(store, f"runs/{tag}", tag=tag)
-    make_heldout(store, "heldout")
-    hv = registry.dataset_version(Dataset.open("heldout", store))
-    ev = {"dataset": "heldout", "dataset_version": hv, "f1": f1, "by_book": {}}
-    return release.register_bundle(f"runs/{tag}", store, evaluation=ev, dataset="heldout",
-                                    dataset_version=hv)["version"]
-
-
-def test_kz_promote_runs_the_promote_job(tmp_path, run_dag, make_bundle, make_heldout):
+def test_kz_promote_runs_the_promote_job(tmp_path, run_dag):
     from kzjobs.registry import get_version
     from kzjobs.store import open_store
 
     store = open_store(tmp_path / "store")
     env = {"KZ_HOME": str(get_settings().home), "KZ_STORE": store.uri, "KZ_LAUNCHER": "local"}
-    v1 = _register(store, make_bundle, make_heldout, "a", 0.5)
+    v1 = register_test_bundle(store, "a", 0.5)
     first = run_dag("kz_promote", {"profile": "tiny"}, **env)
     assert first["state"] == "success", first
     summary = first["xcom"]["promote"]  # the job's JSON summary, through the local launcher
     assert (summary["decision"], summary["champion_after"]) == ("promoted", v1)
     assert int(get_version("champion").version) == v1
 
-    v2 = _register(store, make_bundle, make_heldout, "b", 0.4)  # worse
+    v2 = register_test_bundle(store, "b", 0.4)  # worse
     second = run_dag("kz_promote", {"profile": "tiny"}, **env)
     assert second["xcom"]["promote"]["decision"] == "rejected"
     assert int(get_version("champion").version) == v1
