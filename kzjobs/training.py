@@ -201,12 +201,10 @@ class Trainer:
         import mlflow
 
         from kzjobs import registry
-        from kzjobs.settings import get_settings
 
         # Created with the configured artifact root: a database-backed run's artifacts
         # would otherwise go to ./mlruns of whatever folder the job runs in.
-        experiment_id = registry.experiment_id(registry.client(get_settings().tracking_uri),
-                                               experiment)
+        experiment_id = registry.experiment_id(registry.client(), experiment)
         run = None
         if self.mlflow_run_id is not None:
             try:

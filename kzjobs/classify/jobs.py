@@ -218,15 +218,15 @@ class ClassifyTrainJob(Job):
             found = engine.evaluate(table, boxes, truth, judged_ids)
             return {f"valid_{k}": found[k] for k in ("accuracy", "f1")}
 
-        with trainer.mlflow_run(EXPERIMENT, f"{self.label}-fold{self.fold}", config_params(
-                cfg) | {
-                    "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
-                    "dataset": self.dataset, "boxes": self.boxes, "classes": len(vocab),
-                    "pseudo": self.pseudo, "pseudo_pages": len(pseudo_boxes), "init": self.init,
-                    "pseudo_pages_per_epoch": len(pseudo_ids),
-                    "train_pages": len(train_ids), "valid_pages": len(valid_ids),
-                    "device": device.type, "trainable_params": sum(p.numel() for p in params),
-                } | {f"epoch_{k}": v for k, v in describe(crops).items()}) as run:
+        run_params = config_params(cfg) | {
+            "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
+            "dataset": self.dataset, "boxes": self.boxes, "classes": len(vocab),
+            "pseudo": self.pseudo, "pseudo_pages": len(pseudo_boxes), "init": self.init,
+            "pseudo_pages_per_epoch": len(pseudo_ids),
+            "train_pages": len(train_ids), "valid_pages": len(valid_ids),
+            "device": device.type, "trainable_params": sum(p.numel() for p in params),
+        } | {f"epoch_{k}": v for k, v in describe(crops).items()}
+        with trainer.mlflow_run(EXPERIMENT, f"{self.label}-fold{self.fold}", run_params) as run:
             trainer.fit(cfg.epochs, train, evaluate)
 
             table, quarantine = predict_pages(

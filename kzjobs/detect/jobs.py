@@ -156,12 +156,12 @@ class DetectTrainJob(Job):
             metrics = engine.train_one_epoch(model, optimization, loader, settings, epoch=epoch)
             return {f"train_{k}": v for k, v in metrics.items()}
 
-        with trainer.mlflow_run(EXPERIMENT, f"detect-fold{self.fold}", config_params(
-                config, "detect.") | {
-                    "fold": self.fold, "dataset": self.dataset, "folds": self.folds,
-                    "out": self.out, "train_pages": len(train_ids),
-                    "valid_pages": len(valid_ids), "device": str(device),
-                    "profile": self.profile.name}) as run:
+        run_params = config_params(config, "detect.") | {
+            "fold": self.fold, "dataset": self.dataset, "folds": self.folds, "out": self.out,
+            "train_pages": len(train_ids), "valid_pages": len(valid_ids),
+            "device": str(device), "profile": self.profile.name,
+        }
+        with trainer.mlflow_run(EXPERIMENT, f"detect-fold{self.fold}", run_params) as run:
             started = time.monotonic()
             trainer.fit(config.epochs, train)
             train_seconds = time.monotonic() - started
