@@ -4,9 +4,8 @@ held-out pages."""
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ from kzjobs.classify.predict import to_points
 from kzjobs.data.format import SEG_FP, Box
 from kzjobs.device import autocast
 from kzjobs.metric import score
+from kzjobs.training import EngineSettings, Epoch, Optimization
 
 
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: ClassifyConfig
@@ -30,51 +30,36 @@ def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: ClassifyConfig
                            weight_decay=cfg.weight_decay)
 
 
-def train_one_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loader: Iterable,
-    device: torch.device,
-    scaler: torch.amp.GradScaler,
-    *,
-    epoch: int,
-    amp: bool = True,
-    progress: bool = True,
-    running: Mapping[str, float] | None = None,
-    save: Callable[[dict[str, float]], None] | None = None,
-    save_every: float = 0.0,
-) -> dict[str, float]:
+def train_one_epoch(model: torch.nn.Module, optimization: Optimization, loader: Iterable,
+                    settings: EngineSettings, epoch: Epoch) -> dict[str, float]:
     """Cross-entropy over every kept box; the LR schedule steps per batch.
 
-    A long epoch is checkpointed within: every ``save_every`` seconds ``save`` gets the
-    running sums (``loss_sum``, ``correct``, ``seen``, ``batches`` trained and ``consumed``
-    loader items). A run resumed from such a checkpoint passes them back as ``running``,
-    with a loader that starts after the items consumed.
+    ``epoch.tick`` gets the running sums after every batch (``loss_sum``, ``correct``,
+    ``seen``, ``batches`` trained and ``consumed`` loader items): it checkpoints within a
+    long epoch. A run resumed from such a checkpoint has them in ``epoch.running``, with a
+    loader that starts after the items consumed.
     """
     model.train()
     sums = {"loss_sum": 0.0, "correct": 0, "seen": 0, "batches": 0, "consumed": 0,
-            **(running or {})}
-    saved = time.monotonic()
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not progress, leave=False,
-               initial=int(sums["consumed"]))
+            **epoch.running}
+    bar = tqdm(loader, desc=f"epoch {epoch.index}", disable=not settings.progress,
+               leave=False, initial=int(sums["consumed"]))
     for batch in bar:
         sums["consumed"] += 1
         # BatchNorm1d in the head needs two boxes or more
         if batch is not None and len(batch[2]) >= 2:
             images, boxes, targets = batch
-            images = images.to(device, non_blocking=True)
-            boxes = [b.to(device, non_blocking=True) for b in boxes]
-            targets = targets.to(device, non_blocking=True)
-            with autocast(device, amp, cpu_bf16=True):  # a class score, not a coordinate
+            images = images.to(settings.device, non_blocking=True)
+            boxes = [b.to(settings.device, non_blocking=True) for b in boxes]
+            targets = targets.to(settings.device, non_blocking=True)
+            # a class score, not a coordinate: bf16 on a CPU that does it in hardware
+            with autocast(settings.device, settings.amp, cpu_bf16=True):
                 logits = model(images, boxes)
                 loss = F.cross_entropy(logits.float(), targets)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}; lower the lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at epoch {epoch.index}; lower the lr")
+            optimization.step(model, loss, settings.grad_clip)
             n = len(targets)
             sums["loss_sum"] += loss.item() * n
             sums["correct"] += int((logits.argmax(1) == targets).sum())
@@ -82,17 +67,15 @@ def train_one_epoch(
             sums["batches"] += 1
             bar.set_postfix(loss=f"{sums['loss_sum'] / sums['seen']:.3f}",
                             acc=f"{sums['correct'] / sums['seen']:.3f}")
-        scheduler.step()
-        if save is not None and save_every and time.monotonic() - saved >= save_every:
-            save(dict(sums))
-            saved = time.monotonic()
+        optimization.scheduler.step()
+        epoch.tick(sums)
     seen = sums["seen"]
     return {
         "loss": sums["loss_sum"] / seen if seen else float("nan"),
         "accuracy": sums["correct"] / seen if seen else 0.0,
         "boxes": seen,
         "batches": sums["batches"],
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": optimization.lr,
     }
 
 

@@ -51,11 +51,6 @@ def _quarantine_records(quarantine: dict[str, str]) -> list[dict[str, str]]:
 _RESUME_FREE = {"threads", "checkpoint_seconds"}
 
 
-def _flat_params(config: dict[str, Any]) -> dict[str, str]:
-    return {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
-            for k, v in config.items()}
-
-
 class ClassifyTrainJob(Job):
     dataset: str  # dataset key (or path/URI) with train.csv and images
     folds: str  # folds JSON key (FoldsJob)
@@ -108,13 +103,8 @@ class ClassifyTrainJob(Job):
         import mlflow
         import torch
 
-        from kzjobs.checkpoint import (
-            changed_settings,
-            checkpoint_bytes,
-            load_checkpoint,
-            rng_state,
-            set_rng_state,
-        )
+        from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
+        from kzjobs.classify import engine
         from kzjobs.classify.config import KINDS
         from kzjobs.classify.dataset import (
             CropDataset,
@@ -123,7 +113,6 @@ class ClassifyTrainJob(Job):
             repeat_to_share,
             vocabulary,
         )
-        from kzjobs.classify.engine import evaluate, make_optimizer, train_one_epoch
         from kzjobs.classify.model import build_model, model_args
         from kzjobs.classify.predict import predict_pages
         from kzjobs.data.books import book_id, split_fold
@@ -131,6 +120,13 @@ class ClassifyTrainJob(Job):
         from kzjobs.data.format import BOX_CODES, read_annotations
         from kzjobs.device import grad_scaler, seed_everything, select_device
         from kzjobs.folds import load_folds
+        from kzjobs.training import (
+            EngineSettings,
+            Epoch,
+            Optimization,
+            Trainer,
+            config_params,
+        )
 
         if self.kind not in KINDS:
             raise ValueError(f"unknown classifier kind {self.kind!r}; use one of {KINDS}")
@@ -139,8 +135,7 @@ class ClassifyTrainJob(Job):
             cfg = cfg.model_copy(update={"epochs": self.epochs})
         store = self.store
         prefix = self.out
-        keys = {name: join(prefix, name) for name in
-                ("model.pt", "checkpoint.pt", "oof.parquet", "metrics.json")}
+        keys = {name: join(prefix, name) for name in ("model.pt", "oof.parquet", "metrics.json")}
         summary = {"kind": self.kind, "fold": self.fold, "model": keys["model.pt"],
                    "oof": keys["oof.parquet"]}
         if store.exists(keys["model.pt"]) and store.exists(keys["metrics.json"]):
@@ -187,116 +182,64 @@ class ClassifyTrainJob(Job):
         generator = torch.Generator()
         batches = loader(crops, cfg, generator, pin_memory=device.type == "cuda")
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(params, cfg)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, cfg.epochs * len(batches))
-        )
-        scaler = grad_scaler(device, cfg.amp)
-        # "within": where a checkpoint within the next epoch left it.
-        state: dict[str, Any] = {"epoch": -1, "history": [], "train_seconds": 0.0,
-                                 "mlflow_run_id": None, "within": None}
-        if store.exists(keys["checkpoint.pt"]):
-            ckpt = load_checkpoint(store.read_bytes(keys["checkpoint.pt"]))
-            changed = changed_settings(ckpt["config"], cfg.model_dump(mode="json"), _RESUME_FREE)
-            if (ckpt["vocabulary"], ckpt["model_args"]) != (vocab, args) or changed:
-                raise ValueError(f"{keys['checkpoint.pt']} is for another model, vocabulary or "
-                                 f"configuration (changed: {changed}); delete it to start over")
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            state = {k: ckpt.get(k) for k in state}
-            log.info("resuming %s fold %d at epoch %d, step %d", self.label, self.fold,
-                     state["epoch"] + 1,
-                     state["within"]["running"]["batches"] if state["within"] else 0)
+        optimizer = engine.make_optimizer(params, cfg)
+        optimization = Optimization(optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, cfg.epochs * len(batches))), grad_scaler(device, cfg.amp))
+        settings = EngineSettings(device, amp=cfg.amp, progress=self.progress)
+        trainer = Trainer(store, prefix, model, optimization, cfg, fold=self.fold,
+                          label=f"{self.label} fold {self.fold}", resume_free=_RESUME_FREE,
+                          checkpoint_seconds=cfg.checkpoint_seconds,
+                          identity={"vocabulary": vocab, "model_args": args})
+        trainer.resume()
 
-        from kzjobs import registry
+        def train(epoch: Epoch) -> dict[str, float]:
+            # Every epoch is seeded, so a resumed run repeats the same batches.
+            crops.set_epoch(epoch.index)
+            generator.manual_seed(seed * 1000 + epoch.index)
+            torch.manual_seed(seed * 1000 + epoch.index)
+            epoch_batches = iter(batches)
+            # The items a checkpoint within the epoch trained on are made again, not
+            # trained on: the crops' and the box caps' random streams then stand where they
+            # stood, and the global one is the checkpoint's.
+            for _ in itertools.islice(epoch_batches, int(epoch.running.get("consumed", 0))):
+                pass
+            epoch.restore_rng()
+            stats = engine.train_one_epoch(model, optimization, epoch_batches, settings,
+                                           epoch=epoch)
+            return {f"train_{k}": v for k, v in stats.items()}
 
-        # Created with the configured artifact root: mlflow.set_experiment alone would put
-        # a database-backed run's artifacts in ./mlruns of whatever folder the job runs in.
-        mlflow.set_experiment(experiment_id=registry.experiment_id(
-            registry.client(self.settings.tracking_uri), EXPERIMENT))
-        with mlflow.start_run(run_id=state["mlflow_run_id"],
-                              run_name=f"{self.label}-fold{self.fold}") as run:
-            if state["mlflow_run_id"] is None:
-                mlflow.log_params(_flat_params(cfg.model_dump()) | {
-                    "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
-                    "dataset": self.dataset, "boxes": self.boxes, "classes": len(vocab),
-                    "pseudo": self.pseudo, "pseudo_pages": len(pseudo_boxes), "init": self.init,
-                    "pseudo_pages_per_epoch": len(pseudo_ids),
-                    "train_pages": len(train_ids), "valid_pages": len(valid_ids),
-                    "device": device.type, "trainable_params": sum(p.numel() for p in params),
-                } | {f"epoch_{k}": v for k, v in describe(crops).items()})
-            state["mlflow_run_id"] = run.info.run_id
+        def evaluate(epoch: int) -> dict[str, float]:
+            if not (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0
+                    and epoch + 1 < cfg.epochs and valid_ids):
+                return {}
+            table, _ = predict_pages(model, vocab, data, boxes, valid_ids, cfg=cfg,
+                                     device=device, kind=self.label, fold=self.fold,
+                                     scales=(1.0,), progress=False)
+            found = engine.evaluate(table, boxes, truth, judged_ids)
+            return {f"valid_{k}": found[k] for k in ("accuracy", "f1")}
 
-            def checkpoint() -> None:
-                store.write_bytes(keys["checkpoint.pt"], checkpoint_bytes({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "vocabulary": vocab, "model_args": args,
-                    "config": cfg.model_dump(mode="json"), **state,
-                }))
-
-            for epoch in range(state["epoch"] + 1, cfg.epochs):
-                # Every epoch is seeded, so a resumed run repeats the same batches.
-                crops.set_epoch(epoch)
-                generator.manual_seed(seed * 1000 + epoch)
-                torch.manual_seed(seed * 1000 + epoch)
-                within, state["within"] = state["within"], None
-                running = within["running"] if within else {}
-                before = within["seconds"] if within else 0.0
-                start = time.perf_counter()
-                epoch_batches = iter(batches)
-                if within:
-                    # The items a checkpoint within the epoch trained on are made again,
-                    # not trained on: the crops' and the box caps' random streams then
-                    # stand where they stood, and the global one is the checkpoint's.
-                    for _ in itertools.islice(epoch_batches, int(running["consumed"])):
-                        pass
-                    set_rng_state(within["rng"])
-
-                def save_within(sums: dict[str, float], before: float = before,
-                                start: float = start, epoch: int = epoch) -> None:
-                    state["within"] = {"running": sums, "rng": rng_state(),
-                                       "seconds": before + time.perf_counter() - start}
-                    checkpoint()
-                    log.info("%s fold %d epoch %d: checkpointed at step %d, loss %.4f",
-                             self.label, self.fold, epoch, sums["batches"],
-                             sums["loss_sum"] / max(sums["seen"], 1))
-
-                stats = train_one_epoch(model, optimizer, scheduler, epoch_batches, device,
-                                        scaler, epoch=epoch, amp=cfg.amp, progress=self.progress,
-                                        running=running, save=save_within,
-                                        save_every=cfg.checkpoint_seconds)
-                state["within"] = None
-                state["train_seconds"] += before + time.perf_counter() - start
-                log.info("%s fold %d epoch %d/%d: loss %.4f, accuracy %.3f in %.0f s",
-                         self.label, self.fold, epoch + 1, cfg.epochs, stats["loss"],
-                         stats["accuracy"], before + time.perf_counter() - start)
-                stats = {f"train_{k}": v for k, v in stats.items()}
-                if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 \
-                        and epoch + 1 < cfg.epochs and valid_ids:
-                    table, _ = predict_pages(model, vocab, data, boxes, valid_ids, cfg=cfg,
-                                             device=device, kind=self.label, fold=self.fold,
-                                             scales=(1.0,), progress=False)
-                    found = evaluate(table, boxes, truth, judged_ids)
-                    stats |= {f"valid_{k}": found[k] for k in ("accuracy", "f1")}
-                mlflow.log_metrics(stats, step=epoch)
-                state["history"].append({"epoch": epoch, **stats})
-                state["epoch"] = epoch
-                checkpoint()
+        run_params = config_params(cfg) | {
+            "kind": self.kind, "fold": self.fold, "profile": self.profile.name,
+            "dataset": self.dataset, "boxes": self.boxes, "classes": len(vocab),
+            "pseudo": self.pseudo, "pseudo_pages": len(pseudo_boxes), "init": self.init,
+            "pseudo_pages_per_epoch": len(pseudo_ids),
+            "train_pages": len(train_ids), "valid_pages": len(valid_ids),
+            "device": device.type, "trainable_params": sum(p.numel() for p in params),
+        } | {f"epoch_{k}": v for k, v in describe(crops).items()}
+        with trainer.mlflow_run(EXPERIMENT, f"{self.label}-fold{self.fold}", run_params) as run:
+            trainer.fit(cfg.epochs, train, evaluate)
 
             table, quarantine = predict_pages(
                 model, vocab, data, boxes, valid_ids, cfg=cfg, device=device, kind=self.label,
                 fold=self.fold, store=store, out=keys["oof.parquet"], progress=self.progress,
             )
             store.write_json(quarantine_key(keys["oof.parquet"]), _quarantine_records(quarantine))
-            found = evaluate(table, boxes, truth, judged_ids, names=names)
+            found = engine.evaluate(table, boxes, truth, judged_ids, names=names)
             metrics = {k: v for k, v in found.items() if k not in ("score", "confusion")}
             by_book = {b: c["f1"] for b, c in found["score"]["by_book"].items()}
             mlflow.log_metrics({f"valid_{k}": float(v) for k, v in metrics.items()}
                                | {f"valid_f1_book_{b}": f for b, f in by_book.items()}
-                               | {"train_seconds": state["train_seconds"]})
+                               | {"train_seconds": trainer.train_seconds})
             mlflow.log_dict(found["score"], "valid_f1_by_book.json")
             mlflow.log_dict(found["confusion"], "confusion_frequent_classes.json")
             self._log_pictures(table, boxes, truth, data, by_book, found["f1"])
@@ -307,13 +250,13 @@ class ClassifyTrainJob(Job):
                 "pseudo_pages": len(pseudo_boxes),
                 "pseudo_pages_per_epoch": len(pseudo_ids),
                 "pseudo_pages_without_image": no_image,
-                "train_seconds": round(state["train_seconds"], 1),
+                "train_seconds": round(trainer.train_seconds, 1),
                 "epochs": cfg.epochs,
                 "lr": cfg.lr,
                 "classes": len(vocab),
                 "train_pages": len(train_ids),
                 "valid_pages": len(valid_ids),
-                "history": state["history"],
+                "history": trainer.history,
                 "mlflow_run_id": run.info.run_id,
             }
             store.write_json(keys["metrics.json"], result | {"confusion": found["confusion"]})
@@ -322,9 +265,8 @@ class ClassifyTrainJob(Job):
                 "kind": self.label, "fold": self.fold, "config": cfg.model_dump(mode="json"),
                 "profile": self.profile.name, "metrics": metrics,
             }))
-        store.delete(keys["checkpoint.pt"])
+        trainer.done()
         return summary | result
-
 
     def _log_pictures(self, table: pa.Table, boxes: Mapping[str, Sequence[Box]],
                       truth: Mapping[str, Sequence[Box]], data: Dataset,

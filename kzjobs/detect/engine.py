@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from kzjobs.detect.config import DetectConfig
 from kzjobs.detect.dataset import scale_page, to_tensor
 from kzjobs.device import autocast, layout_of
 from kzjobs.metric import Score, score
+from kzjobs.training import EngineSettings, Epoch, Optimization
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,72 +71,42 @@ def rcnn_forward(model: torch.nn.Module, images: list[torch.Tensor], device: tor
     return image_list, found, {**rpn_losses, **head_losses}
 
 
-def train_one_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loader: Iterable,
-    device: torch.device,
-    epoch: int,
-    *,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    amp: bool = True,
-    grad_clip: float | None = None,
-    progress: bool = True,
-    running: Mapping[str, float] | None = None,
-    save: Callable[[dict[str, float]], None] | None = None,
-    save_every: float = 0.0,
-) -> dict[str, float]:
+def train_one_epoch(model: torch.nn.Module, optimization: Optimization, loader: Iterable,
+                    settings: EngineSettings, epoch: Epoch) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of each loss and the last learning rate.
 
-    A long epoch is checkpointed within: every ``save_every`` seconds ``save`` gets the
-    running loss sums, ``steps`` and ``batches`` (those read, unreadable ones too). A run
-    resumed from such a checkpoint passes them back as ``running``, with a loader that
+    ``epoch.tick`` gets the running loss sums, ``steps`` and ``batches`` (those read,
+    unreadable ones too) after every step: it checkpoints within a long epoch. A run
+    resumed from such a checkpoint has them in ``epoch.running``, with a loader that
     starts after those batches.
     """
     model.train()
-    sums = dict(running or {})
+    sums = dict(epoch.running)
     steps, batches = int(sums.pop("steps", 0)), int(sums.pop("batches", 0))
-    saved = time.monotonic()
-    bar = tqdm(loader, desc=f"detect epoch {epoch}", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True, initial=batches,
+    bar = tqdm(loader, desc=f"detect epoch {epoch.index}", file=sys.stderr,
+               disable=not settings.progress, dynamic_ncols=True, initial=batches,
                total=batches + len(loader) if isinstance(loader, Sized) else None)
     for images, targets in bar:
         batches += 1
         if not images:  # every page of the batch was unreadable
             continue
-        images = [img.to(device, non_blocking=True) for img in images]
-        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        _, _, losses = rcnn_forward(model, images, device, amp=amp, targets=targets)
+        images = [img.to(settings.device, non_blocking=True) for img in images]
+        targets = [{k: v.to(settings.device) for k, v in t.items()} for t in targets]
+        _, _, losses = rcnn_forward(model, images, settings.device, amp=settings.amp,
+                                    targets=targets)
         loss = sum(losses.values())
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}: {losses}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and scaler.is_enabled():
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch.index}: {losses}")
+        optimization.step(model, loss, settings.grad_clip)
+        optimization.scheduler.step()
         steps += 1
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + value.item()
         sums["loss"] = sums.get("loss", 0.0) + loss.item()
-        bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.4f}")
-        if save is not None and save_every and time.monotonic() - saved >= save_every:
-            save(sums | {"steps": steps, "batches": batches})
-            saved = time.monotonic()
+        bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}", lr=f"{optimization.lr:.4f}")
+        epoch.tick(sums | {"steps": steps, "batches": batches})
     metrics = {name: total / max(steps, 1) for name, total in sums.items()}
-    metrics["lr"] = optimizer.param_groups[0]["lr"]
+    metrics["lr"] = optimization.lr
     return metrics
 
 
@@ -183,10 +153,8 @@ def evaluate(
     pages: Iterable[tuple[str, Image.Image]],
     truth: Mapping[str, Sequence[Box]],
     config: DetectConfig,
-    device: torch.device,
+    settings: EngineSettings,
     *,
-    amp: bool = True,
-    progress: bool = True,
     on_page: Callable[[str, list[Detection]], None] | None = None,
 ) -> tuple[dict[str, list[Detection]], Score]:
     """Detect on each page and score the centres with the detection-only competition F1.
@@ -195,8 +163,9 @@ def evaluate(
     """
     preds: dict[str, list[Detection]] = {}
     for image_id, image in tqdm(pages, desc="detect eval", file=sys.stderr,
-                                disable=not progress, total=len(truth), dynamic_ncols=True):
-        preds[image_id] = detect_page(model, image, config, device, amp=amp)
+                                disable=not settings.progress, total=len(truth),
+                                dynamic_ncols=True):
+        preds[image_id] = detect_page(model, image, config, settings.device, amp=settings.amp)
         if on_page is not None:
             on_page(image_id, preds[image_id])
     points = {

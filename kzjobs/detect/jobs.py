@@ -20,14 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from kzjobs.checkpoint import (
-    changed_settings,
-    load_checkpoint,
-    load_from_store,
-    rng_state,
-    save_to_store,
-    set_rng_state,
-)
+from kzjobs.checkpoint import load_checkpoint, save_to_store
 from kzjobs.data.books import book_id, split_fold
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
@@ -44,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "kz-detect"
-CHECKPOINT_FORMAT = "kzjobs.detect/1"
+MODEL_FORMAT = "kzjobs.detect/1"
 # Settings that may change between a run and its resume without changing the result.
 _RESUME_FREE = {"workers", "threads", "checkpoint_seconds"}
 
@@ -64,25 +57,6 @@ def fold_split(ds: Dataset, store: Store, folds_key: str, fold: int) -> tuple[li
     return split_fold(ids, folds, fold)
 
 
-
-
-def _flat_params(config: DetectConfig) -> dict[str, Any]:
-    return {f"detect.{k}": v for k, v in config.model_dump(mode="json").items()}
-
-
-def _start_mlflow(run_id: str | None, run_name: str):
-    """An active MLflow run: the checkpoint's run on resume, else a new one."""
-    import mlflow
-
-    from kzjobs import registry
-
-    experiment = registry.experiment_id(registry.client(), EXPERIMENT)
-    if run_id is not None:
-        try:
-            return mlflow.start_run(run_id=run_id)
-        except mlflow.exceptions.MlflowException:
-            log.warning("MLflow run %s not found; starting a new run", run_id)
-    return mlflow.start_run(experiment_id=experiment, run_name=run_name)
 
 
 def _setup_torch(config: DetectConfig) -> torch.device:
@@ -121,15 +95,21 @@ class DetectTrainJob(Job):
         import mlflow
         import torch
 
+        from kzjobs.detect import engine
         from kzjobs.detect.dataset import PageCrops, collate
-        from kzjobs.detect.engine import evaluate, lr_scheduler, train_one_epoch
         from kzjobs.detect.model import build_detector
         from kzjobs.device import grad_scaler, seed_everything
+        from kzjobs.training import (
+            EngineSettings,
+            Epoch,
+            Optimization,
+            Trainer,
+            config_params,
+        )
 
         config = self.profile.detect
         store = self.store
-        model_key, ckpt_key = join(self.out, "model.pt"), join(self.out, "checkpoint.pt")
-        metrics_key = join(self.out, "metrics.json")
+        model_key, metrics_key = join(self.out, "model.pt"), join(self.out, "metrics.json")
         if store.exists(model_key) and store.exists(metrics_key):
             log.info("%s exists: fold %d is already trained", model_key, self.fold)
             return store.read_json(metrics_key) | {"skipped": True}
@@ -148,110 +128,62 @@ class DetectTrainJob(Job):
                                     weight_decay=config.weight_decay)
         crops = PageCrops(ds, train_ids, config, seed=config.seed + self.fold)
         iters = -(-len(crops) // config.batch_size)
-        scheduler = lr_scheduler(optimizer, config, iters * config.epochs)
-        scaler = grad_scaler(device, config.amp)
+        optimization = Optimization(optimizer,
+                                    engine.lr_scheduler(optimizer, config, iters * config.epochs),
+                                    grad_scaler(device, config.amp))
+        settings = EngineSettings(device, amp=config.amp, progress=self.progress,
+                                  grad_clip=config.grad_clip)
+        trainer = Trainer(store, self.out, model, optimization, config, fold=self.fold,
+                          label=f"detector fold {self.fold}", resume_free=_RESUME_FREE,
+                          checkpoint_seconds=config.checkpoint_seconds)
+        trainer.resume()
 
-        start_epoch, history, run_id, within = 0, [], None, None
-        if store.exists(ckpt_key):
-            ckpt = load_from_store(store, ckpt_key)
-            self._check_resumable(ckpt, config)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            set_rng_state(ckpt["rng"])
-            start_epoch, history, run_id = ckpt["epoch"], ckpt["history"], ckpt["mlflow_run_id"]
-            within = ckpt.get("within")  # where a checkpoint within an epoch left it
-            log.info("resuming fold %d at epoch %d, step %d", self.fold, start_epoch,
-                     within["running"]["steps"] if within else 0)
+        def train(epoch: Epoch) -> dict[str, float]:
+            crops.set_epoch(epoch.index)
+            # The loader's seed (its workers' base seed) is drawn from the global RNG as
+            # DataLoader does, and kept for a resume within the epoch.
+            if "loader_seed" not in epoch.state:
+                epoch.state["loader_seed"] = int(torch.empty((), dtype=torch.int64).random_())
+            # The epoch's seeded order, after the batches a checkpoint within it trained.
+            order = torch.randperm(len(crops), generator=torch.Generator().manual_seed(
+                crops.seed * 1000 + epoch.index))
+            loader = torch.utils.data.DataLoader(
+                crops, batch_size=config.batch_size,
+                sampler=order[int(epoch.running.get("batches", 0)) * config.batch_size:].tolist(),
+                num_workers=config.workers, collate_fn=collate,
+                pin_memory=device.type == "cuda",
+                generator=torch.Generator().manual_seed(epoch.state["loader_seed"]))
+            metrics = engine.train_one_epoch(model, optimization, loader, settings, epoch=epoch)
+            return {f"train_{k}": v for k, v in metrics.items()}
 
-        with _start_mlflow(run_id, f"detect-fold{self.fold}") as run:
-            if run_id is None:
-                mlflow.log_params(_flat_params(config) | {
-                    "fold": self.fold, "dataset": self.dataset, "folds": self.folds,
-                    "out": self.out, "train_pages": len(train_ids),
-                    "valid_pages": len(valid_ids), "device": str(device),
-                    "profile": self.profile.name,
-                })
-
-            def checkpoint(epochs_done: int, within: dict[str, Any] | None = None) -> None:
-                save_to_store(store, ckpt_key, {
-                    "format": CHECKPOINT_FORMAT,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epochs_done,
-                    "within": within,
-                    "config": config.model_dump(mode="json"),
-                    "rng": rng_state(),
-                    "history": history,
-                    "mlflow_run_id": run.info.run_id,
-                    "fold": self.fold,
-                })
-
+        run_params = config_params(config, "detect.") | {
+            "fold": self.fold, "dataset": self.dataset, "folds": self.folds, "out": self.out,
+            "train_pages": len(train_ids), "valid_pages": len(valid_ids),
+            "device": str(device), "profile": self.profile.name,
+        }
+        with trainer.mlflow_run(EXPERIMENT, f"detect-fold{self.fold}", run_params) as run:
             started = time.monotonic()
-            for epoch in range(start_epoch, config.epochs):
-                crops.set_epoch(epoch)
-                # A checkpoint within this epoch: its loss sums and steps, seconds, and the
-                # loader's seed (its workers' base seed, drawn from the global RNG as
-                # DataLoader does; the checkpoint's RNG state is after that draw).
-                running = within["running"] if within else {}
-                before = within["seconds"] if within else 0.0
-                loader_seed = (within["loader_seed"] if within else
-                               int(torch.empty((), dtype=torch.int64).random_().item()))
-                within = None
-                # The epoch's seeded order, after the batches a checkpoint within it trained.
-                order = torch.randperm(len(crops), generator=torch.Generator().manual_seed(
-                    crops.seed * 1000 + epoch))
-                loader = torch.utils.data.DataLoader(
-                    crops, batch_size=config.batch_size,
-                    sampler=order[int(running.get("batches", 0)) * config.batch_size:].tolist(),
-                    num_workers=config.workers, collate_fn=collate,
-                    pin_memory=device.type == "cuda",
-                    generator=torch.Generator().manual_seed(loader_seed))
-                tic = time.monotonic()
-
-                def save_within(sums: dict[str, float], epoch: int = epoch,
-                                before: float = before, tic: float = tic,
-                                loader_seed: int = loader_seed) -> None:
-                    checkpoint(epoch, {"running": sums, "loader_seed": loader_seed,
-                                       "seconds": before + time.monotonic() - tic})
-                    log.info("fold %d epoch %d: checkpointed at step %d, loss %.4f",
-                             self.fold, epoch, sums["steps"], sums["loss"] / sums["steps"])
-
-                metrics = train_one_epoch(
-                    model, optimizer, loader, device, epoch, scheduler=scheduler, scaler=scaler,
-                    amp=config.amp, grad_clip=config.grad_clip, progress=self.progress,
-                    running=running, save=save_within, save_every=config.checkpoint_seconds)
-                metrics["epoch_seconds"] = before + time.monotonic() - tic
-                history.append(metrics)
-                # One line an epoch: what a DAG task's log (and the demo) shows of a long job.
-                log.info("fold %d epoch %d/%d: loss %.4f in %.0f s", self.fold, epoch + 1,
-                         config.epochs, metrics.get("loss", float("nan")),
-                         metrics["epoch_seconds"])
-                mlflow.log_metrics({f"train_{k}": v for k, v in metrics.items()}, step=epoch)
-                checkpoint(epoch + 1)
+            trainer.fit(config.epochs, train)
             train_seconds = time.monotonic() - started
 
             quarantine: dict[str, str] = {}
             truth = {i: ds.annotations[i] for i in valid_ids}
-            found, valid = evaluate(model, read_pages(ds, valid_ids, quarantine), truth,
-                                    config, device, amp=config.amp, progress=self.progress)
+            found, valid = engine.evaluate(model, read_pages(ds, valid_ids, quarantine), truth,
+                                           config, settings)
             result = {
                 "fold": self.fold,
                 "model": model_key,
                 "epochs": config.epochs,
-                "resumed_from_epoch": start_epoch,
+                "resumed_from_epoch": trainer.resumed_from,
                 "train_pages": len(train_ids),
                 "valid_pages": len(valid_ids),
                 "valid_books": sorted({book_id(i) for i in valid_ids}),
-                "train_seconds": round(sum(h["epoch_seconds"] for h in history), 1),
+                "train_seconds": round(trainer.train_seconds, 1),
                 "train_seconds_this_run": round(train_seconds, 1),
                 "valid": valid.as_dict(by_book=True) if valid_ids else None,
                 "quarantined": quarantine,
                 "mlflow_run_id": run.info.run_id,
-                "loss": history[-1]["loss"] if history else None,
+                "loss": trainer.history[-1]["train_loss"] if trainer.history else None,
             }
             if valid_ids:
                 mlflow.log_metrics({
@@ -261,7 +193,7 @@ class DetectTrainJob(Job):
                 })
                 self._log_pictures(ds, found, truth, valid)
             save_to_store(store, model_key, {
-                "format": CHECKPOINT_FORMAT,
+                "format": MODEL_FORMAT,
                 "model": model.state_dict(),
                 "config": config.model_dump(mode="json"),
                 "epoch": config.epochs,
@@ -271,7 +203,7 @@ class DetectTrainJob(Job):
             })
             store.write_json(metrics_key, result)
             mlflow.log_dict(result, "detect_metrics.json")
-        store.delete(ckpt_key)  # model.pt holds everything a user of the detector needs
+        trainer.done()  # model.pt holds everything a user of the detector needs
         return result
 
     def _log_pictures(self, ds: Dataset, found: dict[str, list[Detection]],
@@ -293,14 +225,6 @@ class DetectTrainJob(Job):
             log_pictures(pictures)
         except Exception:  # pictures are for people: a drawing bug must not fail training
             log.exception("could not draw the run's pictures")
-
-    def _check_resumable(self, ckpt: dict[str, Any], config: DetectConfig) -> None:
-        changed = changed_settings(ckpt["config"], config.model_dump(mode="json"), _RESUME_FREE)
-        if changed or ckpt.get("fold") != self.fold:
-            raise ValueError(
-                f"checkpoint {join(self.out, 'checkpoint.pt')} was made with other settings "
-                f"(fold {ckpt.get('fold')}, changed: {changed}); delete it or use another --out"
-            )
 
 
 def _part_key(prefix: str, image_id: str) -> str:

@@ -493,7 +493,7 @@ def test_classifier_training_killed_again_and_again_ends_with_the_same_model(
     assert ckpt_path is not None
 
     rng = random.Random(SEED + 2)
-    done, run_ids, landed = (-1, 0), set(), []  # (last epoch done, items of the next one)
+    done, run_ids, landed = (0, 0), set(), []  # (epochs done, items of the next one)
     # First as the first checkpoint lands, after the first of the epoch's 4 steps, so that
     # a kill falls within an epoch; then at random; then during the OOF prediction, so
     # that training never ends before the last kill.
@@ -512,7 +512,7 @@ def test_classifier_training_killed_again_and_again_ends_with_the_same_model(
         done = at
         run_ids.add(ckpt["mlflow_run_id"])
         landed.append(at)
-    assert done == (epochs - 1, 0)  # the last kill fell after training, in the prediction
+    assert done == (epochs, 0)  # the last kill fell after training, in the prediction
     assert any(items for _, items in landed), landed  # kills within an epoch: the point
 
     resumed = run_to_end(argv, tmp_path / "final.log")
