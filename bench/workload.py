@@ -18,13 +18,11 @@ VOCAB = ["U+3042", "U+3044", "seg_fp"]
 
 
 def seeded_vocabulary(classes: int) -> list[str]:
-    """``classes`` class codes, ``seg_fp`` last: あ and い, then CJK code points from U+4E00
-    (the level-2 simulation's codes), as many as a class list of that size needs."""
+    """``classes`` (3 or more) class codes, ``seg_fp`` last: あ and い, then CJK code points
+    from U+4E00 (the level-2 simulation's codes)."""
     from kzjobs.level2.simulate import codes
 
-    if classes <= len(VOCAB):
-        return VOCAB[: classes - 1] + ["seg_fp"]
-    return [*VOCAB[:-1], *codes(classes - len(VOCAB)), "seg_fp"]
+    return [*VOCAB[:-1], *codes(max(0, classes - len(VOCAB))), "seg_fp"]
 
 
 def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "tiny",
