@@ -62,10 +62,27 @@ def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "
                                   "vocabulary": vocab, "kind": kind, "fold": fold})
     root.write_json("vocabulary.json", {c: code_to_char(c) for c in vocab if c != "seg_fp"})
     files = write_seeded_level2(root, kind, vocab, seed=seed) if level2 else Level2Files()
+    # A profile that fits each book's class shifts at read time fits them to these.
+    shares = seeded_shares(vocab) if loaded.pseudo.class_shift else {}
     Bundle(profile=loaded.name, profile_data=loaded.model_dump(mode="json", by_alias=True),
            detector=["detect.pt"], classifiers={kind: classifiers}, level2=files,
-           vocabulary="vocabulary.json").save(root)
+           vocabulary="vocabulary.json", class_shares=shares).save(root)
     return prefix
+
+
+def seeded_shares(vocab: list[str]) -> dict[str, float]:
+    """Zipf-like class shares within each script (kana, other), in ``vocab``'s order, as
+    :func:`kzjobs.blend.class_shares` gives them."""
+    import numpy as np
+
+    from kzjobs.blend import script_of
+
+    chars = [c for c in vocab if c != "seg_fp"]
+    weight = 1 / np.arange(1, len(chars) + 1) ** 0.7
+    script = script_of(chars)
+    total = np.bincount(script, weights=weight)
+    return {c: round(float(w / total[s]), 8) for c, w, s in zip(chars, weight, script,
+                                                                  strict=True)}
 
 
 def write_seeded_level2(root: Store, kind: str, vocab: list[str], *, seed: int = 0,
