@@ -9,7 +9,9 @@ fonts the training never saw.
 2. the retraining pipeline, stage by stage, with the same ``kzjobs`` commands the
    ``kz_retrain`` DAG runs (``kzjobs.plan.RetrainPlan``), each stage timed;
 3. the ablation ladder on the held-out books: each single model, the blend of the
-   base kinds, + pseudolabel fine-tuning, + level 2; plus detection-only F1;
+   base kinds, + pseudolabel fine-tuning, + level 2; plus detection-only F1. Each rung's
+   gain over the rung before it comes with a 90% interval of a paired bootstrap over
+   pages, and "no measurable gain" when the interval holds 0 (``bench.shared.ladder_gains``);
 4. speed and peak memory of ``kzjobs recognize`` at 10 and 100 pages (and at 100 pages in
    one shard per core, side by side), and Tesseract on the same held-out pages;
 5. the held-out books read through ``kzjobs recognize`` with and without class shifts.
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
-from bench.shared import decided_f1
+from bench.shared import decided_f1, ladder_gains
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -189,7 +191,7 @@ def ablation(store: Any, run: str, heldout: str, profile: str,
     def f1_of(decided: pd.DataFrame, rung: str = "") -> dict[str, Any]:
         if rung:
             decisions[rung] = decided
-        return decided_f1(truth, decided)
+        return decided_f1(truth, decided, pages=True)
 
     # One frame per model (a frame holds a box once: blending joins frames on the box).
     every = pd.concat(frames, ignore_index=True)
@@ -226,7 +228,7 @@ def ablation(store: Any, run: str, heldout: str, profile: str,
     errors = {"rung": last} | reading_errors(truth, decisions[last], boxes_by_page)
     matched = "+ level 2, class shares matched" if "+ level 2, class shares matched" in (
         decisions) else last
-    return {"ladder": ladder, "seg_fp_shift": shift | {"bundle": bundle.seg_fp_shift},
+    return {"ladder": ladder_gains(ladder), "seg_fp_shift": shift | {"bundle": bundle.seg_fp_shift},
             "class_shift": class_shift | {"bundle_books": sorted(bundle.class_shifts)},
             "errors": errors,
             "errors_class_shares": {"rung": matched} | reading_errors(

@@ -24,6 +24,14 @@ def _machine(m: dict[str, Any]) -> str:
             f"torch {m.get('torch')}, commit {m.get('commit')}")
 
 
+def _gain(gain: dict[str, Any] | None) -> str:
+    """A rung's gain over the rung it is judged against (``bench.shared.ladder_gains``)."""
+    if not gain:
+        return ""
+    low, high = gain["interval"]
+    return f"{gain['gain']:+.4f} [{low:+.4f}, {high:+.4f}] over {gain['vs']}: {gain['verdict']}"
+
+
 def pipeline_section(r: dict[str, Any]) -> list[str]:
     q = r["quality"]
     lines = [
@@ -42,18 +50,19 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
         "- each model's own training time (summed over resumes): " + ", ".join(
             f"{k} {v:.0f}s" for k, v in r.get("model_train_seconds", {}).items()),
         "",
-        "| rung | F1 on held-out books | per book |",
-        "| --- | --- | --- |",
+        "| rung | F1 on held-out books | gain (90% interval, bootstrap over pages) "
+        "| per book |",
+        "| --- | --- | --- | --- |",
     ]
     for rung, fig in q["ladder"].items():
         books = ", ".join(f"{b} {f:.3f}" for b, f in fig["by_book"].items())
-        lines.append(f"| {rung} | {fig['f1']:.4f} | {books} |")
+        lines.append(f"| {rung} | {fig['f1']:.4f} | {_gain(fig.get('gain'))} | {books} |")
     books = ", ".join(f"{b} {f:.3f}" for b, f in q["detection_by_book"].items())
-    lines.append(f"| detection only (detector boxes) | {q['detection_f1']:.4f} | {books} |")
+    lines.append(f"| detection only (detector boxes) | {q['detection_f1']:.4f} | | {books} |")
     if t := r.get("tesseract"):
         books = ", ".join(f"{b} {c['f1']:.3f}" for b, c in t["f1"]["by_book"].items())
         lines.append(f"| Tesseract `jpn_vert` psm {t.get('psm')} (same pages) | "
-                     f"{t['f1']['f1']:.4f} | {books}; detection-only "
+                     f"{t['f1']['f1']:.4f} | | {books}; detection-only "
                      f"{t['detection_f1']['f1']:.3f}; {t['pages_per_s_wall']} pages/s |")
     if errors := q.get("errors"):
         from bench.errors import describe

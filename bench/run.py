@@ -20,13 +20,15 @@ PARTS = {
     "pipeline": ["-m", "bench.pipeline"],
     "inference": ["-m", "bench.inference"],  # reads the blend bench.pipeline trained
     "scale": ["-m", "bench.scale"],
+    # recognize with a seeded blend at 400, 2,312 and 5,001 classes: pages/s and peak memory
+    "classes": ["-m", "bench.classes"],
     "review": ["-m", "bench.review"],  # the review page of 1,200 characters in Chromium
     "formats": ["-m", "bench.formats"],  # PDF/JPEG pages in, each library format out
     # needs PostgreSQL and Redis on localhost (a real Airflow cluster): ask for it by name
     "celery": ["-m", "bench.celery"],
 }
 DEFAULT = ["synth", "validate", "detect", "networks", "pipeline", "inference", "scale",
-           "review", "formats"]
+           "classes", "review", "formats"]
 
 
 def main() -> None:
@@ -36,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     for part in args.parts:
         argv = [sys.executable, *PARTS[part]]
-        if part in ("pipeline", "networks"):
+        if part in ("pipeline", "networks", "classes"):
             argv += ["--profile", args.profile]
         if part == "inference":  # the run bench.pipeline trained
             argv += ["--run", bench_plan(args.profile).run]

@@ -63,7 +63,7 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
     wall = time.perf_counter() - started
     job_rates = [summary.get("pages_per_second") or 0.0 for summary, _ in runs]
     return {"pages": pages, "shards": shards, "workers": runs[0][0].get("workers"),
-            "recognized": merged["recognized"],
+            "recognized": merged["recognized"], "characters": merged.get("characters"),
             "wall_seconds": round(wall, 1),
             "pages_per_second_job": round(sum(job_rates), 3),
             "pages_per_second_wall": round(pages / wall, 3),

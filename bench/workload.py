@@ -10,17 +10,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kzjobs.bundle import Level2Files
+from kzjobs.data.format import code_to_char
 from kzjobs.store import Store
 
 VOCAB = ["U+3042", "U+3044", "seg_fp"]
 
 
+def seeded_vocabulary(classes: int) -> list[str]:
+    """``classes`` (3 or more) class codes, ``seg_fp`` last: あ and い, then CJK code points
+    from U+4E00 (the level-2 simulation's codes)."""
+    from kzjobs.level2.simulate import codes
+
+    return [*VOCAB[:-1], *codes(max(0, classes - len(VOCAB))), "seg_fp"]
+
+
 def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "tiny",
-                        seed: int = 0, propose_all: bool = True, folds: int = 1) -> str:
+                        seed: int = 0, propose_all: bool = True, folds: int = 1,
+                        classes: int = len(VOCAB), level2: bool = False) -> str:
     """Write a bundle (detector, one classifier per fold, vocabulary) under ``prefix``.
 
     ``profile`` is a profile name or YAML path. With ``propose_all`` the detector's score
-    threshold is 0, so that an untrained model still proposes boxes.
+    threshold is 0, so that an untrained model still proposes boxes. ``classes``: the
+    classifiers' class count, ``seg_fp`` included (:func:`seeded_vocabulary`). With
+    ``level2``, a level 2 fitted in seconds on simulated classifier outputs over the same
+    classes (:func:`write_seeded_level2`) decides instead of the blend's top class.
     """
     import torch
 
@@ -40,16 +54,56 @@ def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "
     save_to_store(root, "detect.pt", {"config": loaded.detect.model_dump(mode="json"),
                                       "model": detector.state_dict()})
     kind = loaded.classify.kinds[0]
-    args = model_args(kind, len(VOCAB), loaded.classify)
+    vocab = seeded_vocabulary(classes)
+    args = model_args(kind, len(vocab), loaded.classify)
     classifiers = ["classify.pt", *(f"classify-fold{fold}.pt" for fold in range(1, folds))]
     for fold, key in enumerate(classifiers):
         save_to_store(root, key, {"model_args": args, "model": build_model(args).state_dict(),
-                                  "vocabulary": VOCAB, "kind": kind, "fold": fold})
-    root.write_json("vocabulary.json", {"U+3042": "あ", "U+3044": "い"})
+                                  "vocabulary": vocab, "kind": kind, "fold": fold})
+    root.write_json("vocabulary.json", {c: code_to_char(c) for c in vocab if c != "seg_fp"})
+    files = write_seeded_level2(root, kind, vocab, seed=seed) if level2 else Level2Files()
+    # A profile that fits each book's class shifts at read time fits them to these.
+    shares = seeded_shares(vocab) if loaded.pseudo.class_shift else {}
     Bundle(profile=loaded.name, profile_data=loaded.model_dump(mode="json", by_alias=True),
-           detector=["detect.pt"], classifiers={kind: classifiers},
-           vocabulary="vocabulary.json").save(root)
+           detector=["detect.pt"], classifiers={kind: classifiers}, level2=files,
+           vocabulary="vocabulary.json", class_shares=shares).save(root)
     return prefix
+
+
+def seeded_shares(vocab: list[str]) -> dict[str, float]:
+    """Zipf-like class shares within each script (kana, other), in ``vocab``'s order, as
+    :func:`kzjobs.blend.class_shares` gives them."""
+    import numpy as np
+
+    from kzjobs.blend import script_of
+
+    chars = [c for c in vocab if c != "seg_fp"]
+    weight = 1 / np.arange(1, len(chars) + 1) ** 0.7
+    script = script_of(chars)
+    total = np.bincount(script, weights=weight)
+    return {c: round(float(w / total[s]), 8) for c, w, s in zip(chars, weight, script,
+                                                                  strict=True)}
+
+
+def write_seeded_level2(root: Store, kind: str, vocab: list[str], *, seed: int = 0,
+                        prefix: str = "level2") -> Level2Files:
+    """A level 2 for classifiers of ``kind`` over ``vocab``, fitted (a few rounds, two folds)
+    on simulated outputs of such classifiers, saved under ``prefix`` of ``root``."""
+    from kzjobs.blend import truth_frame
+    from kzjobs.level2.config import Level2Config
+    from kzjobs.level2.features import Vocabulary
+    from kzjobs.level2.simulate import KindSpec, simulate
+    from kzjobs.level2.train import train
+
+    sim = simulate(books=4, pages_per_book=2, boxes_per_page=30, n_classes=len(vocab) - 1,
+                   kinds=(KindSpec(kind),), seed=seed)
+    cfg = Level2Config(lgb_rounds=10, xgb_rounds=10, threads=1)
+    fitted = train(sim.oof(), truth_frame(sim.boxes), cfg, vocab=Vocabulary(vocab)).model
+    fitted.save(root, prefix)
+    return Level2Files(prefix=prefix, meta=f"{prefix}/meta.json",
+                       vocabulary=f"{prefix}/vocab.json",
+                       lightgbm=[f"{prefix}/fold{k}/lgb.txt" for k in fitted.folds],
+                       xgboost=[f"{prefix}/fold{k}/xgb.ubj" for k in fitted.folds])
 
 
 def write_workload(store_root: Path | str, *, books: int, pages_per_book: int, seed: int = 3,

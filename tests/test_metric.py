@@ -93,3 +93,27 @@ def test_score_cli_prints_json(tmp_path):
     assert out["by_book"]["aa"]["f1"] == 1.0
     det = json.loads(CliRunner().invoke(app, [*args, "--detection"]).stdout)
     assert det["f1"] == 1.0 and "by_book" not in det
+
+
+def test_a_gain_on_every_page_is_a_gain_and_a_gain_on_one_page_is_not_measurable():
+    from kzjobs.metric import Counts, f1_gain
+
+    # 20 pages of 10 characters; the base reads 8 of each right (F1 0.8).
+    base = {f"b_{i:02d}": Counts(tp=8, fp=2, fn=2) for i in range(20)}
+    better = {p: Counts(tp=9, fp=1, fn=1) for p in base}  # every page: 0.9
+    gain = f1_gain(base, better)
+    assert gain["gain"] == 0.1 and gain["interval"] == [0.1, 0.1]
+    assert gain["verdict"] == "gain" and gain["pages"] == 20
+    assert f1_gain(better, base)["verdict"] == "loss"
+
+    # One page read perfectly, the others as before: F1 0.8 -> 0.81, within the noise.
+    lucky = base | {"b_00": Counts(tp=10)}
+    gain = f1_gain(base, lucky)
+    assert gain["gain"] == round(2 * 162 / (2 * 162 + 38 + 38) - 0.8, 4)
+    low, high = gain["interval"]
+    assert low == 0.0 < gain["gain"] < high and gain["verdict"] == "no measurable gain"
+    assert f1_gain(base, lucky) == gain  # seeded: the same draws every time
+    # A page only one reading has counts as empty in the other.
+    assert f1_gain({}, {"x_1": Counts(tp=1)})["gain"] == 0.0
+    with pytest.raises(ValueError, match="at least one page"):
+        f1_gain({}, {})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 
 import albumentations as A
@@ -31,10 +31,15 @@ log = logging.getLogger(__name__)
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # image (3,h,w), boxes (n,4), targets (n,)
 
 
-def vocabulary(annotations: Mapping[str, Iterable[Box]]) -> list[str]:
-    """The dataset's classes, sorted, then ``seg_fp``: the model's output order."""
+def vocabulary(annotations: Mapping[str, Iterable[Box]],
+               known: Container[str] | None = None) -> list[str]:
+    """The dataset's classes, sorted, then ``seg_fp``: the model's output order.
+
+    With ``known`` (the dataset's ``unicode_translation.csv``), a code outside it is no
+    class: validation quarantines its page, and training leaves its boxes out, as it does
+    every box whose code is not in the vocabulary."""
     codes = {b.code for boxes in annotations.values() for b in boxes} - {SEG_FP, UNKNOWN}
-    return [*sorted(codes), SEG_FP]
+    return [*sorted(c for c in codes if known is None or c in known), SEG_FP]
 
 
 def repeat_to_share(pages: Sequence[str], others: int, share: float) -> list[str]:

@@ -157,8 +157,8 @@ class ClassifyTrainJob(Job):
         valid_ids = [i for i in judged_ids if i in boxes]
         if not train_ids:
             raise ValueError(f"fold {self.fold}: no training pages in {self.boxes!r}")
-        vocab = vocabulary(truth)
         names = data.vocabulary if data.store.exists("unicode_translation.csv") else {}
+        vocab = vocabulary(truth, names or None)
         pseudo_boxes, readers, no_image = self._pseudo_pages(truth, store)
 
         device = select_device(self.settings.device)
