@@ -43,11 +43,12 @@ def _task(work: str, profile: str, kind: str, fold: int, train_boxes: str,
           test_boxes: str) -> dict[str, Any]:
     """Train one (kind, fold) and predict the test books; runs in a worker process."""
     os.environ["KZ_HOME"] = str(Path(work) / "home")
-    from kzjobs.classify.jobs import ClassifyPredictJob, ClassifyTrainJob, model_prefix
+    from kzjobs.classify.jobs import ClassifyPredictJob, ClassifyTrainJob
+    from kzjobs.keys import RunKeys
     from kzjobs.settings import get_settings
 
     get_settings.cache_clear()
-    prefix = model_prefix("runs/bench", kind, fold)
+    prefix = RunKeys("runs/bench").classify(kind, fold)
     start = time.perf_counter()
     trained = ClassifyTrainJob(store_uri=work, profile_name=profile, dataset="train",
                                folds="train/folds.json", boxes=train_boxes, kind=kind,

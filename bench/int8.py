@@ -54,12 +54,12 @@ def main() -> None:
 
     from kzjobs.checkpoint import load_checkpoint
     from kzjobs.classify.engine import evaluate
-    from kzjobs.classify.jobs import model_prefix
     from kzjobs.classify.model import build_model, load_model
     from kzjobs.classify.quantize import calibration_pages, quantize_classifier
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, read_annotations
     from kzjobs.device import torch_threads
+    from kzjobs.keys import RunKeys
     from kzjobs.profile import load_profile
     from kzjobs.store import open_store
 
@@ -74,7 +74,7 @@ def main() -> None:
     for kind in cfg.kinds:
         for fold in range(profile.data.n_folds):
             checkpoint = load_checkpoint(
-                store.read_bytes(f"{model_prefix('runs/bench', kind, fold)}/model.pt"))
+                store.read_bytes(RunKeys("runs/bench").classifier(kind, fold)))
             fp32, vocab = load_model(checkpoint)
             trained = build_model(checkpoint["model_args"])
             trained.load_state_dict(checkpoint["model"])

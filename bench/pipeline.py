@@ -154,8 +154,8 @@ def ablation(store: Any, run: str, heldout: str, profile: str,
     from kzjobs.bundle import Bundle
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import boxes_to_points
+    from kzjobs.keys import finetuned
     from kzjobs.metric import score
-    from kzjobs.plan import finetuned
     from kzjobs.profile import load_profile
     from kzjobs.recognize.recognizer import Recognizer, top_class
 
@@ -318,14 +318,14 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     from kzjobs.metric import score
     from kzjobs.pseudo import default_report_key
 
-    report = store.read_json(default_report_key(plan.pseudolabels))
-    labels = read_annotations(store.read_bytes(plan.pseudolabels), allow=BOX_CODES)
+    report = store.read_json(default_report_key(plan.keys.pseudo_labels))
+    labels = read_annotations(store.read_bytes(plan.keys.pseudo_labels), allow=BOX_CODES)
     chars = {i: [b for b in boxes if b.code != SEG_FP] for i, boxes in labels.items()}
     truth = Dataset.open(heldout, store).annotations
     # The kept characters scored against the truth: precision = how right the labels are.
     found = score({i: truth[i] for i in chars if i in truth}, boxes_to_points(chars))
     n_false, on_characters = seg_fp_on_characters(labels, truth)
-    level2 = store.read_json(plan.key("level2", "report.json"))
+    level2 = store.read_json(plan.keys.level2.report)
     return {
         "pseudolabels": {
             "rule": report["rule"]["rule"], "threshold": report["threshold"],

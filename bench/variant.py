@@ -50,28 +50,25 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def stage_outputs(plan: Any, stage: str) -> list[str]:
     """The store keys (files or prefixes) a stage of ``plan`` writes."""
-    from kzjobs.plan import PSEUDO_REPORT
-
     if stage == "level2":
-        return [plan.key("level2")]
+        return [plan.keys.level2.prefix]
     if stage == "bundle":
         from kzjobs.bundle import BUNDLE_FILE
 
-        return [plan.key(BUNDLE_FILE)]
+        return [plan.keys.key(BUNDLE_FILE)]
     calls = plan.args()[stage]
     calls = calls if calls and isinstance(calls[0], list) else [calls] if calls else []
     outs = [call[call.index("--out") + 1] for call in calls if "--out" in call]
-    return outs + ([plan.key(PSEUDO_REPORT)] if stage == "pseudolabel" else [])
+    return outs + ([plan.keys.pseudo_report] if stage == "pseudolabel" else [])
 
 
 def second_round_reads(plan: Any, base: Any) -> list[list[str]]:
     """``plan``'s ``classify_incoming`` calls, each with the base run's fine-tuned
     classifier in place of the base one (its predictions keep the base one's key)."""
-    from kzjobs.plan import finetuned
-    from kzjobs.store import join
+    from kzjobs.keys import finetuned
 
-    teacher = {join(plan.classifier(kind, k), "model.pt"):
-               join(base.classifier(finetuned(kind), k), "model.pt")
+    teacher = {plan.keys.classifier(kind, k):
+               base.keys.classifier(finetuned(kind), k)
                for kind in plan.kinds for k in range(plan.n_folds)}
     return [[teacher.get(arg, arg) for arg in call] for call in plan.args()["classify_incoming"]]
 
@@ -165,7 +162,7 @@ def main() -> None:
     store_uri, env = use_work(work)
     store = open_store(store_uri)
     base = bench_plan(args.profile)
-    if not store.exists(base.key(BUNDLE_FILE)):
+    if not store.exists(base.keys.key(BUNDLE_FILE)):
         parser.error(f"no finished base run at {store_uri}/{base.run}: run "
                      f"`python -m bench.pipeline --profile {args.profile}` first")
 
@@ -189,7 +186,7 @@ def main() -> None:
     if args.second_round:
         plan_args["classify_incoming"] = second_round_reads(plan, base)
     stages = {stage: plan_args[stage] if stage in rest else [] for stage in STAGE_NAMES}
-    seconds = run_stages(stages, env, args.jobs, store, plan.key("bench-stage-seconds.json"))
+    seconds = run_stages(stages, env, args.jobs, store, plan.keys.key("bench-stage-seconds.json"))
     result = {
         "command": "python -m bench.variant " + " ".join(sys.argv[1:]),
         "machine": machine_info(),

@@ -29,9 +29,12 @@ import numpy as np
 import pandas as pd
 
 from kzjobs.data.format import BOX_CODES, SEG_FP, UNKNOWN, Box, read_annotations
+from kzjobs.keys import CLASSIFY_OOF, DETECT_OOF, RunKeys, classify_fold_kind
+from kzjobs.quarantine import Quarantined
 from kzjobs.store import Store, key_name
 
 log = logging.getLogger(__name__)
+STAGE = "blend"  # the stage its quarantine records name
 
 KEY = ["image_id", "box_id"]
 GEOMETRY = ["x", "y", "w", "h"]
@@ -90,7 +93,7 @@ def prediction_keys(store: Store, refs: Iterable[str]) -> list[str]:
 
 
 def load_predictions(store: Store, refs: Iterable[str],
-                     quarantine: list[dict[str, Any]] | None = None) -> list[pd.DataFrame]:
+                     quarantine: list[Quarantined] | None = None) -> list[pd.DataFrame]:
     """Read every prediction file named by ``refs`` (see :func:`prediction_keys`).
 
     An unreadable file raises, or, when a ``quarantine`` list is given, is recorded
@@ -104,7 +107,7 @@ def load_predictions(store: Store, refs: Iterable[str],
             if quarantine is None:
                 raise
             log.warning("quarantined prediction file %s: %s", key, exc)
-            quarantine.append({"file": key, "reason": str(exc)})
+            quarantine.append(Quarantined(item=key, reason=str(exc), stage=STAGE))
     return frames
 
 
@@ -138,12 +141,12 @@ def read_truth(store: Store, keys: Iterable[str]) -> pd.DataFrame:
 def oof_keys(store: Store, run: str, kinds: Iterable[str] | None = None) -> list[str]:
     """``<run>/classify/<kind>/fold{K}/oof.parquet`` of every kind found, or of ``kinds``;
     raises when there is none."""
-    run = run.rstrip("/")
+    root = RunKeys(run).classify_root
     wanted = set(kinds) if kinds is not None else None
-    keys = [k for k in store.list(f"{run}/classify")
-            if key_name(k) == "oof.parquet" and (wanted is None or k.split("/")[-3] in wanted)]
+    keys = [k for k in store.list(root) if key_name(k) == CLASSIFY_OOF
+            and (wanted is None or classify_fold_kind(k) in wanted)]
     if not keys:
-        raise ValueError(f"no classifier OOF predictions under {run}/classify in {store.uri}")
+        raise ValueError(f"no classifier OOF predictions under {root} in {store.uri}")
     return keys
 
 
@@ -154,11 +157,11 @@ def load_oof(store: Store, run: str, kinds: Iterable[str] | None = None
     Reads ``<run>/classify/<kind>/fold{K}/oof.parquet`` (every kind found, or only
     ``kinds``) and the detector's ``<run>/detect/fold{K}/oof.csv`` box files.
     """
-    run = run.rstrip("/")
     pred_keys = oof_keys(store, run, kinds)
-    box_keys = [k for k in store.list(f"{run}/detect") if key_name(k) == "oof.csv"]
+    root = RunKeys(run).detect_root
+    box_keys = [k for k in store.list(root) if key_name(k) == DETECT_OOF]
     if not box_keys:
-        raise ValueError(f"no detector OOF boxes under {run}/detect in {store.uri}")
+        raise ValueError(f"no detector OOF boxes under {root} in {store.uri}")
     return load_predictions(store, pred_keys), read_truth(store, box_keys)
 
 
@@ -212,20 +215,18 @@ def list_column(values: np.ndarray, counts: np.ndarray, kind: Any) -> pd.arrays.
     return pd.arrays.ArrowExtensionArray(lists)
 
 
-def _record(quarantine: list[dict[str, Any]] | None, rows: pd.DataFrame, reason: str) -> None:
+def _record(quarantine: list[Quarantined] | None, rows: pd.DataFrame, reason: str) -> None:
     if rows.empty:
         return
     log.warning("quarantined %d prediction rows: %s", len(rows), reason)
     if quarantine is not None:
         for image_id, box_id, model in zip(rows["image_id"], rows["box_id"],
                                            rows.get("model", [None] * len(rows)), strict=True):
-            item = {"image_id": image_id, "box_id": int(box_id), "reason": reason}
-            if model is not None:
-                item["model"] = model
-            quarantine.append(item)
+            quarantine.append(Quarantined(item=image_id, box_id=int(box_id), model=model,
+                                          reason=reason, stage=STAGE))
 
 
-def _drop(frame: pd.DataFrame, quarantine: list[dict[str, Any]] | None,
+def _drop(frame: pd.DataFrame, quarantine: list[Quarantined] | None,
           checks: list[tuple[np.ndarray, str]]) -> pd.DataFrame:
     """``frame`` without the rows a check flags; each bad row is recorded once, first reason."""
     bad = np.zeros(len(frame), bool)
@@ -235,7 +236,7 @@ def _drop(frame: pd.DataFrame, quarantine: list[dict[str, Any]] | None,
     return frame[~bad].reset_index(drop=True)
 
 
-def check_predictions(frame: pd.DataFrame, quarantine: list[dict[str, Any]] | None = None
+def check_predictions(frame: pd.DataFrame, quarantine: list[Quarantined] | None = None
                       ) -> pd.DataFrame:
     """The rows of one model's frame that are usable; the others are quarantined.
 
@@ -276,7 +277,7 @@ def with_top_k(frame: pd.DataFrame, row: np.ndarray, classes: np.ndarray,
 
 
 def blend(frames: Sequence[pd.DataFrame], *, top_k: int | None = None,
-          quarantine: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+          quarantine: list[Quarantined] | None = None) -> pd.DataFrame:
     """Mean logit per class over the models (frames) that predicted each box.
 
     Returns one row per ``(image_id, box_id)``, sorted by key: the geometry,

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kzjobs.keys import LEVEL2
 from kzjobs.store import Store, open_store
 
 BUNDLE_FILE = "bundle.json"
@@ -45,7 +46,7 @@ def file_sha256(root: Store, rel: str) -> str:
 class Level2Files(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prefix: str = "level2"  # what ``Level2Model.load(root, prefix)`` reads
+    prefix: str = LEVEL2  # what ``Level2Model.load(root, prefix)`` reads
     meta: str = "level2/meta.json"
     vocabulary: str = "level2/vocab.json"
     lightgbm: list[str] = Field(default_factory=list)  # native text models, one per fold

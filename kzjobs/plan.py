@@ -7,12 +7,12 @@ Airflow and no heavy module, and are tested on their own.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kzjobs.export import parse_formats
+from kzjobs.keys import RunKeys, collection_name, finetuned, recognize_run, retrain_run
 from kzjobs.profile import load_profile
 from kzjobs.recognize import PAGES_PER_BATCH
 from kzjobs.settings import get_settings
@@ -20,30 +20,12 @@ from kzjobs.store import join
 
 # Assets (names and URIs): Airflow DAG files build ``Asset(name=..., uri=...)`` from these.
 CANDIDATE_ASSET = ("kz_candidate", "kzjobs://registry/kz-recognizer/candidate")
-# In a run: the pseudolabel job's labels, and its report beside them (the job's default
-# report key), which holds the seg_fp shift the bundle carries.
-PSEUDO_LABELS = "pseudo/labels.csv"
-PSEUDO_REPORT = "pseudo/labels.json"
 COLLECTION_ASSET = ("kz_incoming", "kzjobs://store/incoming")
 PREDICTIONS_ASSET = ("kz_predictions", "kzjobs://store/predictions")
 
 
 def champion_ref() -> str:
     return f"models:/{get_settings().registry_model}@champion"
-
-
-def safe_run_id(run_id: str) -> str:
-    """An Airflow run id as one store-key part (``manual__2026-01-01T00:00:00+00:00``)."""
-    return re.sub(r"[^A-Za-z0-9._=+@-]", "-", run_id).strip("-.") or "run"
-
-
-def collection_name(collection: str) -> str:
-    return safe_run_id(collection.strip("/").replace("/", "-"))
-
-
-def finetuned(kind: str) -> str:
-    """The name of a classifier kind once fine-tuned on pseudolabels."""
-    return f"{kind}-ft"
 
 
 class RetrainPlan(BaseModel):
@@ -63,7 +45,7 @@ class RetrainPlan(BaseModel):
     def build(cls, params: dict[str, Any], run_id: str) -> RetrainPlan:
         profile = load_profile(params["profile"])
         return cls(
-            run=join("runs", "retrain", safe_run_id(run_id)),
+            run=retrain_run(run_id),
             profile=params["profile"],
             dataset=params["dataset"],
             heldout=params["heldout"],
@@ -72,33 +54,9 @@ class RetrainPlan(BaseModel):
             kinds=list(profile.classify.kinds),
         )
 
-    # -- keys
-    def key(self, *parts: str) -> str:
-        return join(self.run, *parts)
-
     @property
-    def folds_key(self) -> str:
-        return self.key("folds.json")
-
-    def detector(self, fold: int) -> str:
-        return self.key("detect", f"fold{fold}")
-
-    def classifier(self, kind: str, fold: int) -> str:
-        return self.key("classify", kind, f"fold{fold}")
-
-    @property
-    def oof_boxes(self) -> str:
-        # Not under detect/: level 2 reads every detect/fold*/oof.csv there as truth.
-        return self.key("oof_boxes.csv")
-
-    def incoming_prefix(self, collection: str) -> str:
-        return self.key("incoming", collection_name(collection))
-
-    def incoming_boxes(self, collection: str) -> str:
-        return join(self.incoming_prefix(collection), "boxes.csv")
-
-    def incoming_preds(self, collection: str, kind: str, fold: int) -> str:
-        return join(self.incoming_prefix(collection), "preds", f"{kind}-fold{fold}.parquet")
+    def keys(self) -> RunKeys:
+        return RunKeys(self.run)
 
     @property
     def blend_kinds(self) -> list[str]:
@@ -107,85 +65,73 @@ class RetrainPlan(BaseModel):
         would double the cost of reading every page)."""
         return [finetuned(k) for k in self.kinds] if self.incoming else list(self.kinds)
 
-    @property
-    def pseudolabels(self) -> str:
-        return self.key(PSEUDO_LABELS)
-
-    @property
-    def bundle(self) -> str:
-        return self.run  # the run prefix is the bundle root (bundle.json lives there)
-
-    @property
-    def evaluation(self) -> str:
-        return self.key("evaluation.json")
-
     # -- job arguments (``--profile`` everywhere; the store comes from KZ_STORE)
     def _p(self, *args: Any) -> list[str]:
         return [*map(str, args), "--profile", self.profile]
 
     def args(self) -> dict[str, Any]:
-        folds = range(self.n_folds)
+        folds, keys = range(self.n_folds), self.keys
         return {
             "plan": self.model_dump(),
-            "validate": self._p(self.dataset, "--out", self.key("validation")),
-            "folds": self._p(self.dataset, "--out", self.folds_key),
+            "validate": self._p(self.dataset, "--out", keys.validation),
+            "folds": self._p(self.dataset, "--out", keys.folds),
             "detect_train": [
-                self._p("--dataset", self.dataset, "--folds", self.folds_key, "--fold", k,
-                        "--out", self.detector(k), "--no-progress")
+                self._p("--dataset", self.dataset, "--folds", keys.folds, "--fold", k,
+                        "--out", keys.detect_fold(k), "--no-progress")
                 for k in folds
             ],
             "detect_oof": [
-                self._p("--model", self.key("detect", f"fold{k}", "model.pt"),
-                        "--dataset", self.dataset, "--valid-only", "--folds", self.folds_key,
-                        "--fold", k, "--out", self.key("detect", f"fold{k}", "oof.csv"),
+                self._p("--model", keys.detector(k),
+                        "--dataset", self.dataset, "--valid-only", "--folds", keys.folds,
+                        "--fold", k, "--out", keys.detect_oof(k),
                         "--no-progress")
                 for k in folds
             ],
             "classify_train": [
                 self._p("--kind", kind, "--fold", k, "--dataset", self.dataset,
-                        "--folds", self.folds_key, "--boxes", self.oof_boxes,
-                        "--out", self.classifier(kind, k), "--no-progress")
+                        "--folds", keys.folds, "--boxes", keys.oof_boxes,
+                        "--out", keys.classify(kind, k), "--no-progress")
                 for kind in self.kinds
                 for k in folds
             ],
             "merge_oof": self._p(
-                *[self.key("detect", f"fold{k}", "oof.csv") for k in folds], "--out", self.oof_boxes
+                *[keys.detect_oof(k) for k in folds], "--out", keys.oof_boxes
             ),
             "detect_incoming": [
-                self._p("--model", self.key("detect", "fold0", "model.pt"), "--dataset", c,
-                        "--out", self.incoming_boxes(c), "--no-progress")
+                self._p("--model", keys.detector(0), "--dataset", c,
+                        "--out", keys.incoming_boxes(c), "--no-progress")
                 for c in self.incoming
             ],
             "classify_incoming": [
-                self._p("--model", join(self.classifier(kind, k), "model.pt"),
-                        "--dataset", c, "--boxes", self.incoming_boxes(c),
-                        "--out", self.incoming_preds(c, kind, k), "--no-progress")
+                self._p("--model", keys.classifier(kind, k),
+                        "--dataset", c, "--boxes", keys.incoming_boxes(c),
+                        "--out", keys.incoming_preds(c, kind, k), "--no-progress")
                 for c in self.incoming
                 for kind in self.kinds
                 for k in folds
             ],
             "pseudolabel": self._p(
-                *[a for c in self.incoming for a in ("--preds", self.incoming_prefix(c))],
-                "--out", self.pseudolabels, "--run", self.run,
+                *[a for c in self.incoming for a in ("--preds", keys.incoming(c))],
+                "--out", keys.pseudo_labels, "--run", self.run,
             ),
             "finetune": [
                 self._p("--kind", kind, "--fold", k, "--dataset", self.dataset,
-                        "--folds", self.folds_key, "--boxes", self.oof_boxes,
-                        "--pseudo", self.pseudolabels,
+                        "--folds", keys.folds, "--boxes", keys.oof_boxes,
+                        "--pseudo", keys.pseudo_labels,
                         *[a for c in self.incoming for a in ("--pseudo-dataset", c)],
-                        "--init", join(self.classifier(kind, k), "model.pt"),
+                        "--init", keys.classifier(kind, k),
                         "--name", finetuned(kind),
                         # A kind of its own for level 2 and the bundle, as in the seed.
-                        "--out", self.classifier(finetuned(kind), k), "--no-progress")
+                        "--out", keys.classify(finetuned(kind), k), "--no-progress")
                 for kind in self.kinds
                 for k in folds
             ] if self.incoming else [],
             "level2": self._p("--run", self.run, "--dataset", self.dataset,
                               *[a for kind in self.blend_kinds for a in ("--kind", kind)]),
             "bundle": self._p("--run", self.run, "--dataset", self.dataset),
-            "evaluate": self._p("--model", self.bundle, "--dataset", self.heldout,
-                                "--out", self.evaluation),
-            "register": self._p("--bundle", self.bundle, "--evaluation", self.evaluation,
+            "evaluate": self._p("--model", keys.bundle, "--dataset", self.heldout,
+                                "--out", keys.evaluation),
+            "register": self._p("--bundle", keys.bundle, "--evaluation", keys.evaluation,
                                 "--dataset", self.dataset),
         }
 
@@ -229,7 +175,7 @@ class RecognizePlan(BaseModel):
             raise ValueError("no collection: pass the 'collection' param or trigger by asset")
         name = collection_name(collection)
         return cls(
-            run=join("runs", "recognize", name, safe_run_id(run_id)),
+            run=recognize_run(collection, run_id),
             profile=params["profile"],
             model=params.get("model") or champion_ref(),
             collection=collection,
@@ -246,7 +192,7 @@ class RecognizePlan(BaseModel):
 
     @property
     def validation(self) -> str:
-        return join(self.run, "validation")
+        return RunKeys(self.run).validation
 
     def args(self) -> dict[str, Any]:
         # Recognition reads only the pages validation passed; merge lists the rest.

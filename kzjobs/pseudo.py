@@ -31,6 +31,7 @@ import typer
 from kzjobs.job import Job
 from kzjobs.level2.config import PseudoConfig
 from kzjobs.options import ProfileOption, StoreOption, emit
+from kzjobs.quarantine import Quarantined, beside, entries, write_quarantine
 
 if TYPE_CHECKING:
     import numpy as np
@@ -219,10 +220,10 @@ class PseudoJob(Job):
         if self.store.exists(self.report_key) and self.store.exists(self.out):
             return self.store.read_json(self.report_key) | {"skipped": True}
         cfg = self.profile.pseudo
-        quarantine: list[dict[str, Any]] = []
+        quarantine: list[Quarantined] = []
         frames = load_predictions(self.store, self.preds, quarantine)
         if not frames:
-            raise ValueError(f"no readable prediction file in {self.preds}: {quarantine}")
+            raise ValueError(f"no readable prediction file in {self.preds}: {entries(quarantine)}")
         kinds = sorted({k for f in frames for k in f["kind"].unique()})
         known = None
         if self.oof_run:
@@ -257,8 +258,8 @@ class PseudoJob(Job):
             "validation": evaluate(known, cfg) if known is not None else None,
         }
         if quarantine:
-            key = f"{self.report_key.rsplit('.', 1)[0]}.quarantine.json"
-            self.store.write_json(key, quarantine)
+            key = beside(self.report_key)
+            write_quarantine(self.store, key, quarantine)
             result["quarantine"] = key
         log.info("pseudolabels: kept %d of %d boxes", result["kept"], result["boxes"])
         self.store.write_json(self.report_key, result)  # last: a re-run skips a finished job

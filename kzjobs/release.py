@@ -52,25 +52,25 @@ class BundleJob(Job):
         from kzjobs.data.dataset import Dataset
         from kzjobs.data.format import code_to_char
         from kzjobs.folds import load_folds
-        from kzjobs.plan import PSEUDO_REPORT
+        from kzjobs.keys import RunKeys
 
-        root = self.store.child(self.run_prefix)
+        root, files = self.store.child(self.run_prefix), RunKeys("")  # keys in the bundle
         if root.exists(BUNDLE_FILE):
             return {"bundle": self.run_prefix, "skipped": True,
                     "files": Bundle.load(root).files()}
-        meta = root.read_json("level2/meta.json")
-        folds = sorted(set(load_folds(root, "folds.json").values()))
+        meta = root.read_json(files.level2.meta)
+        folds = sorted(set(load_folds(root, files.folds).values()))
         level2_folds = [int(k) for k in meta["folds"]]
         ds = Dataset.open(self.dataset, self.store)
         names = ds.vocabulary if ds.store.exists("unicode_translation.csv") else {}
-        codes = [c for c in root.read_json("level2/vocab.json") if c.startswith("U+")]
-        root.write_json("vocabulary.json", {c: names.get(c) or code_to_char(c) for c in codes})
-        report = root.read_json("level2/report.json") if root.exists("level2/report.json") else {}
+        codes = [c for c in root.read_json(files.level2.vocab) if c.startswith("U+")]
+        root.write_json(files.vocabulary, {c: names.get(c) or code_to_char(c) for c in codes})
+        report = root.read_json(files.level2.report) if root.exists(files.level2.report) else {}
         use_level2 = level2_helps(report)
         # An adapted run's shift is the one its pseudolabel job set; else the profile's.
         shift, class_shifts = self.profile.pseudo.seg_fp_shift, {}
-        if root.exists(PSEUDO_REPORT):
-            adapted = root.read_json(PSEUDO_REPORT)
+        if root.exists(files.pseudo_report):
+            adapted = root.read_json(files.pseudo_report)
             shift = adapted.get("seg_fp_shift", {}).get("shift", 0.0)
             class_shifts = adapted.get("class_shift", {}).get("books", {})
         shift = 0.0 if shift == "fit" else float(shift)
@@ -79,16 +79,16 @@ class BundleJob(Job):
         bundle = Bundle(
             profile=self.profile.name,
             profile_data=self.profile.model_dump(mode="json", by_alias=True),
-            detector=[f"detect/fold{k}/model.pt" for k in folds],
+            detector=[files.detector(k) for k in folds],
             classifiers={
-                kind: [f"classify/{kind}/fold{k}/model.pt" for k in level2_folds]
+                kind: [files.classifier(kind, k) for k in level2_folds]
                 for kind in meta["kinds"]
             },
             level2=Level2Files(
-                lightgbm=[f"level2/fold{k}/lgb.txt" for k in level2_folds] if use_level2 else [],
-                xgboost=[f"level2/fold{k}/xgb.ubj" for k in level2_folds] if use_level2 else [],
+                lightgbm=[files.level2.lightgbm(k) for k in level2_folds] if use_level2 else [],
+                xgboost=[files.level2.xgboost(k) for k in level2_folds] if use_level2 else [],
             ),
-            vocabulary="vocabulary.json",
+            vocabulary=files.vocabulary,
             seg_fp_shift=shift,
             class_shifts=class_shifts,
             class_shares={str(c): round(float(v), 6) for c, v in shares.items()},

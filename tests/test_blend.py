@@ -205,7 +205,7 @@ def test_bad_rows_are_quarantined_and_the_rest_goes_on():
     b.loc[b["box_id"] == 0, "x"] = 99  # the same key, another box: geometry clash
     quarantine = []
     out = blend([a, b], quarantine=quarantine)
-    reasons = {(q["box_id"], q["reason"]) for q in quarantine}
+    reasons = {(q.box_id, q.reason) for q in quarantine}
     assert reasons == {
         (1, "classes and logits differ in length"), (2, "non-finite logit"),
         (3, "a class listed twice"), (4, "empty top-k"),

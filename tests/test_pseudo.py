@@ -139,7 +139,7 @@ def test_pseudo_command_on_an_incoming_collection(tmp_path):
     assert report["rule"]["rule"] == "calibrated"  # the tiny profile's rule, at 95%
     assert report["quarantined"] == 2
     cut, nan = store.read_json(report["quarantine"])
-    assert cut["file"].endswith("cut.parquet") and "not a readable parquet" in cut["reason"]
+    assert cut["item"].endswith("cut.parquet") and "not a readable parquet" in cut["reason"]
     assert nan["box_id"] == 999 and nan["reason"] == "non-finite logit"
     valid = report["validation"]
     assert valid["boxes"] == sum(map(len, train.boxes.values()))

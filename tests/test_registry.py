@@ -191,13 +191,14 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
 
 def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bundle, make_oof,
                                                               make_heldout):
+    from kzjobs.keys import RunKeys
     from kzjobs.model_ref import open_bundle
-    from kzjobs.plan import PSEUDO_LABELS, PSEUDO_REPORT
     from kzjobs.pseudo import default_report_key
     from kzjobs.release import BundleJob
     from kzjobs.store import open_store
 
-    assert default_report_key(PSEUDO_LABELS) == PSEUDO_REPORT  # where the job writes it
+    layout = RunKeys("")
+    assert default_report_key(layout.pseudo_labels) == layout.pseudo_report  # where it writes
 
     def bundle_of(run, report):
         store = open_store(tmp_path)
@@ -209,7 +210,7 @@ def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bund
         # The OOF blend calls あ three times, い once and seg_fp once (left out of shares).
         make_oof(store, run, {0: ["U+3042", "U+3042", "seg_fp"], 1: ["U+3044", "U+3042"]})
         if report is not None:
-            store.write_json(f"{run}/{PSEUDO_REPORT}", report)
+            store.write_json(RunKeys(run).pseudo_report, report)
         BundleJob(store_uri=str(tmp_path), profile_name="tiny", run_prefix=run,
                   dataset="train").run()
         return open_bundle(run, store)[0]

@@ -1,7 +1,7 @@
 """Classifier jobs: train one kind on one fold (and predict its OOF boxes), predict boxes.
 
 ``ClassifyTrainJob`` writes under its ``out`` prefix (in a training run,
-``<run>/classify/<kind>/fold<K>``: :func:`model_prefix`): ``checkpoint.pt`` after every
+``<run>/classify/<kind>/fold<K>``: ``RunKeys.classify``): ``checkpoint.pt`` after every
 epoch (a re-run resumes from it), then
 ``oof.parquet`` (the fold's held-out pages), ``oof.quarantine.json``, ``metrics.json``
 and, last, ``model.pt``. A re-run after ``model.pt`` exists does nothing.
@@ -21,6 +21,7 @@ from pydantic import Field
 
 from kzjobs.device import torch_threads
 from kzjobs.job import Job
+from kzjobs.quarantine import beside, entries, records, write_quarantine
 from kzjobs.store import join
 
 if TYPE_CHECKING:
@@ -30,21 +31,8 @@ if TYPE_CHECKING:
     from kzjobs.data.format import Box
 
 EXPERIMENT = "kz-classify"
+STAGE = "classify"  # the stage its quarantine records name
 log = logging.getLogger(__name__)
-
-
-def model_prefix(run: str, kind: str, fold: int) -> str:
-    """Where a run keeps one classifier: ``<run>/classify/<kind>/fold<K>``."""
-    return join(run, "classify", kind, f"fold{fold}")
-
-
-def quarantine_key(out: str) -> str:
-    """``preds/x.parquet`` -> ``preds/x.quarantine.json``."""
-    return f"{out.removesuffix('.parquet')}.quarantine.json"
-
-
-def _quarantine_records(quarantine: dict[str, str]) -> list[dict[str, str]]:
-    return [{"item": image_id, "reason": reason} for image_id, reason in quarantine.items()]
 
 
 # Settings that may change between a run and its resume without changing the result.
@@ -60,7 +48,7 @@ class ClassifyTrainJob(Job):
     # model is ``<kind>-ft``, so level 2 and the bundle see it as a kind of its own.
     name: str | None = None
     fold: int = Field(ge=0)
-    out: str  # prefix for model.pt, oof.parquet...: model_prefix(run, kind, fold) in a run
+    out: str  # prefix for model.pt, oof.parquet...: RunKeys(run).classify(kind, fold)
     epochs: int | None = Field(None, ge=1)  # overrides the profile's
     # Pseudolabels: a box file (train.csv format, seg_fp allowed) of incoming pages whose
     # images are in ``pseudo_datasets``; they join the training pages of every fold.
@@ -233,7 +221,7 @@ class ClassifyTrainJob(Job):
                 model, vocab, data, boxes, valid_ids, cfg=cfg, device=device, kind=self.label,
                 fold=self.fold, store=store, out=keys["oof.parquet"], progress=self.progress,
             )
-            store.write_json(quarantine_key(keys["oof.parquet"]), _quarantine_records(quarantine))
+            write_quarantine(store, beside(keys["oof.parquet"]), records(quarantine, STAGE))
             found = engine.evaluate(table, boxes, truth, judged_ids, names=names)
             metrics = {k: v for k, v in found.items() if k not in ("score", "confusion")}
             by_book = {b: c["f1"] for b, c in found["score"]["by_book"].items()}
@@ -317,7 +305,7 @@ class ClassifyPredictJob(Job):
             kind=ckpt["kind"], fold=ckpt["fold"], scales=self.scales, store=store, out=self.out,
             progress=self.progress,
         )
-        store.write_json(quarantine_key(self.out), _quarantine_records(quarantine))
+        write_quarantine(store, beside(self.out), records(quarantine, STAGE))
         return {
             "out": self.out,
             "kind": ckpt["kind"],
@@ -325,7 +313,7 @@ class ClassifyPredictJob(Job):
             "pages": len(boxes),
             "predicted_pages": len(set(table.column("image_id").to_pylist())),
             "boxes": table.num_rows,
-            "quarantined": _quarantine_records(quarantine),
+            "quarantined": entries(records(quarantine, STAGE)),
             "scales": list(self.scales or cfg.tta_scales),
             "seconds": round(time.perf_counter() - start, 1),
         }

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from kzjobs.images import DEFAULT_MAX_PIXELS, ImageError, open_image, page_frames
+from kzjobs.quarantine import Quarantined
 from kzjobs.store import Store, UnsafeKeyError, key_name
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ _NOT_ID = re.compile(r"[^\w.-]+")  # \w is Unicode: kana, kanji, letters, digits
 _MAX_ID_BYTES = 180  # ``<id>.json`` and friends must fit a 255-byte file name
 PASSWORD_ERROR = 4  # PDFium's FPDF_ERR_PASSWORD
 _PDFIUM = threading.Lock()  # PDFium is not thread-safe: one call at a time per process
+STAGE = "read"  # the stage a file refused here is quarantined by
 
 
 class UnsafeName(ValueError):
@@ -130,16 +132,12 @@ class PageRef:
         return {k: v for k, v in found.items() if v is not None}
 
 
-@dataclass(frozen=True)
-class Rejected:
+class Rejected(Quarantined):
     """A file (or a page of it, or an id) that is not read, and why."""
 
-    item: str  # the page id it would have had, else the file's name
-    key: str
-    reason: str
-
-    def entry(self) -> dict[str, str]:
-        return {"item": self.item, "key": self.key, "reason": self.reason}
+    def __init__(self, item: str, key: str, reason: str) -> None:
+        # item: the page id it would have had, else the file's name
+        super().__init__(item=item, key=key, reason=reason, stage=STAGE)
 
 
 @dataclass

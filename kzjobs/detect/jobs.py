@@ -24,6 +24,7 @@ from kzjobs.checkpoint import load_checkpoint, save_to_store
 from kzjobs.data.books import book_id, split_fold
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
+from kzjobs.quarantine import Quarantined, beside, entries, records, write_quarantine
 from kzjobs.store import Store, UnsafeKeyError, join, validate_key
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from kzjobs.metric import Score
 
 log = logging.getLogger(__name__)
+STAGE = "detect"  # the stage its quarantine records name
 
 EXPERIMENT = "kz-detect"
 MODEL_FORMAT = "kzjobs.detect/1"
@@ -181,7 +183,7 @@ class DetectTrainJob(Job):
                 "train_seconds": round(trainer.train_seconds, 1),
                 "train_seconds_this_run": round(train_seconds, 1),
                 "valid": valid.as_dict(by_book=True) if valid_ids else None,
-                "quarantined": quarantine,
+                "quarantined": entries(records(quarantine, STAGE)),
                 "mlflow_run_id": run.info.run_id,
                 "loss": trainer.history[-1]["train_loss"] if trainer.history else None,
             }
@@ -268,7 +270,7 @@ class DetectPredictJob(Job):
         image_ids, fold = self._image_ids(ds, ckpt)
 
         stem = _stem(self.out)
-        parts, quarantine_key = f"{stem}.parts", f"{stem}.quarantine.json"
+        parts, quarantine_key = f"{stem}.parts", beside(self.out)
         meta = {"model": self.model, "model_sha256": hashlib.sha256(blob).hexdigest(),
                 "profile": self.profile.name}
         meta_key = join(parts, "_meta.json")
@@ -306,12 +308,12 @@ class DetectPredictJob(Job):
 
         # Merge in dataset order: the output does not depend on which run did which page.
         pages: dict[str, list[Box]] = {}
-        quarantine: list[dict[str, str]] = []
+        quarantine: list[Quarantined] = []
         truth = ds.annotations if self.valid_only else {}
         for image_id in image_ids:
             part = store.read_json(_part_key(parts, image_id))
             if "error" in part:
-                quarantine.append({"image_id": image_id, "reason": part["error"]})
+                quarantine.append(Quarantined(item=image_id, reason=part["error"], stage=STAGE))
                 continue
             dets = [Detection(*b) for b in part["boxes"]]
             if self.valid_only:
@@ -319,7 +321,7 @@ class DetectPredictJob(Job):
             else:
                 pages[image_id] = [Box(UNKNOWN, d.x, d.y, d.w, d.h) for d in dets]
         store.write_bytes(self.out, write_annotations(pages))
-        store.write_json(quarantine_key, quarantine)
+        write_quarantine(store, quarantine_key, quarantine)
         result: dict[str, Any] = {
             "out": self.out,
             "model": self.model,

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import Field
 
 from kzjobs.job import Job
-from kzjobs.store import join
+from kzjobs.keys import Level2Keys, RunKeys
+from kzjobs.quarantine import Quarantined, beside, write_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +31,16 @@ class Level2TrainJob(Job):
 
     @property
     def prefix(self) -> str:
-        return self.out or join(self.run_prefix, "level2")
+        return self.out or RunKeys(self.run_prefix).level2.prefix
 
     def run(self) -> dict[str, Any]:
         from kzjobs.blend import load_oof
         from kzjobs.level2.features import Vocabulary
         from kzjobs.level2.train import train
 
-        report_key = join(self.prefix, "report.json")
-        if self.store.exists(join(self.prefix, "meta.json")) and self.store.exists(report_key):
+        keys = Level2Keys(self.prefix)
+        report_key = keys.report
+        if self.store.exists(keys.meta) and self.store.exists(report_key):
             return self.store.read_json(report_key) | {"skipped": True}
         frames, truth = load_oof(self.store, self.run_prefix, self.kinds or None)
         pages, vocab = None, None
@@ -51,15 +53,15 @@ class Level2TrainJob(Job):
             if ds.store.exists("unicode_translation.csv"):
                 codes |= set(ds.vocabulary)
             vocab = Vocabulary(codes)
-        quarantine: list[dict[str, Any]] = []
+        quarantine: list[Quarantined] = []
         result = train(frames, truth, self.profile.level2, kinds=self.kinds or None, vocab=vocab,
                        store=self.store, prefix=self.prefix, pages=pages, quarantine=quarantine)
-        _write_parquet(self.store, join(self.prefix, "oof.parquet"), result.boxes)
+        _write_parquet(self.store, keys.oof, result.boxes)
         result.model.save(self.store, self.prefix)
         report = result.report | {"model": self.prefix, "quarantined": len(quarantine)}
         if quarantine:
-            report["quarantine"] = join(self.prefix, "quarantine.json")
-            self.store.write_json(report["quarantine"], quarantine)
+            report["quarantine"] = keys.quarantine
+            write_quarantine(self.store, keys.quarantine, quarantine)
         self.store.write_json(report_key, report)
         return report
 
@@ -78,7 +80,7 @@ class Level2PredictJob(Job):
         if self.store.exists(self.out):  # written last
             return {"out": self.out, "submission": self.submission, "skipped": True}
         model = Level2Model.load(self.store, self.model)
-        quarantine: list[dict[str, Any]] = []
+        quarantine: list[Quarantined] = []
         frames = load_predictions(self.store, self.preds, quarantine)
         result = predict(frames, model, quarantine=quarantine)
         seen = {(i, b) for f in frames for i, b in zip(f["image_id"], f["box_id"], strict=True)}
@@ -87,8 +89,8 @@ class Level2PredictJob(Job):
             "pages": len({i for i, _ in seen}), "quarantined": len(quarantine),
         }
         if quarantine:
-            summary["quarantine"] = f"{self.out.rsplit('.', 1)[0]}.quarantine.json"
-            self.store.write_json(summary["quarantine"], quarantine)
+            summary["quarantine"] = beside(self.out)
+            write_quarantine(self.store, summary["quarantine"], quarantine)
         if self.submission:
             # Every page seen appears, with no points when level 2 dropped all its boxes.
             pages = {i: [] for i in sorted({i for i, _ in seen})} | points(result)

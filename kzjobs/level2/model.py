@@ -23,6 +23,7 @@ import pandas as pd
 
 from kzjobs.blend import GEOMETRY, KEY, blend
 from kzjobs.data.format import SEG_FP, Point
+from kzjobs.keys import Level2Keys
 from kzjobs.level2.features import (
     Candidates,
     Vocabulary,
@@ -30,19 +31,21 @@ from kzjobs.level2.features import (
     feature_names,
     winners,
 )
-from kzjobs.store import Store, join
+from kzjobs.store import Store
 
 if TYPE_CHECKING:
     import lightgbm as lgb
     import xgboost as xgb
+
+    from kzjobs.quarantine import Quarantined
 
 FORMAT = 1
 
 
 def save_fold(store: Store, prefix: str, fold: int, lgb_model: lgb.Booster,
               xgb_model: xgb.Booster) -> None:
-    store.write_text(join(prefix, f"fold{fold}", "lgb.txt"), lgb_model.model_to_string())
-    store.write_bytes(join(prefix, f"fold{fold}", "xgb.ubj"), bytes(xgb_model.save_raw("ubj")))
+    store.write_text(Level2Keys(prefix).lightgbm(fold), lgb_model.model_to_string())
+    store.write_bytes(Level2Keys(prefix).xgboost(fold), bytes(xgb_model.save_raw("ubj")))
 
 
 def load_fold(store: Store, prefix: str, fold: int) -> tuple[lgb.Booster, xgb.Booster] | None:
@@ -50,8 +53,7 @@ def load_fold(store: Store, prefix: str, fold: int) -> tuple[lgb.Booster, xgb.Bo
     import lightgbm as lgb
     import xgboost as xgb
 
-    lgb_key = join(prefix, f"fold{fold}", "lgb.txt")
-    xgb_key = join(prefix, f"fold{fold}", "xgb.ubj")
+    lgb_key, xgb_key = Level2Keys(prefix).lightgbm(fold), Level2Keys(prefix).xgboost(fold)
     if not (store.exists(lgb_key) and store.exists(xgb_key)):
         return None
     xgb_model = xgb.Booster()
@@ -113,21 +115,21 @@ class Level2Model:
         }
 
     def save(self, store: Store, prefix: str) -> None:
-        store.write_json(join(prefix, "vocab.json"), list(self.vocab.codes))
+        store.write_json(Level2Keys(prefix).vocab, list(self.vocab.codes))
         for fold, lgb_model, xgb_model in zip(self.folds, self.lgb, self.xgb, strict=True):
             save_fold(store, prefix, fold, lgb_model, xgb_model)
-        store.write_json(join(prefix, "meta.json"), self.meta())  # last: the model is complete
+        store.write_json(Level2Keys(prefix).meta, self.meta())  # last: the model is complete
 
     @classmethod
     def load(cls, store: Store, prefix: str) -> Level2Model:
         try:
-            meta = store.read_json(join(prefix, "meta.json"))
+            meta = store.read_json(Level2Keys(prefix).meta)
         except KeyError:
             raise ValueError(f"no level-2 model at {prefix!r} in {store.uri}") from None
         if meta.get("format") != FORMAT:
             raise ValueError(f"{prefix}: level-2 model format {meta.get('format')}, "
                              f"this code reads {FORMAT}")
-        vocab = Vocabulary(store.read_json(join(prefix, "vocab.json")))
+        vocab = Vocabulary(store.read_json(Level2Keys(prefix).vocab))
         lgbs, xgbs = [], []
         for fold in meta["folds"]:
             pair = load_fold(store, prefix, fold)
@@ -149,7 +151,7 @@ class Level2Model:
 
 
 def per_kind(frames: Iterable[pd.DataFrame], *, by_fold: bool = False,
-             quarantine: list[dict[str, Any]] | None = None) -> dict[Any, pd.DataFrame]:
+             quarantine: list[Quarantined] | None = None) -> dict[Any, pd.DataFrame]:
     """Blend prediction frames per kind (or per ``(kind, fold)``): ``{group: blended}``."""
     groups: dict[Any, list[pd.DataFrame]] = {}
     for frame in frames:
@@ -162,7 +164,7 @@ def per_kind(frames: Iterable[pd.DataFrame], *, by_fold: bool = False,
 
 
 def predict(frames: Iterable[pd.DataFrame], model: Level2Model, *, drop_seg_fp: bool = True,
-            quarantine: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+            quarantine: list[Quarantined] | None = None) -> pd.DataFrame:
     """The level-2 winner of every box of a page set.
 
     ``frames`` are classifier prediction frames with ``kind`` and ``fold`` (any number

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import lightgbm as lgb
     import xgboost as xgb
 
+    from kzjobs.quarantine import Quarantined
+
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +60,7 @@ def train(frames: Sequence[pd.DataFrame], truth: pd.DataFrame, cfg: Level2Config
           kinds: Sequence[str] | None = None, vocab: Vocabulary | None = None,
           store: Store | None = None, prefix: str = "",
           pages: Mapping[str, Sequence[Box]] | None = None,
-          quarantine: list[dict[str, Any]] | None = None) -> TrainResult:
+          quarantine: list[Quarantined] | None = None) -> TrainResult:
     """Fit level 2 on OOF prediction ``frames`` (every kind, every fold) and ``truth``.
 
     With ``store``, each fold's boosters are written under ``prefix`` as soon as they

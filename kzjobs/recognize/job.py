@@ -22,6 +22,13 @@ from kzjobs.data.books import book_id
 from kzjobs.data.collection import Collection, PageRef, manifest_key
 from kzjobs.export import parse_formats
 from kzjobs.job import Job
+from kzjobs.quarantine import (
+    Quarantined,
+    entries,
+    quarantine_bytes,
+    read_quarantine,
+    write_quarantine,
+)
 from kzjobs.recognize import PAGES_PER_BATCH, adapt
 from kzjobs.recognize.outputs import done_pages, merge
 from kzjobs.store import (
@@ -75,7 +82,7 @@ def safe_id(image_id: str) -> bool:
         return False
 
 
-def quarantine_key(image_id: str) -> str:
+def page_quarantine_key(image_id: str) -> str:
     """Where a page's quarantine entry goes; an unsafe id gets a digest for a name."""
     if safe_id(image_id):
         return join(QUARANTINE, f"{image_id}.json")
@@ -83,13 +90,14 @@ def quarantine_key(image_id: str) -> str:
     return join(QUARANTINE, f"unsafe-id-{digest}.json")
 
 
-def _read_quarantine(out: Store) -> list[dict[str, Any]]:
-    return [out.read_json(k) for k in out.list(QUARANTINE) if k.endswith(".json")]
+def _read_quarantine(out: Store) -> list[Quarantined]:
+    return [q for k in out.list(QUARANTINE) if k.endswith(".json")
+            for q in read_quarantine(out, k)]
 
 
 def quarantined_pages(out: Store) -> set[str]:
     """Ids quarantined by recognition (read from the entries: a file name may be a digest)."""
-    return {q["item"] for q in _read_quarantine(out)}
+    return {q.item for q in _read_quarantine(out)}
 
 
 class _CollectionJob(Job):
@@ -123,7 +131,7 @@ class _CollectionJob(Job):
     def output(self) -> Store:
         return open_location(self.out, self.store)
 
-    def pages(self, coll: Collection) -> tuple[list[PageRef], list[dict[str, Any]]]:
+    def pages(self, coll: Collection) -> tuple[list[PageRef], list[Quarantined]]:
         """(pages to recognize, quarantine entries of what is not read: one per file or
         page refused, by the collection's reading or by validation).
 
@@ -134,16 +142,17 @@ class _CollectionJob(Job):
             if not scan.pages and not scan.rejected:
                 unread = f" (not pages: {scan.ignored})" if scan.ignored else ""
                 raise ValueError(f"no page images in {coll.uri}{unread}")
-            return scan.pages, [r.entry() | {"stage": "read"} for r in scan.rejected]
+            return scan.pages, list(scan.rejected)
         # Validation judged every page of the collection, so its passed ids are the pages
         # (not train.csv's ids: a labelled collection's other files would vanish), and
         # every rejected file is kept, so two copies of one id are two pages in.
         passed = self.store.read_json(join(self.validation, "passed.json"))
-        rejected = [q | {"stage": "validate"}
-                    for q in self.store.read_json(join(self.validation, "quarantine.json"))]
+        rejected = [q.model_copy(update={"stage": "validate"}) for q in
+                    read_quarantine(self.store, join(self.validation, "quarantine.json"))]
         pages = [scan.by_id[i] for i in dict.fromkeys(passed) if i in scan.by_id]
-        rejected += [{"item": i, "reason": "passed validation, no longer in the collection",
-                      "stage": "read"} for i in dict.fromkeys(passed) if i not in scan.by_id]
+        gone = "passed validation, no longer in the collection"
+        rejected += [Quarantined(item=i, reason=gone, stage="read")
+                     for i in dict.fromkeys(passed) if i not in scan.by_id]
         return pages, rejected
 
     @staticmethod
@@ -228,8 +237,8 @@ class RecognizeJob(_CollectionJob):
                     except (ImageError, KeyError, UnsafeKeyError) as exc:
                         reason = getattr(exc, "reason", None) or str(exc).strip("'\"")
                         log.warning("quarantined %r: %s", image_id, reason)
-                        out.write_json(quarantine_key(image_id), {
-                            "item": image_id, "reason": reason, "stage": "recognize"})
+                        write_quarantine(out, page_quarantine_key(image_id), Quarantined(
+                            item=image_id, reason=reason, stage="recognize"))
                         summary["quarantined"] += 1
                         continue
                     yield image_id, image
@@ -348,8 +357,8 @@ class MergeJob(_CollectionJob):
         quarantine = list(rejected)
         # Only this collection's pages: the output prefix may hold older runs' entries.
         wanted = set(ids)
-        quarantine += [q for q in _read_quarantine(out) if q["item"] in wanted]
-        quarantined = {q["item"] for q in quarantine}
+        quarantine += [q for q in _read_quarantine(out) if q.item in wanted]
+        quarantined = {q.item for q in quarantine}
         missing = [i for i in ids if i not in done and i not in quarantined]
         if missing:
             raise RuntimeError(
@@ -372,14 +381,14 @@ class MergeJob(_CollectionJob):
                                      read_image=lambda i: coll.read(by_id[i]))
         adaptation = adapted_books(out, {books[i] for i in recognized})
         sources = self.keep_sources(out, coll)
-        quarantine.sort(key=lambda q: (q["item"], q.get("key", "")))
+        quarantine.sort(key=lambda q: (q.item, q.key or ""))
         report = {
             # pages_in == recognized + quarantined: every file in is accounted for once.
             "pages_in": len(ids) + len(rejected),
             "recognized": len(recognized),
             "quarantined": len(quarantine),
             "characters": merged["characters"],
-            "quarantine": quarantine,
+            "quarantine": entries(quarantine),
             # files that are not pages (system files, a plain folder's subfolders), counted
             **({"ignored": coll.scan.ignored} if coll.scan.ignored else {}),
             # a copy of each IIIF manifest read, by book
@@ -397,7 +406,7 @@ class MergeJob(_CollectionJob):
             "report": f"{out.uri}/report.json",
         }
         try:
-            out.write_once("quarantine.json", json_bytes(quarantine))
+            out.write_once("quarantine.json", quarantine_bytes(quarantine))
             out.write_once("report.json", json_bytes(report))
         except KeyExistsError as exc:
             raise _published(out, exc) from exc

@@ -2,7 +2,8 @@
 
 Writes under ``out``:
 
-- ``quarantine.json``: ``[{"item", "row" | "key", "reason"}]``, one entry per bad item;
+- ``quarantine.json``: ``[{"item", "row" | "key", "reason", "stage"}]``, one entry per bad
+  item (:class:`kzjobs.quarantine.Quarantined`);
 - ``passed.json``: the ids that passed, in input order, for the next stage to read;
 - ``report.json`` (last): counts (``items == passed + quarantined``), one entry per
   expectation with its failures, the reasons by count, and the time spent.
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from kzjobs.data.collection import Collection
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
+from kzjobs.quarantine import Quarantined, write_quarantine
 from kzjobs.store import Store, join, read_uri
 from kzjobs.validate.expectations import Outcome
 from kzjobs.validate.facts import (
@@ -144,13 +146,13 @@ class ValidateJob(Job):
         reasons = quarantine_reasons(outcomes)
         pages = facts.tables["pages"]
         where = "key" if "key" in pages.columns else "row"
-        quarantine, passed = [], []
+        quarantine: list[Quarantined] = []
+        passed: list[str] = []
         for page in pages.itertuples(index=False):
             if page.row in reasons:
-                quarantine.append(
-                    {"item": page.image_id, where: getattr(page, where),
-                     "reason": "; ".join(reasons[page.row])}
-                )
+                quarantine.append(Quarantined(
+                    item=page.image_id, **{where: getattr(page, where)},
+                    reason="; ".join(reasons[page.row]), stage="validate"))
             else:
                 passed.append(page.image_id)
         rows_by_reason: dict[str, set[int]] = defaultdict(set)
@@ -172,7 +174,7 @@ class ValidateJob(Job):
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             **facts.extra,
         }
-        self.store.write_json(join(out, "quarantine.json"), quarantine)
+        write_quarantine(self.store, join(out, "quarantine.json"), quarantine)
         self.store.write_json(join(out, "passed.json"), passed)
         self.store.write_json(join(out, "report.json"), report)  # last: marks the job done
         return {k: v for k, v in report.items() if k != "expectations"}

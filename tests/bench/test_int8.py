@@ -14,10 +14,10 @@ from bench import int8
 
 def test_each_model_is_read_both_ways_over_every_test_box(tmp_path, monkeypatch):
     from kzjobs.classify.dataset import vocabulary
-    from kzjobs.classify.jobs import model_prefix
     from kzjobs.classify.model import build_model, model_args
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import write_annotations
+    from kzjobs.keys import RunKeys
     from kzjobs.profile import load_profile
     from kzjobs.store import open_store
     from kzjobs.synth import generate
@@ -35,7 +35,7 @@ def test_each_model_is_read_both_ways_over_every_test_box(tmp_path, monkeypatch)
         buffer = io.BytesIO()
         torch.save({"model_args": args, "model": build_model(args).eval().state_dict(),
                     "vocabulary": vocab}, buffer)
-        store.write_bytes(f"{model_prefix('runs/bench', 'resnet18', fold)}/model.pt",
+        store.write_bytes(RunKeys("runs/bench").classifier("resnet18", fold),
                           buffer.getvalue())
 
     out = tmp_path / "int8.json"

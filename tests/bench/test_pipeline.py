@@ -35,7 +35,7 @@ def test_each_stage_runs_its_calls_and_its_time_adds_up_over_resumed_runs(work):
     store, env, plan, stages = work
     first = run_stages(stages, env, 1, store, TIMINGS)
     assert set(first) == {stage for stage, _ in STAGES}
-    assert store.exists(plan.folds_key)  # the real job ran and wrote its output
+    assert store.exists(plan.keys.folds)  # the real job ran and wrote its output
     assert first["validate"] > 0 and first["folds"] > 0
     assert store.read_json(TIMINGS) == first
 

@@ -28,7 +28,7 @@ def base_run(tmp_path):
     store = open_store(tmp_path)
     base = bench_plan("tiny")
     for name in RUN_FILES:
-        store.write_text(base.key(name), name)
+        store.write_text(base.keys.key(name), name)
     return store, base
 
 
@@ -44,18 +44,18 @@ def test_the_variant_starts_from_what_the_stages_before_its_first_wrote(base_run
     store, base = base_run
     variant = bench_plan("tiny", "variant-x")
     keys = copy_base(store, base, variant, start)
-    assert sorted(keys) == sorted(variant.key(name) for name in copied)
+    assert sorted(keys) == sorted(variant.keys.key(name) for name in copied)
     assert sorted(store.list(variant.run)) == sorted(keys)
-    assert all(store.read_text(variant.key(name)) == name for name in copied)
+    assert all(store.read_text(variant.keys.key(name)) == name for name in copied)
     assert len(store.list(base.run)) == len(RUN_FILES)  # the base run is left as it was
 
 
 def test_a_copy_keeps_what_the_variant_run_already_made(base_run):
     store, base = base_run
     variant = bench_plan("tiny", "variant-x")
-    store.write_text(variant.key("folds.json"), "the variant's own")
+    store.write_text(variant.keys.key("folds.json"), "the variant's own")
     copy_base(store, base, variant, "finetune")
-    assert store.read_text(variant.key("folds.json")) == "the variant's own"
+    assert store.read_text(variant.keys.key("folds.json")) == "the variant's own"
 
 
 def test_overrides_are_section_fields_with_yaml_values():
@@ -106,15 +106,15 @@ def test_a_second_round_reads_the_incoming_pages_with_the_base_runs_finetuned_mo
     keys = copy_base(store, base, variant, "pseudolabel", ("classify_incoming",))
     copied = RUN_FILES[:RUN_FILES.index("pseudo/labels.csv")]
     copied.remove("incoming/datasets-incoming/preds/resnet18-fold0.parquet")
-    assert sorted(keys) == sorted(variant.key(name) for name in copied)
+    assert sorted(keys) == sorted(variant.keys.key(name) for name in copied)
 
     reads = second_round_reads(variant, base)
     assert len(reads) == len(variant.args()["classify_incoming"]) == 2
     for fold, call in enumerate(reads):
-        assert call[call.index("--model") + 1] == base.key(
+        assert call[call.index("--model") + 1] == base.keys.key(
             "classify", "resnet18-ft", f"fold{fold}", "model.pt")
-        assert call[call.index("--out") + 1] == variant.key(
+        assert call[call.index("--out") + 1] == variant.keys.key(
             "incoming", "datasets-incoming", "preds", f"resnet18-fold{fold}.parquet")
     finetune = variant.args()["finetune"]
     assert [c[c.index("--init") + 1] for c in finetune] == [
-        variant.key("classify", "resnet18", f"fold{k}", "model.pt") for k in (0, 1)]
+        variant.keys.key("classify", "resnet18", f"fold{k}", "model.pt") for k in (0, 1)]

@@ -52,13 +52,15 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
 
     # The adaptation's seg_fp shift (tiny fits it on the incoming batch) is the bundle's.
     from kzjobs.bundle import Bundle
-    from kzjobs.plan import PSEUDO_REPORT
+    from kzjobs.keys import RunKeys
+
+    pseudo_report = RunKeys("").pseudo_report
 
     runs = open_store(get_settings().store_uri).child("runs/retrain")
-    (report_key,) = [k for k in runs.list("") if k.endswith(PSEUDO_REPORT)]
+    (report_key,) = [k for k in runs.list("") if k.endswith(pseudo_report)]
     shift = runs.read_json(report_key)["seg_fp_shift"]
     assert shift["rule"] == "fit" and shift["rates"]["oof"] is not None
-    run = runs.child(report_key.removesuffix("/" + PSEUDO_REPORT))
+    run = runs.child(report_key.removesuffix("/" + pseudo_report))
     assert Bundle.load(run).seg_fp_shift == shift["shift"]
 
     # kz_promote made the first version the champion, and said why.

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from kzjobs.keys import safe_run_id
 from kzjobs.plan import (
     RecognizePlan,
     RetrainPlan,
     collection_from,
     promote_args,
-    safe_run_id,
 )
 from kzjobs.store import validate_key
 

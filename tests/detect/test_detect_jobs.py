@@ -185,7 +185,7 @@ def test_new_pages_get_unk_boxes_bad_pages_are_quarantined_and_reruns_resume(run
     assert len(boxes) == 2 and all(b.code == UNKNOWN for p in boxes.values() for b in p)
     assert sum(len(p) for p in boxes.values()) > 50
     quarantine = store.read_json(first["quarantine"])
-    assert [q["image_id"] for q in quarantine] == ["zz_001", "zz_002"]
+    assert [q["item"] for q in quarantine] == ["zz_001", "zz_002"]
     assert all(q["reason"] for q in quarantine)
     assert "empty" in quarantine[1]["reason"]
 

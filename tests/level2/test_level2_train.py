@@ -210,7 +210,7 @@ def test_predict_quarantines_bad_rows_and_goes_on(trained):
     frames[0].at[0, "logits"] = np.array([np.nan] * 5, np.float32)
     quarantine = []
     got = predict(frames, trained.model, drop_seg_fp=False, quarantine=quarantine)
-    assert [q["reason"] for q in quarantine] == ["non-finite logit"]
+    assert [q.reason for q in quarantine] == ["non-finite logit"]
     assert len(got) == len(new.boxes["ta_000"])  # the box still has the other models
     with pytest.raises(ValueError, match=r"kind\(s\) \['b'\]"):
         predict([f for f in frames if f["kind"].iloc[0] == "a"], trained.model)
