@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kzjobs.commands import argv
 from kzjobs.export import parse_formats
 from kzjobs.profile import load_profile
 from kzjobs.recognize import PAGES_PER_BATCH
@@ -120,73 +121,70 @@ class RetrainPlan(BaseModel):
         return self.key("evaluation.json")
 
     # -- job arguments (``--profile`` everywhere; the store comes from KZ_STORE)
-    def _p(self, *args: Any) -> list[str]:
-        return [*map(str, args), "--profile", self.profile]
+    def _job(self, command: str, **fields: Any) -> list[str]:
+        return argv(command, profile_name=self.profile, **fields)
 
     def args(self) -> dict[str, Any]:
         folds = range(self.n_folds)
         return {
             "plan": self.model_dump(),
-            "validate": self._p(self.dataset, "--out", self.key("validation")),
-            "folds": self._p(self.dataset, "--out", self.folds_key),
+            "validate": self._job("validate annotations", dataset=self.dataset,
+                                  out=self.key("validation")),
+            "folds": self._job("folds", dataset=self.dataset, out=self.folds_key),
             "detect_train": [
-                self._p("--dataset", self.dataset, "--folds", self.folds_key, "--fold", k,
-                        "--out", self.detector(k), "--no-progress")
+                self._job("detect train", dataset=self.dataset, folds=self.folds_key, fold=k,
+                          out=self.detector(k), progress=False)
                 for k in folds
             ],
             "detect_oof": [
-                self._p("--model", self.key("detect", f"fold{k}", "model.pt"),
-                        "--dataset", self.dataset, "--valid-only", "--folds", self.folds_key,
-                        "--fold", k, "--out", self.key("detect", f"fold{k}", "oof.csv"),
-                        "--no-progress")
+                self._job("detect predict", model=self.key("detect", f"fold{k}", "model.pt"),
+                          dataset=self.dataset, valid_only=True, folds=self.folds_key, fold=k,
+                          out=self.key("detect", f"fold{k}", "oof.csv"), progress=False)
                 for k in folds
             ],
             "classify_train": [
-                self._p("--kind", kind, "--fold", k, "--dataset", self.dataset,
-                        "--folds", self.folds_key, "--boxes", self.oof_boxes,
-                        "--out", self.classifier(kind, k), "--no-progress")
+                self._job("classify train", kind=kind, fold=k, dataset=self.dataset,
+                          folds=self.folds_key, boxes=self.oof_boxes,
+                          out=self.classifier(kind, k), progress=False)
                 for kind in self.kinds
                 for k in folds
             ],
-            "merge_oof": self._p(
-                *[self.key("detect", f"fold{k}", "oof.csv") for k in folds], "--out", self.oof_boxes
-            ),
+            "merge_oof": self._job(
+                "merge-boxes", inputs=[self.key("detect", f"fold{k}", "oof.csv") for k in folds],
+                out=self.oof_boxes),
             "detect_incoming": [
-                self._p("--model", self.key("detect", "fold0", "model.pt"), "--dataset", c,
-                        "--out", self.incoming_boxes(c), "--no-progress")
+                self._job("detect predict", model=self.key("detect", "fold0", "model.pt"),
+                          dataset=c, out=self.incoming_boxes(c), progress=False)
                 for c in self.incoming
             ],
             "classify_incoming": [
-                self._p("--model", join(self.classifier(kind, k), "model.pt"),
-                        "--dataset", c, "--boxes", self.incoming_boxes(c),
-                        "--out", self.incoming_preds(c, kind, k), "--no-progress")
+                self._job("classify predict", model=join(self.classifier(kind, k), "model.pt"),
+                          dataset=c, boxes=self.incoming_boxes(c),
+                          out=self.incoming_preds(c, kind, k), progress=False)
                 for c in self.incoming
                 for kind in self.kinds
                 for k in folds
             ],
-            "pseudolabel": self._p(
-                *[a for c in self.incoming for a in ("--preds", self.incoming_prefix(c))],
-                "--out", self.pseudolabels, "--run", self.run,
-            ),
+            "pseudolabel": self._job(
+                "pseudo", preds=[self.incoming_prefix(c) for c in self.incoming],
+                out=self.pseudolabels, oof_run=self.run),
             "finetune": [
-                self._p("--kind", kind, "--fold", k, "--dataset", self.dataset,
-                        "--folds", self.folds_key, "--boxes", self.oof_boxes,
-                        "--pseudo", self.pseudolabels,
-                        *[a for c in self.incoming for a in ("--pseudo-dataset", c)],
-                        "--init", join(self.classifier(kind, k), "model.pt"),
-                        "--name", finetuned(kind),
-                        # A kind of its own for level 2 and the bundle, as in the seed.
-                        "--out", self.classifier(finetuned(kind), k), "--no-progress")
+                self._job("classify train", kind=kind, fold=k, dataset=self.dataset,
+                          folds=self.folds_key, boxes=self.oof_boxes, pseudo=self.pseudolabels,
+                          pseudo_datasets=self.incoming,
+                          init=join(self.classifier(kind, k), "model.pt"), name=finetuned(kind),
+                          # A kind of its own for level 2 and the bundle, as in the seed.
+                          out=self.classifier(finetuned(kind), k), progress=False)
                 for kind in self.kinds
                 for k in folds
             ] if self.incoming else [],
-            "level2": self._p("--run", self.run, "--dataset", self.dataset,
-                              *[a for kind in self.blend_kinds for a in ("--kind", kind)]),
-            "bundle": self._p("--run", self.run, "--dataset", self.dataset),
-            "evaluate": self._p("--model", self.bundle, "--dataset", self.heldout,
-                                "--out", self.evaluation),
-            "register": self._p("--bundle", self.bundle, "--evaluation", self.evaluation,
-                                "--dataset", self.dataset),
+            "level2": self._job("level2 train", run_prefix=self.run, dataset=self.dataset,
+                                kinds=self.blend_kinds),
+            "bundle": self._job("bundle", run_prefix=self.run, dataset=self.dataset),
+            "evaluate": self._job("evaluate", model=self.bundle, dataset=self.heldout,
+                                  out=self.evaluation),
+            "register": self._job("register", bundle=self.bundle, evaluation=self.evaluation,
+                                  dataset=self.dataset),
         }
 
 
@@ -241,36 +239,30 @@ class RecognizePlan(BaseModel):
             base_url=params.get("base_url") or None,
         )
 
-    def _p(self, *args: Any) -> list[str]:
-        return [*map(str, args), "--profile", self.profile]
-
     @property
     def validation(self) -> str:
         return join(self.run, "validation")
 
     def args(self) -> dict[str, Any]:
         # Recognition reads only the pages validation passed; merge lists the rest.
-        where = ("--collection", self.collection, "--out", self.out,
-                 "--validation", self.validation)
-        adapt = [] if self.adapt is None else ["--adapt" if self.adapt else "--no-adapt"]
+        where = {"collection": self.collection, "out": self.out, "validation": self.validation}
         return {
             "plan": self.model_dump(),
-            "validate": self._p(self.collection, "--out", self.validation),
+            "validate": argv("validate batch", dataset=self.collection, out=self.validation,
+                             profile_name=self.profile),
             # no --profile: a blend recognizes with the settings it was evaluated with
             "recognize": [
-                ["--model", self.model, *where, "--shard", f"{i}/{self.shards}",
-                 "--batch", str(self.batch), *adapt]
+                argv("recognize", model=self.model, **where, shard=f"{i}/{self.shards}",
+                     batch=self.batch, adapt=self.adapt)
                 for i in range(self.shards)
             ],
             # merging reads results, not models: no profile. The library formats are
             # written here only (a one-shard recognize merges too, without them), once.
-            "merge": [*where, *(["--formats", ",".join(self.formats)] if self.formats else []),
-                      *(["--base-url", self.base_url] if self.base_url else [])],
+            "merge": argv("recognize merge", **where, formats=self.formats,
+                          base_url=self.base_url),
         }
 
 
 def promote_args(params: dict[str, Any]) -> list[str]:
-    args = ["--version", str(params.get("version") or "candidate")]
-    if params.get("heldout"):
-        args += ["--heldout", str(params["heldout"])]
-    return [*args, "--profile", str(params["profile"])]
+    return argv("promote", version=str(params.get("version") or "candidate"),
+                heldout=params.get("heldout") or None, profile_name=str(params["profile"]))
