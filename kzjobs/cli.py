@@ -12,9 +12,8 @@ import types
 from collections.abc import Callable
 from typing import Annotated, Any, get_args, get_origin
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from kzjobs.commands import COMMANDS, Command, Group, JobCommand, Option, load, options
 from kzjobs.options import emit
@@ -49,9 +48,9 @@ def _parameter(opt: Option, command: JobCommand, optional: bool) -> inspect.Para
                              annotation=Annotated[kind, info])
 
 
-def _usage_error(exc: Any, opts: list[Option]) -> click.UsageError:
+def _bad_value(exc: Any, opts: list[Option]) -> typer.BadParameter:
     spelled = {o.field: o.names[0].partition("/")[0] for o in opts}
-    return click.UsageError("; ".join(
+    return typer.BadParameter("; ".join(
         f"{spelled.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else ''}: {e['msg']}"
         for e in exc.errors()))
 
@@ -86,7 +85,7 @@ def job_function(command: JobCommand, *, callback: bool = False) -> Callable[...
         try:
             instance = job(**fields)
         except ValidationError as exc:
-            raise _usage_error(exc, opts) from None
+            raise _bad_value(exc, opts) from None
         try:
             emit(instance.run())
         except unusable as exc:
@@ -102,7 +101,7 @@ def _nothing() -> None:
     pass
 
 
-def build(entry: Command | Group) -> click.Command:
+def build(entry: Command | Group) -> TyperCommand:
     """The click command of a table entry (importing the module it runs)."""
     if isinstance(entry, Group):
         sub = typer.Typer(name=entry.name, help=entry.help, cls=group_class(entry.commands),
@@ -116,7 +115,7 @@ def build(entry: Command | Group) -> click.Command:
     return typer.main.get_command(sub)
 
 
-class _Lazy(click.Command):
+class _Lazy(TyperCommand):
     """A command listed with its name and help; built (its module imported) when it runs."""
 
     def __init__(self, entry: Command | Group) -> None:
@@ -124,7 +123,7 @@ class _Lazy(click.Command):
         self.entry = entry
 
     def make_context(self, info_name: str | None, args: list[str],
-                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+                     parent: typer.Context | None = None, **extra: Any) -> typer.Context:
         return build(self.entry).make_context(info_name, args, parent=parent, **extra)
 
 
