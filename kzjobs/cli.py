@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, get_args, get_origin
 
 import typer
+from pydantic import ValidationError
 from typer.core import TyperCommand, TyperGroup
 
 from kzjobs.commands import COMMANDS, Command, Group, JobCommand, Option, load, options
@@ -48,7 +49,8 @@ def _parameter(opt: Option, command: JobCommand, optional: bool) -> inspect.Para
                              annotation=Annotated[kind, info])
 
 
-def _bad_value(exc: Any, opts: list[Option]) -> typer.BadParameter:
+def _bad_value(exc: ValidationError, opts: list[Option]) -> typer.BadParameter:
+    """A field the job refused, as a usage error naming its option (exit 2)."""
     spelled = {o.field: o.names[0].partition("/")[0] for o in opts}
     return typer.BadParameter("; ".join(
         f"{spelled.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else ''}: {e['msg']}"
@@ -58,8 +60,6 @@ def _bad_value(exc: Any, opts: list[Option]) -> typer.BadParameter:
 def job_function(command: JobCommand, *, callback: bool = False) -> Callable[..., None]:
     """A typer command (or a group's callback) whose parameters are the job's fields; it
     builds the job, runs it and prints its summary as JSON."""
-    from pydantic import ValidationError
-
     job = load(command.target)
     opts = options(job, command)
     params = [_parameter(o, command, optional=callback) for o in opts]
@@ -80,7 +80,7 @@ def job_function(command: JobCommand, *, callback: bool = False) -> Callable[...
             value = values[opt.field]
             if value == "" and type(None) in get_args(opt.info.annotation):
                 value = None  # an optional field given as "": none (`--alias ""`)
-            if value is not None and value != []:
+            if value is not None and not (isinstance(value, list | tuple) and not value):
                 fields[opt.field] = value
         try:
             instance = job(**fields)
@@ -104,7 +104,8 @@ def _nothing() -> None:
 def build(entry: Command | Group) -> TyperCommand:
     """The click command of a table entry (importing the module it runs)."""
     if isinstance(entry, Group):
-        sub = typer.Typer(name=entry.name, help=entry.help, cls=group_class(entry.commands),
+        text = f"{entry.help}\n\n{entry.job.help}" if entry.job else entry.help
+        sub = typer.Typer(name=entry.name, help=text, cls=group_class(entry.commands),
                           add_completion=False, no_args_is_help=entry.job is None,
                           invoke_without_command=entry.job is not None)
         sub.callback()(job_function(entry.job, callback=True) if entry.job else _nothing)

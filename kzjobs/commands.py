@@ -47,7 +47,7 @@ class Group:
     name: str
     help: str
     commands: tuple[Command | Group, ...]
-    job: JobCommand | None = None
+    job: JobCommand | None = None  # its help follows the group's
 
 
 _VALIDATE = {"unusable": "kzjobs.validate.facts:UnusableInput"}
@@ -97,7 +97,7 @@ COMMANDS: tuple[Command | Group, ...] = (
                    "dropped."),
     )),
     Group("recognize", "Recognize a collection with a blend (a bundle or "
-          "models:/kz-recognizer@champion); with one shard, also merge the outputs.", (
+          "models:/kz-recognizer@champion).", (
               JobCommand("merge", "kzjobs.recognize.job:MergeJob",
                          "Merge every shard's pages into submission.csv, the review index, "
                          "report.json and the --formats asked for."),
@@ -167,7 +167,11 @@ class Option:
 
     @property
     def flag(self) -> bool:
-        return self.info.annotation in (bool, bool | None)
+        return _flag(self.info)
+
+
+def _flag(info: FieldInfo) -> bool:
+    return info.annotation in (bool, bool | None)
 
 
 def _cli(info: FieldInfo) -> Cli:
@@ -186,7 +190,7 @@ def options(job: type[Job], command: JobCommand) -> list[Option]:
         info = job.model_fields[name]
         cli = _cli(info)
         spelled = cli.names or (f"--{name.replace('_', '-')}",)
-        if info.annotation in (bool, bool | None) and not cli.names:
+        if _flag(info) and not cli.names:
             spelled = (f"{spelled[0]}/--no-{spelled[0][2:]}",)
         found.append(Option(name, info, cli, spelled))
     return found
