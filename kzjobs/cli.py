@@ -1,44 +1,155 @@
 """The ``kzjobs`` command: every step is a job, and this is the job container's entry point.
 
-Heavy modules (torch, pandas, GX) are imported inside the commands, so ``--help``
+The commands are ``kzjobs.commands.COMMANDS``; a job's typer command is made from its
+fields here. A command's module is imported only when that command runs, so ``--help``
 and the DAG launcher stay fast.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, get_args, get_origin
 
 import typer
+from pydantic import ValidationError
+from typer.core import TyperCommand, TyperGroup
 
-from kzjobs.classify.cli import classify_app
-from kzjobs.demo import command as demo_command
-from kzjobs.detect.cli import detect_app
-from kzjobs.level2.cli import level2_app
-from kzjobs.oof import command as merge_boxes_command
-from kzjobs.options import ProfileOption, StoreOption, emit
-from kzjobs.pseudo import command as pseudo_command
-from kzjobs.recognize.cli import recognize_app
-from kzjobs.registry_cli import add_commands as add_registry_commands
-from kzjobs.validate.cli import validate_app
+from kzjobs.commands import COMMANDS, Command, Group, JobCommand, Option, load, options
+from kzjobs.options import emit
+
+
+def _type(opt: Option) -> tuple[Any, bool]:
+    """The option's type for typer, and whether it repeats (a list field)."""
+    annotation = opt.info.annotation
+    if isinstance(annotation, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else annotation
+    if get_origin(annotation) in (list, tuple, set):
+        return (str, False) if opt.cli.sep else (list[get_args(annotation)[0]], True)
+    return annotation, False
+
+
+def _parameter(opt: Option, command: JobCommand, optional: bool) -> inspect.Parameter:
+    kind, repeats = _type(opt)
+    required = opt.info.is_required() or opt.field in command.required
+    if required and not optional:
+        default: Any = inspect.Parameter.empty
+    elif repeats or opt.cli.sep or required:
+        default = None
+    else:
+        default = command.defaults.get(opt.field, opt.info.get_default(call_default_factory=True))
+    if default is None:
+        kind = kind | None
+    info = (typer.Argument(help=opt.info.description) if opt.cli.argument else
+            typer.Option(*opt.names, help=opt.info.description, envvar=opt.cli.envvar,
+                         show_default=default is not None))
+    return inspect.Parameter(opt.field, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[kind, info])
+
+
+def _bad_value(exc: ValidationError, opts: list[Option]) -> typer.BadParameter:
+    """A field the job refused, as a usage error naming its option (exit 2)."""
+    spelled = {o.field: o.names[0].partition("/")[0] for o in opts}
+    return typer.BadParameter("; ".join(
+        f"{spelled.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else ''}: {e['msg']}"
+        for e in exc.errors()))
+
+
+def job_function(command: JobCommand, *, callback: bool = False) -> Callable[..., None]:
+    """A typer command (or a group's callback) whose parameters are the job's fields; it
+    builds the job, runs it and prints its summary as JSON."""
+    job = load(command.target)
+    opts = options(job, command)
+    params = [_parameter(o, command, optional=callback) for o in opts]
+    if callback:  # a group's job: its options must not be required of its sub-commands
+        params.insert(0, inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                           annotation=typer.Context))
+    unusable = load(command.unusable) if command.unusable else ()
+
+    def run(ctx: typer.Context | None = None, **values: Any) -> None:
+        if ctx is not None and ctx.invoked_subcommand is not None:
+            return
+        missing = [o.names[0] for o in opts if o.info.is_required() and values[o.field] is None]
+        if missing:
+            raise typer.BadParameter(f"{' and '.join(missing)} "
+                                     f"{'are' if len(missing) > 1 else 'is'} required")
+        fields = dict(command.fixed)
+        for opt in opts:
+            value = values[opt.field]
+            if value == "" and type(None) in get_args(opt.info.annotation):
+                value = None  # an optional field given as "": none (`--alias ""`)
+            if value is not None and not (isinstance(value, list | tuple) and not value):
+                fields[opt.field] = value
+        try:
+            instance = job(**fields)
+        except ValidationError as exc:
+            raise _bad_value(exc, opts) from None
+        try:
+            emit(instance.run())
+        except unusable as exc:
+            typer.echo(f"error: unusable input: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
+
+
+def _nothing() -> None:
+    pass
+
+
+def build(entry: Command | Group) -> TyperCommand:
+    """The click command of a table entry (importing the module it runs)."""
+    if isinstance(entry, Group):
+        text = f"{entry.help}\n\n{entry.job.help}" if entry.job else entry.help
+        sub = typer.Typer(name=entry.name, help=text, cls=group_class(entry.commands),
+                          add_completion=False, no_args_is_help=entry.job is None,
+                          invoke_without_command=entry.job is not None)
+        sub.callback()(job_function(entry.job, callback=True) if entry.job else _nothing)
+        return typer.main.get_command(sub)
+    sub = typer.Typer(add_completion=False)
+    function = job_function(entry) if isinstance(entry, JobCommand) else load(entry.target)
+    sub.command(entry.name, help=entry.help)(function)
+    return typer.main.get_command(sub)
+
+
+class _Lazy(TyperCommand):
+    """A command listed with its name and help; built (its module imported) when it runs."""
+
+    def __init__(self, entry: Command | Group) -> None:
+        super().__init__(entry.name, help=entry.help)
+        self.entry = entry
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: typer.Context | None = None, **extra: Any) -> typer.Context:
+        return build(self.entry).make_context(info_name, args, parent=parent, **extra)
+
+
+def group_class(entries: tuple[Command | Group, ...]) -> type[TyperGroup]:
+    """A typer group class that lists ``entries`` as lazily built commands."""
+
+    class Lazy(TyperGroup):
+        def __init__(self, **attrs: Any) -> None:
+            super().__init__(**attrs)
+            for entry in entries:
+                self.add_command(_Lazy(entry))
+
+    return Lazy
+
 
 app = typer.Typer(
     name="kzjobs",
     help="Batch recognition and retraining for kuzushiji books.",
+    cls=group_class(COMMANDS),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(validate_app, name="validate")
-app.add_typer(classify_app, name="classify")
-app.add_typer(detect_app, name="detect")
-app.add_typer(level2_app, name="level2")
-app.add_typer(recognize_app, name="recognize")
-app.command("pseudo")(pseudo_command)
-add_registry_commands(app)
-app.command("merge-boxes")(merge_boxes_command)
-app.command("demo")(demo_command)
+app.callback()(_nothing)
 
 
-@app.command()
 def score(
     labels: Annotated[str, typer.Argument(help="train.csv-format ground truth (path or URI).")],
     submission: Annotated[str, typer.Argument(help="Submission CSV (path or URI).")],
@@ -47,7 +158,6 @@ def score(
         bool, typer.Option("--detection", help="Ignore the code point (detection-only F1).")
     ] = False,
 ) -> None:
-    """Competition F1 of a submission against labels, as JSON."""
     from kzjobs.data.format import read_annotations, read_submission
     from kzjobs.metric import score as score_pages
     from kzjobs.store import read_uri
@@ -55,52 +165,6 @@ def score(
     truth = read_annotations(read_uri(labels))
     preds = read_submission(read_uri(submission))
     emit(score_pages(truth, preds, ignore_code=detection).as_dict(by_book=by_book))
-
-
-@app.command()
-def folds(
-    dataset: Annotated[str, typer.Argument(help="Dataset key in the store, or a path/URI.")],
-    out: Annotated[str, typer.Option(help="Store key of the folds JSON.")] = "",
-    store: StoreOption = None,
-    profile: ProfileOption = "demo",
-) -> None:
-    """Split a dataset's books into the profile's folds (deterministic)."""
-    from kzjobs.folds import FoldsJob
-
-    emit(FoldsJob(store_uri=store, profile_name=profile, dataset=dataset, out=out).run())
-
-
-@app.command()
-def synth(
-    out: Annotated[str, typer.Argument(help="Output dataset: a store key, folder or s3:// URI.")],
-    books: Annotated[int, typer.Option(help="Number of books.")] = 4,
-    pages_per_book: Annotated[int, typer.Option(help="Pages per book.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
-    fonts: Annotated[
-        list[str] | None,
-        typer.Option("--fonts", help="Font ids, repeated or comma-separated (default: all)."),
-    ] = None,
-    unlabelled: Annotated[
-        bool, typer.Option("--unlabelled", help="Images only, as an incoming collection.")
-    ] = False,
-    book_prefix: Annotated[
-        str | None, typer.Option(help="Lower-case letters before book names (default: seed).")
-    ] = None,
-    start_book: Annotated[int, typer.Option(help="Index of the first book's name.")] = 0,
-    vocabulary_size: Annotated[int | None, typer.Option(
-        help="Draw only the N most frequent code points (default: all 2,312).")] = None,
-    store: StoreOption = None,
-    profile: ProfileOption = "demo",
-) -> None:
-    """Write synthetic kuzushiji-like books in the competition's layout."""
-    from kzjobs.synth.job import SynthJob
-
-    font_ids = [f.strip() for item in fonts or [] for f in item.split(",") if f.strip()]
-    job = SynthJob(store_uri=store, profile_name=profile, out=out, books=books,
-                   pages_per_book=pages_per_book, seed=seed, fonts=font_ids or None,
-                   labelled=not unlabelled, book_prefix=book_prefix, start_book=start_book,
-                   vocabulary_size=vocabulary_size, progress=True)
-    emit(job.run())
 
 
 def main() -> None:

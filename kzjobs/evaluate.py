@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.model_ref import open_bundle
@@ -47,10 +49,11 @@ def evaluate_model(
 
 
 class EvaluateJob(Job):
-    model: str  # a bundle root key or a models:/ URI
-    dataset: str  # a labelled held-out dataset
-    out: str  # store key of the summary JSON
-    predictions: str = ""  # store prefix of the recognition outputs; default: beside ``out``
+    model: str = Field(description="Bundle key/path or models:/kz-recognizer@alias.")
+    dataset: str = Field(description="Labelled held-out dataset.")
+    out: str = Field(description="Store key of the evaluation JSON.")
+    predictions: str = Field(
+        "", description="Store prefix of the recognition outputs; default: beside --out.")
 
     def run(self) -> dict[str, Any]:
         if self.store.exists(self.out):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from kzjobs.data.books import assign_folds
 from kzjobs.data.dataset import Dataset
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 
 
 class FoldsJob(Job):
-    dataset: str
-    out: str = ""
+    dataset: Annotated[str, Cli(argument=True)] = Field(
+        description="Dataset key in the store, or a path/URI.")
+    out: str = Field("", description="Store key of the folds JSON.")
 
     def run(self) -> dict[str, Any]:
         ds = Dataset.open(self.dataset, self.store)

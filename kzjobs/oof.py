@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import typer
+from pydantic import Field
 
-from kzjobs.job import Job
-from kzjobs.options import ProfileOption, StoreOption, emit
+from kzjobs.job import Cli, Job
 
 
 class MergeBoxesJob(Job):
-    inputs: list[str]  # box files (train.csv format), e.g. detect/fold{K}/oof.csv
-    out: str
+    inputs: Annotated[list[str], Cli(argument=True)] = Field(
+        description="Box files (store keys, train.csv format) to join, e.g. "
+        "detect/fold{K}/oof.csv.")
+    out: str = Field(description="Store key of the joined box file.")
 
     def run(self) -> dict[str, Any]:
         from kzjobs.data.format import BOX_CODES, read_annotations, write_annotations
@@ -36,13 +37,3 @@ class MergeBoxesJob(Job):
         return {"out": self.out, "inputs": len(self.inputs), "pages": len(pages),
                 "boxes": sum(len(b) for b in pages.values())}
 
-
-def command(
-    inputs: Annotated[list[str], typer.Argument(help="Box files (store keys) to join.")],
-    out: Annotated[str, typer.Option(help="Store key of the joined box file.")],
-    store: StoreOption = None,
-    profile: ProfileOption = "demo",
-) -> None:
-    """Join per-fold out-of-fold box files into one (a page may appear only once)."""
-    emit(MergeBoxesJob(store_uri=store, profile_name=profile, inputs=list(inputs),
-                       out=out).run())

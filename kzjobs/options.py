@@ -1,22 +1,13 @@
-"""CLI options shared by every ``kzjobs`` command, and the JSON summary printer."""
+"""The JSON summary every ``kzjobs`` command prints."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option("--store", envvar="KZ_STORE", help="Store root: a folder or s3://bucket/prefix."),
-]
-ProfileOption = Annotated[
-    str,
-    typer.Option("--profile", "-p", envvar="KZ_PROFILE", help="tiny, demo, bench, full or a YAML."),
-]
 
 
 def emit(result: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kzjobs.commands import argv
 from kzjobs.export import parse_formats
 from kzjobs.keys import RunKeys, collection_name, finetuned, recognize_run, retrain_run
 from kzjobs.profile import load_profile
@@ -66,73 +67,70 @@ class RetrainPlan(BaseModel):
         return [finetuned(k) for k in self.kinds] if self.incoming else list(self.kinds)
 
     # -- job arguments (``--profile`` everywhere; the store comes from KZ_STORE)
-    def _p(self, *args: Any) -> list[str]:
-        return [*map(str, args), "--profile", self.profile]
+    def _job(self, command: str, **fields: Any) -> list[str]:
+        return argv(command, profile_name=self.profile, **fields)
 
     def args(self) -> dict[str, Any]:
         folds, keys = range(self.n_folds), self.keys
         return {
             "plan": self.model_dump(),
-            "validate": self._p(self.dataset, "--out", keys.validation),
-            "folds": self._p(self.dataset, "--out", keys.folds),
+            "validate": self._job("validate annotations", dataset=self.dataset,
+                                  out=keys.validation),
+            "folds": self._job("folds", dataset=self.dataset, out=keys.folds),
             "detect_train": [
-                self._p("--dataset", self.dataset, "--folds", keys.folds, "--fold", k,
-                        "--out", keys.detect_fold(k), "--no-progress")
+                self._job("detect train", dataset=self.dataset, folds=keys.folds, fold=k,
+                          out=keys.detect_fold(k), progress=False)
                 for k in folds
             ],
             "detect_oof": [
-                self._p("--model", keys.detector(k),
-                        "--dataset", self.dataset, "--valid-only", "--folds", keys.folds,
-                        "--fold", k, "--out", keys.detect_oof(k),
-                        "--no-progress")
+                self._job("detect predict", model=keys.detector(k),
+                          dataset=self.dataset, valid_only=True, folds=keys.folds, fold=k,
+                          out=keys.detect_oof(k), progress=False)
                 for k in folds
             ],
             "classify_train": [
-                self._p("--kind", kind, "--fold", k, "--dataset", self.dataset,
-                        "--folds", keys.folds, "--boxes", keys.oof_boxes,
-                        "--out", keys.classify(kind, k), "--no-progress")
+                self._job("classify train", kind=kind, fold=k, dataset=self.dataset,
+                          folds=keys.folds, boxes=keys.oof_boxes,
+                          out=keys.classify(kind, k), progress=False)
                 for kind in self.kinds
                 for k in folds
             ],
-            "merge_oof": self._p(
-                *[keys.detect_oof(k) for k in folds], "--out", keys.oof_boxes
-            ),
+            "merge_oof": self._job(
+                "merge-boxes", inputs=[keys.detect_oof(k) for k in folds],
+                out=keys.oof_boxes),
             "detect_incoming": [
-                self._p("--model", keys.detector(0), "--dataset", c,
-                        "--out", keys.incoming_boxes(c), "--no-progress")
+                self._job("detect predict", model=keys.detector(0),
+                          dataset=c, out=keys.incoming_boxes(c), progress=False)
                 for c in self.incoming
             ],
             "classify_incoming": [
-                self._p("--model", keys.classifier(kind, k),
-                        "--dataset", c, "--boxes", keys.incoming_boxes(c),
-                        "--out", keys.incoming_preds(c, kind, k), "--no-progress")
+                self._job("classify predict", model=keys.classifier(kind, k),
+                          dataset=c, boxes=keys.incoming_boxes(c),
+                          out=keys.incoming_preds(c, kind, k), progress=False)
                 for c in self.incoming
                 for kind in self.kinds
                 for k in folds
             ],
-            "pseudolabel": self._p(
-                *[a for c in self.incoming for a in ("--preds", keys.incoming(c))],
-                "--out", keys.pseudo_labels, "--run", self.run,
-            ),
+            "pseudolabel": self._job(
+                "pseudo", preds=[keys.incoming(c) for c in self.incoming],
+                out=keys.pseudo_labels, oof_run=self.run),
             "finetune": [
-                self._p("--kind", kind, "--fold", k, "--dataset", self.dataset,
-                        "--folds", keys.folds, "--boxes", keys.oof_boxes,
-                        "--pseudo", keys.pseudo_labels,
-                        *[a for c in self.incoming for a in ("--pseudo-dataset", c)],
-                        "--init", keys.classifier(kind, k),
-                        "--name", finetuned(kind),
-                        # A kind of its own for level 2 and the bundle, as in the seed.
-                        "--out", keys.classify(finetuned(kind), k), "--no-progress")
+                self._job("classify train", kind=kind, fold=k, dataset=self.dataset,
+                          folds=keys.folds, boxes=keys.oof_boxes, pseudo=keys.pseudo_labels,
+                          pseudo_datasets=self.incoming,
+                          init=keys.classifier(kind, k), name=finetuned(kind),
+                          # A kind of its own for level 2 and the bundle, as in the seed.
+                          out=keys.classify(finetuned(kind), k), progress=False)
                 for kind in self.kinds
                 for k in folds
             ] if self.incoming else [],
-            "level2": self._p("--run", self.run, "--dataset", self.dataset,
-                              *[a for kind in self.blend_kinds for a in ("--kind", kind)]),
-            "bundle": self._p("--run", self.run, "--dataset", self.dataset),
-            "evaluate": self._p("--model", keys.bundle, "--dataset", self.heldout,
-                                "--out", keys.evaluation),
-            "register": self._p("--bundle", keys.bundle, "--evaluation", keys.evaluation,
-                                "--dataset", self.dataset),
+            "level2": self._job("level2 train", run_prefix=self.run, dataset=self.dataset,
+                                kinds=self.blend_kinds),
+            "bundle": self._job("bundle", run_prefix=self.run, dataset=self.dataset),
+            "evaluate": self._job("evaluate", model=keys.bundle, dataset=self.heldout,
+                                  out=keys.evaluation),
+            "register": self._job("register", bundle=keys.bundle, evaluation=keys.evaluation,
+                                  dataset=self.dataset),
         }
 
 
@@ -187,36 +185,30 @@ class RecognizePlan(BaseModel):
             base_url=params.get("base_url") or None,
         )
 
-    def _p(self, *args: Any) -> list[str]:
-        return [*map(str, args), "--profile", self.profile]
-
     @property
     def validation(self) -> str:
         return RunKeys(self.run).validation
 
     def args(self) -> dict[str, Any]:
         # Recognition reads only the pages validation passed; merge lists the rest.
-        where = ("--collection", self.collection, "--out", self.out,
-                 "--validation", self.validation)
-        adapt = [] if self.adapt is None else ["--adapt" if self.adapt else "--no-adapt"]
+        where = {"collection": self.collection, "out": self.out, "validation": self.validation}
         return {
             "plan": self.model_dump(),
-            "validate": self._p(self.collection, "--out", self.validation),
+            "validate": argv("validate batch", dataset=self.collection, out=self.validation,
+                             profile_name=self.profile),
             # no --profile: a blend recognizes with the settings it was evaluated with
             "recognize": [
-                ["--model", self.model, *where, "--shard", f"{i}/{self.shards}",
-                 "--batch", str(self.batch), *adapt]
+                argv("recognize", model=self.model, **where, shard=f"{i}/{self.shards}",
+                     batch=self.batch, adapt=self.adapt)
                 for i in range(self.shards)
             ],
             # merging reads results, not models: no profile. The library formats are
             # written here only (a one-shard recognize merges too, without them), once.
-            "merge": [*where, *(["--formats", ",".join(self.formats)] if self.formats else []),
-                      *(["--base-url", self.base_url] if self.base_url else [])],
+            "merge": argv("recognize merge", **where, formats=self.formats,
+                          base_url=self.base_url),
         }
 
 
 def promote_args(params: dict[str, Any]) -> list[str]:
-    args = ["--version", str(params.get("version") or "candidate")]
-    if params.get("heldout"):
-        args += ["--heldout", str(params["heldout"])]
-    return [*args, "--profile", str(params["profile"])]
+    return argv("promote", version=str(params.get("version") or "candidate"),
+                heldout=params.get("heldout") or None, profile_name=str(params["profile"]))

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from kzjobs.data.dataset import Dataset
 from kzjobs.job import Job
 from kzjobs.registry import (
@@ -126,9 +128,10 @@ def _finite_f1(f1: float) -> float:
 class PromoteJob(Job):
     """Compare a candidate with the champion on the same held-out books; maybe promote."""
 
-    version: str = CANDIDATE  # a version number or an alias
-    heldout: str | None = None  # held-out dataset key; default: the candidate's ``heldout`` tag
-    lock_timeout: float = 600.0
+    version: str = Field(CANDIDATE, description="Version number or alias to promote.")
+    heldout: str | None = Field(
+        None, description="Held-out dataset; default: the version's 'heldout' tag.")
+    lock_timeout: float = Field(600.0, description="Seconds to wait for the lock.")
 
     def run(self) -> dict[str, Any]:
         def evaluate(version: ModelVersion, heldout: str, hv: str) -> dict[str, Any]:

@@ -26,11 +26,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
+from pydantic import Field
 
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 from kzjobs.level2.config import PseudoConfig
-from kzjobs.options import ProfileOption, StoreOption, emit
 from kzjobs.quarantine import Quarantined, beside, entries, write_quarantine
 
 if TYPE_CHECKING:
@@ -196,10 +195,13 @@ def default_report_key(out: str) -> str:
 class PseudoJob(Job):
     """Pseudolabel an incoming collection from its classifier predictions."""
 
-    preds: list[str]  # prediction parquet keys, or prefixes holding them
-    out: str  # the labels file (train.csv format)
-    report: str = ""  # the JSON report; default: ``out`` with a .json suffix
-    oof_run: str = ""  # a training run whose OOF predictions measure the rule
+    preds: list[str] = Field(description="Prediction parquet key or prefix of the collection "
+                             "(repeatable).")
+    out: str = Field(description="Store key of the labels file (train.csv format).")
+    report: str = Field(
+        "", description="Store key of the JSON report; default: --out with a .json suffix.")
+    oof_run: Annotated[str, Cli(("--run",))] = Field(
+        "", description="Training run prefix: its OOF predictions measure the rule.")
 
     @property
     def report_key(self) -> str:
@@ -265,17 +267,3 @@ class PseudoJob(Job):
         self.store.write_json(self.report_key, result)  # last: a re-run skips a finished job
         return result
 
-
-def command(
-    preds: Annotated[list[str], typer.Option(
-        "--preds", help="Prediction parquet key or prefix of the collection (repeatable).")],
-    out: Annotated[str, typer.Option(help="Store key of the labels file (train.csv format).")],
-    run: Annotated[str, typer.Option(
-        help="Training run prefix: its OOF predictions measure the rule.")] = "",
-    report: Annotated[str, typer.Option(help="Store key of the JSON report.")] = "",
-    store: StoreOption = None,
-    profile: ProfileOption = "demo",
-) -> None:
-    """Pseudolabel an incoming collection: keep the blend's confident boxes as labels."""
-    emit(PseudoJob(store_uri=store, profile_name=profile, preds=list(preds), out=out,
-                   report=report, oof_run=run).run())

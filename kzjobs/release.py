@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from kzjobs.bundle import BUNDLE_FILE, Bundle, Level2Files, copy_bundle
 from kzjobs.data.dataset import Dataset
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 from kzjobs.model_ref import open_bundle
 from kzjobs.registry import (
     ARTIFACT,
@@ -44,8 +46,9 @@ class BundleJob(Job):
     (``level2/report.json``); otherwise the blend's top class decides.
     """
 
-    run_prefix: str
-    dataset: str  # the training dataset: the characters of the codes
+    run_prefix: Annotated[str, Cli(("--run",))] = Field(
+        description="Training run prefix: becomes the bundle's root.")
+    dataset: str = Field(description="The run's training dataset (its vocabulary).")
 
     def run(self) -> dict[str, Any]:
         from kzjobs.blend import blend, class_shares, load_predictions, oof_keys
@@ -187,10 +190,10 @@ def register_bundle(
 class RegisterJob(Job):
     """Register a training run's bundle as a candidate, with its held-out evaluation."""
 
-    bundle: str  # store key of the bundle root (holds bundle.json)
-    evaluation: str  # store key of the evaluation JSON on the held-out books
-    dataset: str  # the training dataset (its version goes in the tags)
-    alias: str | None = CANDIDATE
+    bundle: str = Field(description="Store key of the bundle root (bundle.json).")
+    evaluation: str = Field(description="Store key of the held-out evaluation JSON.")
+    dataset: str = Field(description="The training dataset (its version is a tag).")
+    alias: str | None = Field(CANDIDATE, description="Alias for the new version.")
 
     def run(self) -> dict[str, Any]:
         evaluation = self.store.read_json(self.evaluation)

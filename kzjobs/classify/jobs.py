@@ -15,12 +15,12 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from kzjobs.device import torch_threads
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 from kzjobs.quarantine import beside, entries, records, write_quarantine
 from kzjobs.store import join
 
@@ -40,23 +40,27 @@ _RESUME_FREE = {"threads", "checkpoint_seconds"}
 
 
 class ClassifyTrainJob(Job):
-    dataset: str  # dataset key (or path/URI) with train.csv and images
-    folds: str  # folds JSON key (FoldsJob)
-    boxes: str  # detector OOF boxes, train.csv format, labelled by IoU (seg_fp included)
-    kind: str  # backbone name, e.g. resnet18, resnext101_32x8d
-    # The model's name in its predictions and checkpoint (default: ``kind``); a fine-tuned
-    # model is ``<kind>-ft``, so level 2 and the bundle see it as a kind of its own.
-    name: str | None = None
-    fold: int = Field(ge=0)
-    out: str  # prefix for model.pt, oof.parquet...: RunKeys(run).classify(kind, fold)
-    epochs: int | None = Field(None, ge=1)  # overrides the profile's
-    # Pseudolabels: a box file (train.csv format, seg_fp allowed) of incoming pages whose
-    # images are in ``pseudo_datasets``; they join the training pages of every fold.
-    pseudo: str | None = None
-    pseudo_datasets: list[str] = Field(default_factory=list)
-    # A model.pt to fine-tune from (finetune_epochs at lr x finetune_lr_factor).
-    init: str | None = None
-    progress: bool = True
+    dataset: str = Field(description="Dataset key in the store (train.csv and images), or a "
+                         "path/URI.")
+    folds: str = Field(description="Store key of the folds JSON (`kzjobs folds`).")
+    boxes: str = Field(description="Store key of the detector's OOF boxes (CSV), labelled by "
+                       "IoU (seg_fp included).")
+    kind: str = Field(description="Backbone: resnet18/34/50/101/152, resnext101_32x8d.")
+    # A fine-tuned model is ``<kind>-ft``, so level 2 and the bundle see it as a kind of its own.
+    name: str | None = Field(None, description="The model's name in its predictions and "
+                             "checkpoint (default: kind).")
+    fold: int = Field(ge=0, description="The fold held out (its pages get OOF predictions).")
+    out: str = Field(description="Key prefix for model.pt, oof.parquet, metrics.json "
+                     "(in a run: <run>/classify/<kind>/fold<K>).")
+    epochs: int | None = Field(None, ge=1, description="Override the profile's epochs.")
+    # Pseudolabelled pages join the training pages of every fold.
+    pseudo: str | None = Field(None, description="Pseudolabel box file (CSV, seg_fp allowed) "
+                               "of incoming pages to add.")
+    pseudo_datasets: Annotated[list[str], Cli(("--pseudo-dataset",))] = Field(
+        default_factory=list, description="Collection holding pseudolabelled pages (repeat).")
+    init: str | None = Field(None, description="A model.pt to fine-tune (finetune_epochs at "
+                             "lr x finetune_lr_factor).")
+    progress: bool = Field(True, description="Progress bars on stderr.")
 
     @property
     def label(self) -> str:
@@ -272,12 +276,14 @@ class ClassifyTrainJob(Job):
 
 
 class ClassifyPredictJob(Job):
-    model: str  # key of a classifier model.pt
-    dataset: str  # dataset or incoming collection (images)
-    boxes: str  # box file (train.csv format); box_id = index in a page's list
-    out: str  # parquet key
-    scales: tuple[float, ...] | None = None  # TTA scales; default: the profile's
-    progress: bool = True
+    model: str = Field(description="Store key of a classifier model.pt.")
+    dataset: str = Field(description="Dataset or collection key (images), or a path/URI.")
+    # box_id = the box's index in its page's list
+    boxes: str = Field(description="Store key of the box file (CSV, train.csv format).")
+    out: str = Field(description="Store key of the predictions parquet.")
+    scales: Annotated[tuple[float, ...] | None, Cli(("--scale",))] = Field(
+        None, description="TTA scale (repeat); default: the profile's.")
+    progress: bool = Field(True, description="Progress bars on stderr.")
 
     def run(self) -> dict[str, Any]:
         with torch_threads(self.profile.classify.threads):

@@ -20,6 +20,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from kzjobs.checkpoint import load_checkpoint, save_to_store
 from kzjobs.data.books import book_id, split_fold
 from kzjobs.data.dataset import Dataset
@@ -87,11 +89,11 @@ def read_pages(ds: Dataset, image_ids: list[str], quarantine: dict[str, str]):
 class DetectTrainJob(Job):
     """Train the detector on every book of a fold but the fold's own, which validate it."""
 
-    dataset: str
-    folds: str
-    fold: int
-    out: str
-    progress: bool = True
+    dataset: str = Field(description="Dataset key in the store, or a folder path/URI.")
+    folds: str = Field(description="Key of folds.json (`kzjobs folds`).")
+    fold: int = Field(description="The fold whose books are held out.")
+    out: str = Field(description="Key prefix for model.pt and metrics.json.")
+    progress: bool = Field(True, description="Progress bar on stderr.")
 
     def run(self) -> dict[str, Any]:
         import mlflow
@@ -248,13 +250,14 @@ class DetectPredictJob(Job):
     out-of-fold boxes of a fold's validation books, each labelled with the code of its
     best ground-truth box at IoU >= 0.5 or ``seg_fp``."""
 
-    model: str
-    dataset: str
-    out: str
-    valid_only: bool = False
-    folds: str | None = None
-    fold: int | None = None
-    progress: bool = True
+    model: str = Field(description="Key of the detector's model.pt.")
+    dataset: str = Field(description="Dataset key in the store, or a folder path/URI.")
+    out: str = Field(description="Key of the boxes CSV (train.csv format).")
+    valid_only: bool = Field(False, description="Out-of-fold: the fold's validation books "
+                             "only, each box labelled by IoU with the ground truth (else seg_fp).")
+    folds: str | None = Field(None, description="Key of folds.json (with --valid-only).")
+    fold: int | None = Field(None, description="Fold (default: the model's own fold).")
+    progress: bool = Field(True, description="Progress bar on stderr.")
 
     def run(self) -> dict[str, Any]:
         from kzjobs.data.format import UNKNOWN, Box, write_annotations

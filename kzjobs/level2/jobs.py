@@ -12,11 +12,11 @@ Store layout (under a run prefix)::
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 from kzjobs.keys import Level2Keys, RunKeys
 from kzjobs.quarantine import Quarantined, beside, write_quarantine
 
@@ -24,10 +24,14 @@ log = logging.getLogger(__name__)
 
 
 class Level2TrainJob(Job):
-    run_prefix: str  # the training run (folds, detector and classifier outputs)
-    out: str = ""  # model prefix; default <run>/level2
-    dataset: str = ""  # labelled dataset: its vocabulary and the competition F1
-    kinds: list[str] = Field(default_factory=list)  # default: every kind in the run
+    run_prefix: Annotated[str, Cli(("--run",))] = Field(
+        description="Training run prefix (classify/ and detect/ OOF).")
+    out: str = Field("", description="Model prefix; default <run>/level2.")
+    dataset: str = Field(
+        "", description="Labelled dataset key: its vocabulary, and the competition F1.")
+    kinds: Annotated[list[str], Cli(("--kind",))] = Field(
+        default_factory=list,
+        description="Classifier kinds to use (repeatable); default: all in the run.")
 
     @property
     def prefix(self) -> str:
@@ -67,10 +71,11 @@ class Level2TrainJob(Job):
 
 
 class Level2PredictJob(Job):
-    model: str  # model prefix (holds meta.json)
-    preds: list[str]  # prediction parquet keys or prefixes: every kind (and fold) of the model
-    out: str  # per-box winners, parquet
-    submission: str = ""  # optionally also a submission CSV (box centres)
+    model: str = Field(description="Level-2 model prefix (holds meta.json).")
+    preds: list[str] = Field(description="Prediction parquet key or prefix (repeatable): all "
+                             "kinds and folds of the model.")
+    out: str = Field(description="Store key of the per-box winners (parquet).")
+    submission: str = Field("", description="Also write a submission CSV (box centres) here.")
 
     def run(self) -> dict[str, Any]:
         from kzjobs.blend import load_predictions

@@ -14,14 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator
 
 from kzjobs.data.books import book_id
 from kzjobs.data.collection import Collection, PageRef, manifest_key
 from kzjobs.export import parse_formats
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 from kzjobs.quarantine import (
     Quarantined,
     entries,
@@ -101,14 +101,20 @@ def quarantined_pages(out: Store) -> set[str]:
 
 
 class _CollectionJob(Job):
-    collection: str | None = None  # a store key, folder, s3:// URI or IIIF manifest URL
-    images: str | None = None
-    out: str
-    validation: str | None = None  # a validate-batch prefix: only its passed pages are read
-    # Library formats the merge writes (kzjobs.export.FORMATS), and the public URL of
-    # ``out`` that IIIF ids are made of (None: its own URI).
-    formats: list[str] = Field(default_factory=list)
-    base_url: str | None = None
+    collection: Annotated[str | None, Cli(("--collection", "--manifest"))] = Field(
+        None, description="Collection: a store key, folder, s3:// URI or IIIF manifest URL "
+        "(--manifest: the same, for a manifest URL).")
+    images: str | None = Field(None, description="A plain folder of pages instead (images, "
+                               "PDFs, TIFFs, IIIF manifests), or one such file.")
+    out: str = Field(description="Output prefix: a store key, folder or s3:// URI.")
+    validation: str | None = Field(None, description="Prefix of a `kzjobs validate batch` run: "
+                                   "read only its passed pages.")
+    formats: Annotated[list[str], Cli(sep=",")] = Field(
+        default_factory=list, description="Library formats to write at merge, "
+        "comma-separated: alto, page (PAGE XML), tei, iiif (annotations; a manifest copy for "
+        "manifest input), pdf (searchable, one per book); or all.")
+    base_url: str | None = Field(None, description="Public URL the output prefix is served "
+                                 "at, for IIIF ids (default: its own URI).")
 
     @field_validator("formats", mode="before")
     @classmethod
@@ -171,16 +177,21 @@ class _CollectionJob(Job):
 class RecognizeJob(_CollectionJob):
     # Inference settings (page scale, thresholds, TTA) are the bundle's own, the ones it
     # was trained and evaluated with; a profile given here overrides them.
-    profile_name: str | None = None  # type: ignore[assignment]
-    model: str
-    shard: str = "0/1"
-    batch: int = Field(PAGES_PER_BATCH, ge=1)
-    workers: int = Field(0, ge=0)  # pages read side by side in threads (0: page_workers)
-    device: str | None = None
-    progress: bool = True
-    # Fit each book's class shifts on its pages (kzjobs.recognize.adapt); None: the
-    # blend's own pseudo.class_shift.
-    adapt: bool | None = None
+    profile_name: Annotated[str | None, Cli(("--profile", "-p"))] = Field(  # type: ignore[assignment]
+        None, description="Override the bundle's own inference settings (tiny, demo, bench, "
+        "full or a YAML).")
+    model: str = Field(description="Bundle key/path or models:/ URI.")
+    shard: str = Field("0/1", description="i/n: this job's share of the pages.")
+    batch: int = Field(PAGES_PER_BATCH, ge=1,
+                       description="Pages read before level 2 decides for them in one call.")
+    workers: int = Field(0, ge=0, description="Pages read side by side in threads, sharing "
+                         "the models (0: one per torch CPU thread, up to 8; 1 on a GPU).")
+    device: str | None = Field(None, description="cpu, cuda or auto.")
+    progress: bool = Field(True, description="Progress bar on stderr.")
+    adapt: bool | None = Field(None, description="Fit each book's class shifts on its own "
+                               "pages, reading them in two passes; without, the model's own "
+                               "shifts for the books it adapted to (default: the model's "
+                               "pseudo.class_shift).")
 
     @field_validator("shard")
     @classmethod

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 
 
 class SynthJob(Job):
-    out: str  # a key in the store, or a folder / s3:// URI of its own
-    books: int = Field(default=4, ge=1)
-    pages_per_book: int = Field(default=5, ge=1)
-    seed: int = Field(default=0, ge=0)
-    fonts: list[str] | None = None
-    labelled: bool = True
-    book_prefix: str | None = None
-    start_book: int = Field(default=0, ge=0)
-    vocabulary_size: int | None = Field(default=None, ge=1)
-    progress: bool = False
+    out: Annotated[str, Cli(argument=True)] = Field(
+        description="Output dataset: a store key, folder or s3:// URI.")
+    books: int = Field(default=4, ge=1, description="Number of books.")
+    pages_per_book: int = Field(default=5, ge=1, description="Pages per book.")
+    seed: int = Field(default=0, ge=0, description="Seed: same seed, same bytes.")
+    fonts: list[str] | None = Field(
+        default=None, description="Font ids, repeated or comma-separated (default: all).")
+    labelled: Annotated[bool, Cli(("--labelled/--unlabelled",))] = Field(
+        default=True, description="Labels too, or images only, as an incoming collection.")
+    book_prefix: str | None = Field(
+        default=None, description="Lower-case letters before book names (default: seed).")
+    start_book: int = Field(default=0, ge=0, description="Index of the first book's name.")
+    vocabulary_size: int | None = Field(
+        default=None, ge=1,
+        description="Draw only the N most frequent code points (default: all 2,312).")
+    progress: bool = Field(default=False, description="Progress bar on stderr.")
+
+    @field_validator("fonts", mode="before")
+    @classmethod
+    def _fonts(cls, value: Any) -> list[str] | None:
+        """``--fonts a,b`` as ``--fonts a --fonts b``; none given: every font."""
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        return [f.strip() for item in items for f in item.split(",") if f.strip()] or None
 
     def run(self) -> dict[str, Any]:
         from kzjobs.data.dataset import Dataset

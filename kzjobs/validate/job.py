@@ -23,11 +23,13 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter, defaultdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from kzjobs.data.collection import Collection
 from kzjobs.data.dataset import Dataset
-from kzjobs.job import Job
+from kzjobs.job import Cli, Job
 from kzjobs.quarantine import Quarantined, write_quarantine
 from kzjobs.store import Store, join, read_uri
 from kzjobs.validate.expectations import Outcome
@@ -94,11 +96,15 @@ def _slug(ref: str) -> str:
 class ValidateJob(Job):
     """Validate a dataset's annotations, an incoming batch, or a predictions CSV."""
 
-    dataset: str
-    kind: Kind = "annotations"
-    out: str = ""  # default: validation/<kind>/<name of the input>
-    predictions: str = ""  # kind=predictions: the submission CSV (store key or path/URI)
-    vocabulary: str = ""  # kind=predictions: unicode_translation.csv; default the dataset's
+    dataset: Annotated[str, Cli(argument=True)] = Field(
+        description="Dataset key in the store, or a path/URI.")
+    kind: Kind = Field("annotations", description="What is validated (the sub-command).")
+    out: str = Field("", description="Store prefix for report.json, quarantine.json, "
+                     "passed.json (default: validation/<kind>/<name>).")
+    predictions: str = Field("", description="Submission CSV: store key or path/URI "
+                             "(kind predictions).")
+    vocabulary: str = Field("", description="unicode_translation.csv (key or path); default: "
+                            "the dataset's (kind predictions).")
 
     def out_prefix(self) -> str:
         if self.out:
