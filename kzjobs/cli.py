@@ -88,7 +88,9 @@ def synth(
     ] = None,
     start_book: Annotated[int, typer.Option(help="Index of the first book's name.")] = 0,
     vocabulary_size: Annotated[int | None, typer.Option(
-        help="Draw only the N most frequent code points (default: all 2,312).")] = None,
+        help="Draw only the N most frequent code points (default: all 3,119).")] = None,
+    text: Annotated[str, typer.Option(
+        help="per_book: each book its own text; shared: one frequency list.")] = "per_book",
     store: StoreOption = None,
     profile: ProfileOption = "demo",
 ) -> None:
@@ -99,7 +101,7 @@ def synth(
     job = SynthJob(store_uri=store, profile_name=profile, out=out, books=books,
                    pages_per_book=pages_per_book, seed=seed, fonts=font_ids or None,
                    labelled=not unlabelled, book_prefix=book_prefix, start_book=start_book,
-                   vocabulary_size=vocabulary_size, progress=True)
+                   vocabulary_size=vocabulary_size, text=text, progress=True)
     emit(job.run())
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -18,7 +18,12 @@ class SynthJob(Job):
     labelled: bool = True
     book_prefix: str | None = None
     start_book: int = Field(default=0, ge=0)
-    vocabulary_size: int | None = Field(default=None, ge=1)
+    vocabulary_size: int | None = Field(
+        default=None, ge=1, description="Draw only the N most frequent code points "
+        "(default: all 3,119).")
+    text: Literal["shared", "per_book"] = Field(
+        default="per_book", description="per_book: each book its own text (words with a "
+        "topic of its own); shared: every book from one frequency list (unit tests).")
     progress: bool = False
 
     def run(self) -> dict[str, Any]:
@@ -37,5 +42,6 @@ class SynthJob(Job):
             book_prefix=self.book_prefix,
             start_book=self.start_book,
             vocabulary_size=self.vocabulary_size,
+            text=self.text,
             progress=self.progress,
         )

@@ -1,5 +1,5 @@
-"""The vocabulary: kana and Jōyō kanji, Zipf-like with kana about two thirds, and no
-character a font cannot draw."""
+"""The vocabulary: kana, Jōyō and Jinmeiyō kanji, Zipf-like with kana about two thirds,
+and no character a font cannot draw."""
 
 from __future__ import annotations
 
@@ -10,17 +10,22 @@ import pytest
 from kzjobs.data.format import code_to_char, is_code_point, read_annotations, read_translation
 from kzjobs.synth import FONTS
 from kzjobs.synth.fonts import coverage, glyph_mask
-from kzjobs.synth.vocab import load_vocabulary
+from kzjobs.synth.vocab import load_vocabulary, vocabulary
 
 
-def test_vocabulary_is_kana_and_joyo_kanji():
-    from kanji_lists import JOYO
+def test_vocabulary_is_kana_and_joyo_and_jinmeiyo_kanji():
+    import unicodedata
+
+    from kanji_lists import JINMEIYO, JOYO
 
     vocab = load_vocabulary()
-    assert 2250 <= len(vocab) <= 2350
+    assert vocabulary() == vocab.chars and len(vocab) == 3119
     assert len(set(vocab.chars)) == len(vocab)
     kanji = {c for c in vocab.chars if c not in vocab.kana}
-    assert kanji == set(JOYO)
+    assert set(JOYO.HEISEI22) | set(JOYO.SHOWA56) <= kanji <= set(JOYO) | set(JINMEIYO)
+    assert {"亞", "佛", "來", "傳"} <= kanji  # traditional forms (Jinmeiyō)
+    # compatibility ideographs would fold into a Jōyō kanji under normalisation
+    assert all(unicodedata.normalize("NFC", c) == c for c in kanji)
     assert all(0x3041 <= ord(c) <= 0x30FE for c in vocab.kana)
     assert 170 <= len(vocab.kana) <= 185
     assert all(is_code_point(code) and code_to_char(code) == char
