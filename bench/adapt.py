@@ -26,7 +26,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="var/bench", help="bench.pipeline's --work")
     parser.add_argument("--run", default="runs/retrain/bench-bench")
-    parser.add_argument("--heldout", default="datasets/heldout")
+    parser.add_argument("--heldout", default="datasets/dev")  # choices: dev books
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="SECTION.FIELD=VALUE", help="one variant each (repeatable)")
     parser.add_argument("--out", type=Path, default=OUT)
