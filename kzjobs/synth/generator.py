@@ -95,6 +95,16 @@ def page_layout(style: BookStyle, vocab: Vocabulary, seed: int, book: int, page:
                        text=text)
 
 
+def layout_from_meta(meta: dict[str, Any], vocab: Vocabulary, seed: int, page: int
+                     ) -> PageLayout:
+    """Page ``page`` of a written book again, from its ``books.json`` entry (its style,
+    index and text mode; a book from before per-book texts has the shared one)."""
+    style = BookStyle.model_validate(meta["style"])
+    mode = meta.get("text", {}).get("mode", "shared")
+    text = text_of_book(style, vocab, seed, meta["index"]) if mode == "per_book" else None
+    return page_layout(style, vocab, seed, meta["index"], page, text=text)
+
+
 def render_page(style: BookStyle, vocab: Vocabulary, seed: int, book: int, page: int, *,
                 comment: str = "", text: BookText | None = None) -> tuple[PageLayout, bytes]:
     """One page: its layout (boxes) and its JPEG bytes."""
