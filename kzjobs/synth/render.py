@@ -226,7 +226,7 @@ def layout_page(style: BookStyle, vocab: Vocabulary, rng: np.random.Generator, *
             x = int(np.clip(round(centre + drift - w / 2), 2, width - w - 2))
             page.chars.append(Stamp(mask, x, round(y), "char", char_to_code(char)))
             occupied.add(x, round(y), w, h)
-            y += h + cs * rng.uniform(0.06, 0.3)
+            y += h + cs * style.spacing * rng.uniform(1 / 3, 5 / 3)
     if distractors:
         _add_lines(page, style, rng, occupied, (left, top, right, bottom), pitch)
         _add_glosses(page, style, vocab, allowed, rng, occupied)
@@ -271,7 +271,9 @@ def _add_lines(page: PageLayout, style: BookStyle, rng: np.random.Generator,
 def _add_glosses(page: PageLayout, style: BookStyle, vocab: Vocabulary,
                  allowed: tuple[str, ...], rng: np.random.Generator,
                  occupied: _Occupancy) -> None:
-    """Small kana beside a character (readings), in the gap between columns."""
+    """Small kana beside a character (readings, like furigana), in the gap between
+    columns. Not annotated: the competition's annotations hold the main text only, so a
+    reader must learn to pass over readings beside it."""
     kana_probs = vocab.probabilities(allowed, 0.999)  # nearly only kana
     cs = style.char_size
     for stamp in list(page.chars):

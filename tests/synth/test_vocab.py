@@ -40,8 +40,12 @@ def test_drawn_characters_follow_the_vocabulary(sample):
     codes = [b.code for boxes in truth.values() for b in boxes]
     assert set(codes) <= set(vocab)
     kana = load_vocabulary().kana
-    share = sum(code_to_char(c) in kana for c in codes) / len(codes)
-    assert 0.58 <= share <= 0.76, share  # about two thirds
+    books = store.read_json("books.json")
+    for book, meta in books.items():  # each book about its style's kana share
+        own = [code_to_char(b.code) for i, boxes in truth.items() if i.startswith(book)
+               for b in boxes]
+        share = sum(c in kana for c in own) / len(own)
+        assert abs(share - meta["style"]["kana_share"]) < 0.1, (book, share)
     # Zipf-like: the particle の leads, and a long tail of kanji appears once.
     counts = Counter(codes)
     assert counts.most_common(1)[0][0] == "U+306E"
