@@ -7,8 +7,10 @@
 - ``coverage``: per font, its set (train, dev, test) and how many of the classes it draws;
 - ``texts``: for ``per_book`` and ``shared`` texts, books of ``--pages`` pages laid out
   (not painted) in one font that draws every class: the mean Jaccard index of two books'
-  kanji sets, the share of the kanji seen that only one book uses, and each book's kana
-  and katakana shares and kanji count.
+  kanji sets, the mean total variation distance between two books' kanji frequencies
+  (0: the same, 1: no kanji in common; the shared text's is sampling noise alone), how
+  many of a book's 50 commonest kanji another book's 50 commonest hold, the share of the
+  kanji seen that only one book uses, and each book's kana and katakana shares.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ def texts(mode: str, books: int, pages: int, font: str, seed: int) -> dict[str, 
     from kzjobs.synth.vocab import load_vocabulary
 
     vocab = load_vocabulary()
-    kanji_sets, rows = [], []
+    kanji_sets, counts, rows = [], [], []
     for book in range(books):
         style = book_style(seed, book, font)
         text = text_of_book(style, vocab, seed, book) if mode == "per_book" else None
@@ -51,17 +54,25 @@ def texts(mode: str, books: int, pages: int, font: str, seed: int) -> dict[str, 
                                       text=text).boxes]
         kanji = [c for c in chars if c not in vocab.kana]
         kanji_sets.append(set(kanji))
+        counts.append(Counter(kanji))
         rows.append({"characters": len(chars), "kanji_types": len(set(kanji)),
                      "kana_share": round(1 - len(kanji) / len(chars), 3),
                      "style_kana_share": round(style.kana_share, 3),
                      "katakana_share": round(sum("\u30a1" <= c <= "\u30ff" for c in chars)
                                              / len(chars), 3)})
     pairs = [len(a & b) / len(a | b) for a, b in itertools.combinations(kanji_sets, 2)]
+    tvd, top = [], []
+    for a, b in itertools.combinations(counts, 2):
+        na, nb = sum(a.values()), sum(b.values())
+        tvd.append(0.5 * sum(abs(a[c] / na - b[c] / nb) for c in set(a) | set(b)))
+        top.append(len({c for c, _ in a.most_common(50)} & {c for c, _ in b.most_common(50)}))
     seen = set().union(*kanji_sets)
     once = [c for c in seen if sum(c in s for s in kanji_sets) == 1]
     return {"font": font, "books": books, "pages_per_book": pages,
             "kanji_jaccard_mean": round(float(np.mean(pairs)), 3),
             "kanji_jaccard_range": [round(min(pairs), 3), round(max(pairs), 3)],
+            "kanji_tvd_mean": round(float(np.mean(tvd)), 3),
+            "top50_kanji_shared_mean": round(float(np.mean(top)), 1),
             "kanji_seen": len(seen), "kanji_in_one_book_only": len(once),
             "share_in_one_book_only": round(len(once) / len(seen), 3), "by_book": rows}
 

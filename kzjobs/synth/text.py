@@ -36,6 +36,8 @@ TextMode = Literal["shared", "per_book"]
 LEXICON_WORDS = 60_000  # wordfreq's most frequent words kept (of ~215,000)
 TOPIC_KANJI = (20, 80)  # how many kanji a book's topic holds (uniform in this range)
 TOPIC_BOOST = (8.0, 40.0)  # a topic word's weight factor
+TOPIC_SKIP = 150  # the commonest kanji are in no topic
+TOPIC_POWER = 0.3  # topic kanji are drawn by their frequency to this power
 WORD_SHAPE = 0.4  # Gamma shape of a content word's factor: small = books differ more
 FUNCTION_SHAPE = 20.0  # function words vary little between books
 KATAKANA_BOOKS = 0.12  # share of books written in katakana instead of hiragana
@@ -126,13 +128,16 @@ def book_text(vocab: Vocabulary, allowed: tuple[str, ...], kana_share: float,
     words = tuple(map(_to_katakana, lex.words)) if katakana else lex.words
     drawable = set(allowed)
     ok = np.array([set(w) <= drawable for w in words])
-    kanji = [c for c in allowed if c in lex.kanji_words]
-    # The topic: kanji drawn by the square root of their frequency, so that topics are
-    # mostly of middling kanji, not the commonest (which every book uses anyway).
-    weight = np.sqrt(np.array([lex.freq[lex.kanji_words[c]].sum() for c in kanji]))
+    # The topic: kanji past the commonest (which every book uses anyway, and which a
+    # boost would make a page of), drawn by a low power of their frequency: mostly
+    # middling kanji, some rare.
+    freq = {c: lex.freq[lex.kanji_words[c]].sum() for c in allowed if c in lex.kanji_words}
+    ranked = sorted(freq, key=freq.get, reverse=True)
+    kanji = ranked[min(TOPIC_SKIP, len(ranked) // 2):]  # a small vocabulary keeps half
+    weight = np.array([freq[c] for c in kanji]) ** TOPIC_POWER
     n_topic = int(rng.integers(*TOPIC_KANJI, endpoint=True))
     topic = rng.choice(len(kanji), size=min(n_topic, len(kanji)), replace=False,
-                       p=weight / weight.sum())
+                       p=weight / weight.sum()) if kanji else []
     boost = np.ones(len(words))
     for k in topic:
         boost[lex.kanji_words[kanji[k]]] = rng.uniform(*TOPIC_BOOST)
