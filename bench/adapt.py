@@ -1,6 +1,7 @@
-"""Read-time adaptation against F1: the held-out pages ``bench.pipeline`` left, read by
-``kzjobs recognize`` with the bundle's class shifts, with none, with ``--adapt``, and with
-``--adapt`` once per ``--set`` (a variant of the bundle's profile).
+"""Read-time adaptation against F1: the dev pages ``bench.pipeline`` left (choices are
+made on dev books), read by ``kzjobs recognize`` with the bundle's class shifts, with
+none, with ``--adapt``, and with ``--adapt`` once per ``--set`` (a variant of the
+bundle's profile).
 
 ``python -m bench.adapt --set pseudo.max_class_shift=2 --set pseudo.min_class_expected=5``
 writes ``bench/results/adapt.json`` (``bench.pipeline.read_time_adaptation``).
