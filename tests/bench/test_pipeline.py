@@ -175,3 +175,13 @@ def test_dev_and_test_books_are_in_fonts_of_their_own(tmp_path):
     assert bench_plan("tiny").incoming == [incoming for _l, incoming, _o in SETS.values()]
     assert bench_plan("tiny").heldout == SETS["dev"][0]  # the run chooses on dev books
     assert make_data(store, args) == {}  # made once
+
+
+def test_the_component_benches_train_on_training_fonts_and_judge_on_dev_fonts():
+    import bench.classify
+    import bench.detect
+    from kzjobs.synth.fonts import split
+
+    for module in (bench.detect, bench.classify):
+        assert set(module.TRAIN_FONTS) <= set(split("train"))
+        assert tuple(module.TEST_FONTS) == split("dev")
