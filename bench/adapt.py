@@ -1,6 +1,7 @@
-"""Read-time adaptation against F1: the held-out pages ``bench.pipeline`` left, read by
-``kzjobs recognize`` with the bundle's class shifts, with none, with ``--adapt``, and with
-``--adapt`` once per ``--set`` (a variant of the bundle's profile).
+"""Read-time adaptation against F1: the dev pages ``bench.pipeline`` left (choices are
+made on dev books), read by ``kzjobs recognize`` with the bundle's class shifts, with
+none, with ``--adapt``, and with ``--adapt`` once per ``--set`` (a variant of the
+bundle's profile).
 
 ``python -m bench.adapt --set pseudo.max_class_shift=2 --set pseudo.min_class_expected=5``
 writes ``bench/results/adapt.json`` (``bench.pipeline.read_time_adaptation``).
@@ -26,7 +27,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="var/bench", help="bench.pipeline's --work")
     parser.add_argument("--run", default="runs/retrain/bench-bench")
-    parser.add_argument("--heldout", default="datasets/heldout")
+    parser.add_argument("--heldout", default="datasets/dev")  # choices: dev books
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="SECTION.FIELD=VALUE", help="one variant each (repeatable)")
     parser.add_argument("--out", type=Path, default=OUT)

@@ -123,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="var/bench", help="bench.pipeline's --work")
     parser.add_argument("--run", default="runs/retrain/bench-bench")
-    parser.add_argument("--heldout", default="datasets/heldout")
+    parser.add_argument("--heldout", default="datasets/dev")  # choices: dev books
     parser.add_argument("--train", default="datasets/train",
                         help="What int8 trunks are calibrated on, if the bundle has none.")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))

@@ -3,21 +3,26 @@ fonts the training never saw.
 
 ``python -m bench.pipeline [--profile bench]`` writes ``bench/results/pipeline.json``:
 
-1. synthetic data: training books in some fonts; held-out books in other fonts
-   (labelled, for scoring) and the same pages without labels as an incoming collection,
-   so pseudolabelling adapts to exactly the books it is judged on (as in the seed);
+1. synthetic data in three sets of fonts apart (``kzjobs.synth.fonts.FONT_SPLIT``):
+   training books; dev books, on which every choice is judged (A/Bs, thresholds, the
+   ladder's best single model); test books with texts drawn independently, read once per
+   run and reported. The dev and test pages also go, without labels, into the incoming
+   collections pseudolabelling adapts to (as in the seed);
 2. the retraining pipeline, stage by stage, with the same ``kzjobs`` commands the
    ``kz_retrain`` DAG runs (``kzjobs.plan.RetrainPlan``), each stage timed;
-3. the ablation ladder on the held-out books: each single model, the blend of the
-   base kinds, + pseudolabel fine-tuning, + level 2; plus detection-only F1. Each rung's
-   gain over the rung before it comes with a 90% interval of a paired bootstrap over
-   pages, and "no measurable gain" when the interval holds 0 (``bench.shared.ladder_gains``);
+3. the ablation ladder on the dev and on the test books: each single model, the blend of
+   the base kinds, + pseudolabel fine-tuning, + level 2; plus detection-only F1. Each
+   rung's gain over the rung before it comes with a 90% interval of a paired bootstrap
+   over pages, and "no measurable gain" when the interval holds 0
+   (``bench.shared.ladder_gains``);
 4. speed and peak memory of ``kzjobs recognize`` at 10 and 100 pages (and at 100 pages in
-   one shard per core, side by side), and Tesseract on the same held-out pages;
-5. the held-out books read through ``kzjobs recognize`` with and without class shifts.
+   one shard per core, side by side), and Tesseract on the same test pages;
+5. the dev and test books read through ``kzjobs recognize`` with and without class shifts.
 
-Every stage is resumable: a re-run reuses what the store already holds. Each evaluation
-step is saved as it ends; ``--evaluate-only`` judges a finished run again.
+The result keys each set's figures under ``dev`` or ``test``. Every class of the
+vocabulary is read by default (``--vocabulary-size 400``: the quick run of the 400 most
+frequent). Every stage is resumable: a re-run reuses what the store already holds. Each
+evaluation step is saved as it ends; ``--evaluate-only`` judges a finished run again.
 """
 
 from __future__ import annotations
@@ -52,15 +57,19 @@ STAGES = [
     ("bundle", "bundle"),
 ]
 
-# The data's defaults (bench.variant makes larger held-out sets with the same ones).
-SEED = 100  # the training books'; the held-out books take SEED + 1
-HELDOUT_BOOKS = 2
-HELDOUT_FONTS = ("kouzan-gyousyo", "ipaex-mincho")
-VOCABULARY_SIZE = 400
+# The data's defaults (bench.variant makes larger dev sets with the same ones).
+SEED = 100  # the training books'; dev books take SEED + 1, test books SEED + 2
+HELDOUT_BOOKS = 2  # books of each of dev and test
+VOCABULARY_SIZE: int | None = None  # every class; 400 is the quick run
+QUICK_VOCABULARY_SIZE = 400
+# Each held-out set: its labelled books, the same pages unlabelled (an incoming
+# collection), and its seed's offset from SEED (test texts are drawn independently).
+SETS = {"dev": ("datasets/dev", "datasets/incoming-dev", 1),
+        "test": ("datasets/test", "datasets/incoming-test", 2)}
 
 
 def make_data(store: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Training, held-out and incoming collections (skipped when already there)."""
+    """Training, dev, test and incoming collections (skipped when already there)."""
     from kzjobs.synth import generate
 
     made: dict[str, Any] = {}
@@ -68,10 +77,26 @@ def make_data(store: Any, args: argparse.Namespace) -> dict[str, Any]:
         made["train"] = generate(store.child("datasets/train"), books=args.train_books,
                                  pages_per_book=args.pages, seed=args.seed,
                                  fonts=args.font_cycle, vocabulary_size=args.vocabulary_size)
-    made |= make_heldout(store, "datasets/heldout", "datasets/incoming", books=args.heldout_books,
-                         pages=args.heldout_pages, seed=args.seed + 1, fonts=args.heldout_fonts,
-                         vocabulary_size=args.vocabulary_size)
+    for name, (labelled, incoming, offset) in SETS.items():
+        if done := make_heldout(store, labelled, incoming, books=args.heldout_books,
+                                pages=args.heldout_pages, seed=args.seed + offset,
+                                fonts=args.fonts[name], vocabulary_size=args.vocabulary_size):
+            made[name] = done["heldout"]
     return made
+
+
+def split_fonts(train: list[str] | None, dev: list[str] | None, test: list[str] | None
+                ) -> dict[str, list[str]]:
+    """The fonts of each set: ``kzjobs.synth.fonts.FONT_SPLIT``'s unless given; dev and
+    test fonts never in training, no test font in dev."""
+    from kzjobs.synth.fonts import split
+
+    sets = {"train": train or list(split("train")), "dev": dev or list(split("dev")),
+            "test": test or list(split("test"))}
+    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
+        if seen := set(sets[a]) & set(sets[b]):
+            raise ValueError(f"{b} fonts must not be {a} fonts: {sorted(seen)}")
+    return sets
 
 
 def make_heldout(store: Any, heldout: str, incoming: str, *, books: int, pages: int, seed: int,
@@ -100,16 +125,18 @@ def use_work(work: Path) -> tuple[str, dict[str, str]]:
     return store_uri, {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
 
 
-def bench_plan(profile: str, name: str | None = None, heldout: str = "datasets/heldout",
-               incoming: str = "datasets/incoming") -> Any:
+def bench_plan(profile: str, name: str | None = None, heldout: str = SETS["dev"][0],
+               incoming: list[str] | None = None) -> Any:
     """The retraining plan of a bench run (by default ``bench-`` and the name of
-    ``profile``, a shipped profile's name or a YAML's path): the training books, the
-    held-out books, and the same pages unlabelled as the incoming collection."""
+    ``profile``, a shipped profile's name or a YAML's path): the training books, the dev
+    books as its held-out set (what it chooses on), and the dev and test pages unlabelled
+    as the incoming collections."""
     from kzjobs.plan import RetrainPlan
     from kzjobs.profile import load_profile
 
+    incoming = incoming or [into for _books, into, _seed in SETS.values()]
     return RetrainPlan.build({"profile": profile, "dataset": "datasets/train",
-                              "heldout": heldout, "incoming": [incoming]},
+                              "heldout": heldout, "incoming": incoming},
                              name or f"bench-{load_profile(profile).name}")
 
 
@@ -145,10 +172,12 @@ def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store:
 
 
 def ablation(store: Any, run: str, heldout: str, profile: str,
-             train: str = "datasets/train") -> dict[str, Any]:
-    """F1 of each rung of the ladder, from one pass of every model over the held-out pages
-    (with int8 trunks when the profile reads with them: those the bundle lacks, for the
-    base models, calibrated on ``train`` as the bundle job does)."""
+             train: str = "datasets/train", best: str | None = None) -> dict[str, Any]:
+    """F1 of each rung of the ladder, from one pass of every model over the ``heldout``
+    pages (with int8 trunks when the profile reads with them: those the bundle lacks, for
+    the base models, calibrated on ``train`` as the bundle job does). The ladder's "best
+    single model" is ``best`` (the one chosen on the dev books) when given, else the best
+    on these pages."""
     import pandas as pd
 
     from kzjobs.bundle import Bundle
@@ -206,7 +235,7 @@ def ablation(store: Any, run: str, heldout: str, profile: str,
                               for name, part in models.items()}
     singles = {name: ladder[f"single {name}"]["f1"] for name in models
                if name.split()[0] in base}
-    best = max(singles, key=singles.get)
+    best = best if best in singles else max(singles, key=singles.get)
     ladder["best single model"] = ladder[f"single {best}"] | {"model": best}
     ladder["blend"] = f1_of(top_class(of_kinds(base)), "blend")
     if tuned:
@@ -311,8 +340,9 @@ def seg_fp_on_characters(labels: dict[str, list[Any]], truth: dict[str, list[Any
 
 
 def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
-    """What pseudolabelling kept of the incoming pages (the held-out books) and how right
-    it was against their truth; level 2's out-of-fold figures and its decision rule."""
+    """What pseudolabelling kept of the incoming pages and how right it was against the
+    truth of the ``heldout`` books' pages; level 2's out-of-fold figures and its decision
+    rule."""
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, SEG_FP, boxes_to_points, read_annotations
     from kzjobs.metric import score
@@ -322,6 +352,8 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     labels = read_annotations(store.read_bytes(plan.keys.pseudo_labels), allow=BOX_CODES)
     chars = {i: [b for b in boxes if b.code != SEG_FP] for i, boxes in labels.items()}
     truth = Dataset.open(heldout, store).annotations
+    labels = {i: boxes for i, boxes in labels.items() if i in truth}  # this set's pages
+    chars = {i: boxes for i, boxes in chars.items() if i in truth}
     # The kept characters scored against the truth: precision = how right the labels are.
     found = score({i: truth[i] for i in chars if i in truth}, boxes_to_points(chars))
     n_false, on_characters = seg_fp_on_characters(labels, truth)
@@ -383,31 +415,31 @@ def read_time_adaptation(store: Any, run: str, heldout: str, work: Path,
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="bench")
     parser.add_argument("--work", default="var/bench")
-    # Default: one book per fold in each training font (12 fonts x 2 folds x 32 pages = 768
-    # pages; more hands at the same pages judge the held-out fonts against more strokes).
+    # Default: one book per fold in each training font (x 32 pages; more hands at the same
+    # pages judge the held-out fonts against more strokes).
     parser.add_argument("--train-books", type=int,
                         help="Default: one book per fold in each training font.")
     # 32, not 16, 8 or 4, at the same classifier steps (half the epochs at each doubling):
     # every (character, font) is seen more often; the unseen fonts read 0.889 -> 0.911 ->
     # 0.919 after level 2 from 4 to 16 (bench/RESULTS.md has 32's).
     parser.add_argument("--pages", type=int, default=32, help="Pages per training book.")
-    parser.add_argument("--heldout-books", type=int, default=HELDOUT_BOOKS)
+    parser.add_argument("--heldout-books", type=int, default=HELDOUT_BOOKS,
+                        help="Books of each of the dev and test sets.")
     # 40 a book: the ladder's steps are thousandths, and 5 pages a book left them in the
-    # noise; the held-out pages are also the incoming collection pseudolabels adapt to.
-    parser.add_argument("--heldout-pages", type=int, default=40)
-    parser.add_argument("--heldout-fonts", nargs="+", default=list(HELDOUT_FONTS))
-    parser.add_argument("--train-fonts", nargs="+",
-                        help="Default: every font (kzjobs.synth.FONTS) not held out.")
-    # 384 pages hold about 80,000 characters: with every code point (2,312) most classes
-    # are seen a dozen times; 400 classes get ~200 boxes each (the seed's data had ~140).
-    # More pages beat more epochs over the same pages (bench.classify: 0.44 -> 0.46 F1).
-    parser.add_argument("--vocabulary-size", type=int, default=VOCABULARY_SIZE,
-                        help="The most frequent characters the books use (0: all).")
+    # noise; the held-out pages are also the incoming collections pseudolabels adapt to.
+    parser.add_argument("--heldout-pages", type=int, default=40,
+                        help="Pages of each dev and test book.")
+    for name in ("train", "dev", "test"):
+        parser.add_argument(f"--{name}-fonts", nargs="+",
+                            help=f"Default: kzjobs.synth.fonts.split('{name}').")
+    parser.add_argument("--vocabulary-size", type=int, default=VOCABULARY_SIZE or 0,
+                        help="The most frequent characters the books use (default 0: every "
+                        f"class; {QUICK_VOCABULARY_SIZE} is the quick run).")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="A stage's calls (folds, kinds) run this many at a time.")
     parser.add_argument("--speed-pages", type=int, nargs="*", default=[10, 100])
@@ -419,16 +451,22 @@ def main() -> None:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="Only judge the finished run in --work (no data made, no stage "
                         "run; their seconds come from the run's record).")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     args.vocabulary_size = args.vocabulary_size or None
     from kzjobs.profile import load_profile
-    from kzjobs.synth import FONTS, fonts_across_folds
+    from kzjobs.synth import fonts_across_folds
 
-    args.train_fonts = args.train_fonts or [f for f in FONTS if f not in args.heldout_fonts]
-    if seen := set(args.train_fonts) & set(args.heldout_fonts):
-        parser.error(f"held-out fonts must be unseen in training: {sorted(seen)}")
+    try:
+        args.fonts = split_fonts(args.train_fonts, args.dev_fonts, args.test_fonts)
+    except ValueError as exc:
+        parser.error(str(exc))
     # Every fold's models see every training font (and its OOF books too).
-    args.font_cycle = fonts_across_folds(args.train_fonts,
+    args.font_cycle = fonts_across_folds(args.fonts["train"],
                                          load_profile(args.profile).data.n_folds)
     args.train_books = args.train_books or len(args.font_cycle)
 
@@ -443,9 +481,11 @@ def main() -> None:
         "command": "python -m bench.pipeline " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
         "profile": args.profile,
-        "data": {"train_fonts": args.train_fonts, "heldout_fonts": args.heldout_fonts,
+        "data": {"train_fonts": args.fonts["train"], "dev_fonts": args.fonts["dev"],
+                 "test_fonts": args.fonts["test"],
                  "train_pages": args.train_books * args.pages,
-                 "heldout_pages": args.heldout_books * args.heldout_pages,
+                 "dev_pages": args.heldout_books * args.heldout_pages,
+                 "test_pages": args.heldout_books * args.heldout_pages,
                  "vocabulary_size": args.vocabulary_size or "all"},
     }
     if args.evaluate_only:
@@ -463,37 +503,44 @@ def main() -> None:
                "train_minutes_total": round(sum(seconds.values()) / 60, 1),
                "model_train_seconds": model_train_seconds(store, plan.run)}
     evaluate(result, store_uri, plan, work, env, args)
-    print(json.dumps({k: result[k] for k in ("quality", "train_minutes_total")}, indent=2))
+    print(json.dumps({"test": result["test"]["quality"]["ladder"],
+                      "train_minutes_total": result["train_minutes_total"]}, indent=2))
 
 
 def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
              env: dict[str, str], args: argparse.Namespace) -> None:
     """The finished run judged step by step, each step's figures saved to ``args.out`` as
     it ends: a run stopped during its evaluation keeps what it measured, and the file names
-    the steps still owed (``not_measured``). Quality and speed come first, Tesseract last."""
+    the steps still owed (``not_measured``). Dev first (its choices: the best single
+    model), then the test books' quality and speed, Tesseract last. Each figure sits under
+    the set it was measured on (``result["dev"]``, ``result["test"]``)."""
     from bench.scale import recognize_speed
     from bench.tesseract import run_tesseract_bench
     from kzjobs.bundle import Bundle, copy_bundle
     from kzjobs.data.dataset import Dataset
     from kzjobs.store import open_store
 
-    heldout = "datasets/heldout"
+    dev, test = SETS["dev"][0], SETS["test"][0]
     store = open_store(store_uri)
     model_dir = work / "model"  # the final blend, for `kzjobs recognize --model var/bench/model`
     copy_bundle(Bundle.load(store.child(plan.run)), store.child(plan.run), model_dir)
     result["bundle"] = str(model_dir)
 
     def speed() -> list[dict[str, Any]]:
-        rows = [recognize_speed(store_uri, plan.run, heldout, n, env) for n in args.speed_pages]
+        rows = [recognize_speed(store_uri, plan.run, test, n, env) for n in args.speed_pages]
         if args.speed_pages and args.speed_shards > 1:
-            rows.append(recognize_speed(store_uri, plan.run, heldout, max(args.speed_pages),
+            rows.append(recognize_speed(store_uri, plan.run, test, max(args.speed_pages),
                                         env, shards=args.speed_shards))
         return rows
 
     def tesseract() -> dict[str, Any]:
-        pages = Dataset.open(heldout, store)
+        pages = Dataset.open(test, store)
         figures = run_tesseract_bench(pages, pages.image_ids())
         return {k: figures[k] for k in figures if k != "pages_detail"}
+
+    def test_quality() -> dict[str, Any]:  # the best single model is the dev books' choice
+        chosen = result["dev"]["quality"]["ladder"]["best single model"]["model"]
+        return ablation(store, plan.run, test, args.profile, best=chosen)
 
     # Classifiers that read with int8 trunks are read once more with float ones: what
     # int8 costs in F1, on the same pages.
@@ -502,20 +549,25 @@ def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
     float_read = ({"float classifier trunks": {"classify": {"int8_trunk": False}}}
                   if load_profile(args.profile).classify.int8_trunk else {})
     steps: dict[str, Callable[[], Any]] = {
-        "quality": lambda: ablation(store, plan.run, heldout, args.profile),
-        "adaptation": lambda: adaptation(store, plan, heldout),
-        "recognize_speed": speed,
-        "read_time_adaptation": lambda: read_time_adaptation(store, plan.run, heldout, work,
-                                                             float_read),
-        "tesseract": tesseract,  # last: it does not depend on the run's models
+        "dev/quality": lambda: ablation(store, plan.run, dev, args.profile),
+        "dev/adaptation": lambda: adaptation(store, plan, dev),
+        "dev/read_time_adaptation": lambda: read_time_adaptation(store, plan.run, dev, work,
+                                                                 float_read),
+        "test/quality": test_quality,
+        "test/adaptation": lambda: adaptation(store, plan, test),
+        "test/recognize_speed": speed,
+        "test/read_time_adaptation": lambda: read_time_adaptation(store, plan.run, test, work,
+                                                                  float_read),
+        "test/tesseract": tesseract,  # last: it does not depend on the run's models
     }
     run_steps(result, steps, Path(args.out))
 
 
 def run_steps(result: dict[str, Any], steps: dict[str, Callable[[], Any]], out: Path) -> None:
-    """Each step's figures go into ``result`` under its name, and ``result`` is saved to
-    ``out`` before the first step and after each one, with the steps still owed listed
-    under ``not_measured`` (dropped once all are done)."""
+    """Each step's figures go into ``result`` under its name (``set/name``: under
+    ``result[set][name]``), and ``result`` is saved to ``out`` before the first step and
+    after each one, with the steps still owed listed under ``not_measured`` (dropped once
+    all are done)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     owed = list(steps)
     while True:
@@ -524,7 +576,11 @@ def run_steps(result: dict[str, Any], steps: dict[str, Callable[[], Any]], out: 
         if not owed:
             return
         print(f"== evaluate: {owed[0]}", file=sys.stderr, flush=True)
-        result[owed[0]] = steps[owed[0]]()
+        *within, name = owed[0].split("/")
+        place = result
+        for key in within:
+            place = place.setdefault(key, {})
+        place[name] = steps[owed[0]]()
         owed = owed[1:]
 
 

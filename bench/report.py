@@ -32,25 +32,47 @@ def _gain(gain: dict[str, Any] | None) -> str:
     return f"{gain['gain']:+.4f} [{low:+.4f}, {high:+.4f}] over {gain['vs']}: {gain['verdict']}"
 
 
+_SET_WORDS = {"test": "test books (read once, reported)",
+              "dev": "dev books (every choice is judged on them)",
+              "heldout": "held-out books"}
+
+
 def pipeline_section(r: dict[str, Any]) -> list[str]:
-    q = r["quality"]
+    """The run's header, then the test books' figures, then the dev books' (a run from
+    before the dev/test split: its one held-out set)."""
+    data = r["data"]
     lines = [
         f"### End to end, profile `{r['profile']}`",
         "",
         f"- command: `{r['command']}`",
         f"- machine: {_machine(r['machine'])}",
-        f"- training fonts {', '.join(r['data']['train_fonts'])} ({r['data']['train_pages']} "
-        f"pages, vocabulary {r['data'].get('vocabulary_size', 'all')}); held-out fonts never "
-        "seen in training: "
-        f"{', '.join(r['data']['heldout_fonts'])} ({q['pages']} pages, {q['characters']} "
-        "characters)",
+        f"- training fonts {', '.join(data['train_fonts'])} ({data['train_pages']} "
+        f"pages, vocabulary {data.get('vocabulary_size', 'all')})",
         f"- stage wall time (summed over the processes of a stopped and resumed run): "
         f"{r['train_minutes_total']} min "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in r['train_seconds'].items())})",
         "- each model's own training time (summed over resumes): " + ", ".join(
             f"{k} {v:.0f}s" for k, v in r.get("model_train_seconds", {}).items()),
+    ]
+    sets = {name: r[name] for name in ("test", "dev") if name in r} or {"heldout": r}
+    for name, figures in sets.items():
+        if "quality" in figures:
+            lines += ["", f"#### {_SET_WORDS[name]}", ""]
+            lines += set_lines(figures, data.get(f"{name}_fonts", []))
+    if owed := r.get("not_measured"):
+        lines += ["", f"Not measured (the evaluation was stopped): {', '.join(owed)}."]
+    lines += ["", f"The final blend is at `{r['bundle']}`.", ""]
+    return lines
+
+
+def set_lines(r: dict[str, Any], fonts: list[str]) -> list[str]:
+    """One set's figures: the ladder, errors, adaptation, read-time shifts, speed."""
+    q = r["quality"]
+    lines = [
+        f"Fonts never seen in training: {', '.join(fonts)} ({q['pages']} pages, "
+        f"{q['characters']} characters)",
         "",
-        "| rung | F1 on held-out books | gain (90% interval, bootstrap over pages) "
+        "| rung | F1 | gain (90% interval, bootstrap over pages) "
         "| per book |",
         "| --- | --- | --- | --- |",
     ]
@@ -125,9 +147,6 @@ def pipeline_section(r: dict[str, Any]) -> list[str]:
             where = f" in {shards} shards side by side" if shards > 1 else ""
             lines.append(f"| {s['pages']} pages{where} | {s['pages_per_second_job']} | "
                          f"{s['pages_per_second_wall']} | {s['peak_rss_mb']} |")
-    if owed := r.get("not_measured"):
-        lines += ["", f"Not measured (the evaluation was stopped): {', '.join(owed)}."]
-    lines += ["", f"The final blend is at `{r['bundle']}`.", ""]
     return lines
 
 

@@ -11,7 +11,8 @@ The stages are seeded, so the variant's ladder differs from the base run's
 (``bench/results/pipeline.json``) only by what the variant changed: an experiment on
 fine-tuning costs minutes, not the hour of training the base classifiers.
 
-``--incoming-pages N`` reads a larger incoming collection: N pages of each held-out book
+A variant is judged on the dev books (``bench.pipeline.SETS``), never on the test books.
+``--incoming-pages N`` reads a larger incoming collection: N pages of each dev book
 (the base run's pages are the first ones, byte for byte), adapted to and scored whole and
 on the base run's pages alone. The variant then starts at ``detect_incoming`` or later.
 
@@ -98,18 +99,20 @@ def copy_base(store: Any, base: Any, variant: Any, start: str, rerun: tuple[str,
 
 
 def larger_heldout(store: Any, pages: int) -> tuple[str, str]:
-    """Held-out books of ``pages`` pages each (``datasets/heldout-pN`` and the incoming
-    ``datasets/incoming-pN``), made with the base run's defaults; their first pages must be
-    the base run's held-out pages, byte for byte (pages do not depend on each other)."""
-    from bench.pipeline import HELDOUT_BOOKS, HELDOUT_FONTS, SEED, VOCABULARY_SIZE, make_heldout
+    """Dev books of ``pages`` pages each (``datasets/dev-pN`` and the incoming
+    ``datasets/incoming-dev-pN``), made with the base run's defaults; their first pages
+    must be the base run's dev pages, byte for byte (pages do not depend on each other)."""
+    from bench.pipeline import HELDOUT_BOOKS, SEED, SETS, VOCABULARY_SIZE, make_heldout
+    from kzjobs.synth.fonts import split
 
-    heldout, incoming = f"datasets/heldout-p{pages}", f"datasets/incoming-p{pages}"
-    make_heldout(store, heldout, incoming, books=HELDOUT_BOOKS, pages=pages, seed=SEED + 1,
-                 fonts=list(HELDOUT_FONTS), vocabulary_size=VOCABULARY_SIZE)
-    for key in store.list("datasets/heldout/images"):
-        twin = heldout + key.removeprefix("datasets/heldout")
+    base, _incoming, offset = SETS["dev"]
+    heldout, incoming = f"{base}-p{pages}", f"datasets/incoming-dev-p{pages}"
+    make_heldout(store, heldout, incoming, books=HELDOUT_BOOKS, pages=pages,
+                 seed=SEED + offset, fonts=list(split("dev")), vocabulary_size=VOCABULARY_SIZE)
+    for key in store.list(f"{base}/images"):
+        twin = heldout + key.removeprefix(base)
         if not store.exists(twin) or store.read_bytes(twin) != store.read_bytes(key):
-            raise ValueError(f"{twin} is not the base run's {key}: the base run's held-out "
+            raise ValueError(f"{twin} is not the base run's {key}: the base run's dev "
                              "books were not made with bench.pipeline's defaults")
     return heldout, incoming
 
@@ -126,7 +129,7 @@ def main() -> None:
     parser.add_argument("--work", default="var/bench")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--incoming-pages", type=int, default=0, metavar="N",
-                        help="Adapt to N pages of each held-out book, not the base run's.")
+                        help="Adapt to N pages of each dev book, not the base run's.")
     parser.add_argument("--second-round", action="store_true",
                         help="Pseudolabels chosen by the base run's fine-tuned classifiers "
                         "(with --from pseudolabel).")
@@ -146,6 +149,7 @@ def main() -> None:
 
     from bench.machine import machine_info
     from bench.pipeline import (
+        SETS,
         ablation,
         adaptation,
         bench_plan,
@@ -173,10 +177,11 @@ def main() -> None:
     profile_path.parent.mkdir(parents=True, exist_ok=True)
     profile_path.write_text(yaml.safe_dump(profile.model_dump(mode="json", by_alias=True)))
 
-    heldout, incoming = "datasets/heldout", "datasets/incoming"
+    heldout, incoming = SETS["dev"][:2]
     if args.incoming_pages:
         heldout, incoming = larger_heldout(store, args.incoming_pages)
-    plan = bench_plan(str(profile_path), f"variant-{args.name}", heldout, incoming)
+    plan = bench_plan(str(profile_path), f"variant-{args.name}", heldout,
+                      [incoming, SETS["test"][1]])
     rerun = ("classify_incoming",) if args.second_round else ()
     copied = copy_base(store, base, plan, args.start, rerun)
     print(f"== variant {args.name}: {len(copied)} files of {base.run} before {args.start}",
@@ -195,12 +200,13 @@ def main() -> None:
         "overrides": overrides,
         "train_seconds": {stage: seconds[stage] for stage in rest},
         "model_train_seconds": model_train_seconds(store, plan.run),
+        "set": "dev",
         "quality": ablation(store, plan.run, heldout, str(profile_path)),
         "adaptation": adaptation(store, plan, heldout),
     }
-    if heldout != "datasets/heldout":  # the base run's pages alone, as its ladder was scored
+    if heldout != SETS["dev"][0]:  # the base run's pages alone, as its ladder was scored
         result["incoming_pages_per_book"] = args.incoming_pages
-        result["quality_on_base_pages"] = ablation(store, plan.run, "datasets/heldout",
+        result["quality_on_base_pages"] = ablation(store, plan.run, SETS["dev"][0],
                                                    str(profile_path))
     out = Path(args.out or RESULTS / f"variant-{args.name}.json")
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))

@@ -240,6 +240,7 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
     from kzjobs.settings import get_settings
     from kzjobs.store import open_store
     from kzjobs.synth import generate
+    from kzjobs.synth.fonts import split
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     settings = get_settings()
@@ -251,17 +252,22 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
     say(f"Airflow metadata DB under {home / 'airflow'}")
     migrate(env)
 
-    sets = {  # key: (books, seed, labelled)
-        "datasets/train": (books, 1, True),
-        "datasets/heldout": (heldout_books, 2, True),
-        "incoming/batch-1": (incoming_books, 3, False),
+    # Training books in the training fonts (``fonts``: some of them); the held-out and
+    # incoming books are test-like: in the test fonts, never seen in training.
+    unseen = list(split("test"))
+    sets = {  # key: (books, seed, labelled, fonts)
+        "datasets/train": (books, 1, True, fonts or list(split("train"))),
+        "datasets/heldout": (heldout_books, 2, True, unseen),
+        "incoming/batch-1": (incoming_books, 3, False, unseen),
     }
-    for key, (n, seed, labelled) in sets.items():
+    if seen := set(sets["datasets/train"][3]) & set(unseen):
+        raise ValueError(f"the demo's training fonts must not be test fonts: {sorted(seen)}")
+    for key, (n, seed, labelled, font_ids) in sets.items():
         marker = "train.csv" if labelled else "books.json"
         if not store.exists(f"{key}/{marker}"):
             say(f"synthetic books -> {store_uri}/{key}")
             generate(store.child(key), books=n, pages_per_book=pages_per_book, seed=seed,
-                     labelled=labelled, fonts=fonts, vocabulary_size=vocabulary_size)
+                     labelled=labelled, fonts=font_ids, vocabulary_size=vocabulary_size)
 
     logs = home / "airflow" / "demo-logs"
     with Watch(say) as watch:
@@ -345,9 +351,9 @@ def command(
     books: Annotated[int, typer.Option(help="Training books.")] = 6,
     pages_per_book: Annotated[int, typer.Option(help="Pages per book.")] = 4,
     shards: Annotated[int, typer.Option(help="Recognition shards.")] = 2,
-    # Minutes of CPU teach 200 classes something; the full 2,312 need far more pages.
+    # Minutes of CPU teach 200 classes something; the full 3,119 need far more pages.
     vocabulary_size: Annotated[int | None, typer.Option(
-        help="Most frequent code points the books use (0: all 2,312).")] = 200,
+        help="Most frequent code points the books use (0: all 3,119).")] = 200,
 ) -> None:
     """Retrain -> promote -> recognize through Airflow on this machine (var/)."""
     import time

@@ -3,7 +3,8 @@
 ``generate(out, books=..., pages_per_book=..., seed=...)`` writes ``train.csv``,
 ``unicode_translation.csv``, ``books.json`` and ``images/<image_id>.jpg`` into a store;
 ``FONTS`` lists the short font ids. Modules: ``fonts`` (registry, glyph coverage and
-masks), ``vocab`` (code points and frequencies), ``style`` (a book's style),
+masks, the train/dev/test font split), ``vocab`` (code points and frequencies), ``text``
+(each book's own text, from real word frequencies), ``style`` (a book's style),
 ``render`` (layout, glyphs, distractors), ``paper`` (texture, stains, blur, JPEG),
 ``generator`` (books, names, files) and ``job`` (the ``kzjobs synth`` job).
 """

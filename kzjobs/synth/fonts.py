@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
 
 FONT_ROOTS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 # Pixels fainter than this (of 255) are anti-aliasing fringe, not ink: they are cut off
@@ -63,6 +65,55 @@ _SPECS = (
 )
 FONT_SPECS: dict[str, FontSpec] = {s.id: s for s in _SPECS}
 FONTS: tuple[str, ...] = tuple(FONT_SPECS)
+
+SetName = Literal["train", "dev", "test"]
+
+
+class FontSplit(BaseModel):
+    """Which fonts each set of books is written in. Dev books (every A/B, threshold and
+    choice is judged on them) and test books (read once per run, and reported) are in
+    hands the training never sees, and no test font is a dev font. Each set has a brush
+    hand and a print one. Dev keeps the bench's old held-out fonts; test takes the one
+    brush of another calligrapher (Aoyagi Soseki; the other four brushes are all Aoyagi
+    Kouzan's) and a pen hand, each drawing at least 2,900 of the 3,119 code points."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dev: tuple[str, ...]
+    test: tuple[str, ...]
+
+    @property
+    def train(self) -> tuple[str, ...]:
+        held = set(self.dev) | set(self.test)
+        return tuple(f for f in FONTS if f not in held)
+
+    @model_validator(mode="after")
+    def _apart(self) -> FontSplit:
+        if unknown := set(self.dev + self.test) - set(FONTS):
+            raise ValueError(f"unknown fonts {sorted(unknown)}: use those of FONTS")
+        if shared := set(self.dev) & set(self.test):
+            raise ValueError(f"a test font must not be a dev font: {sorted(shared)}")
+        if len(set(self.dev)) != len(self.dev) or len(set(self.test)) != len(self.test):
+            raise ValueError("a font is listed twice")
+        return self
+
+    def of(self, name: SetName) -> tuple[str, ...]:
+        return {"train": self.train, "dev": self.dev, "test": self.test}[name]
+
+    def set_of(self, font: str) -> SetName:
+        """The set whose books are written in ``font``."""
+        font_spec(font)
+        return "dev" if font in self.dev else "test" if font in self.test else "train"
+
+
+FONT_SPLIT = FontSplit(dev=("kouzan-gyousyo", "ipaex-mincho"), test=("aoyagi-soseki", "klee"))
+
+
+def split(name: SetName) -> tuple[str, ...]:
+    """The fonts of the ``train``, ``dev`` or ``test`` books (:data:`FONT_SPLIT`)."""
+    if name not in ("train", "dev", "test"):
+        raise ValueError(f"a set is train, dev or test, not {name!r}")
+    return FONT_SPLIT.of(name)
 
 
 def font_spec(font_id: str) -> FontSpec:

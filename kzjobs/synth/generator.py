@@ -13,10 +13,15 @@ name unambiguous, so collections made with different seeds, a different
 ``book_prefix`` or a later ``start_book`` never share a book: generate an incoming
 collection with another seed (or ``start_book`` past the training books).
 
+Text. ``text="per_book"`` (the default) gives each book its own text, words drawn with a
+topic of its own (``synth.text``); ``"shared"`` draws every book's characters from one
+frequency list (the old books, kept for unit tests).
+
 Determinism. Book ``g`` (= ``start_book`` + i) takes its style from
-``SeedSequence([seed, g, 0, 0])``; its page ``p`` is laid out from ``[seed, g, 1, p]``
-and painted from ``[seed, g, 2, p]``. Pages do not depend on each other (they could be
-made in parallel), and the same arguments give the same bytes.
+``SeedSequence([seed, g, 0, 0])`` and its text from ``[seed, g, 3, 0]``; its page ``p``
+is laid out from ``[seed, g, 1, p]`` and painted from ``[seed, g, 2, p]``. Pages do not
+depend on each other (they could be made in parallel), and the same arguments give the
+same bytes.
 
 Re-runs. Each JPEG carries a comment naming what made it; a page whose image is already
 there with the same comment is not painted again (its layout, which is cheap, is
@@ -39,12 +44,13 @@ from kzjobs.data.format import write_annotations, write_translation
 from kzjobs.store import Store
 from kzjobs.synth.fonts import FONTS, font_path, font_spec
 from kzjobs.synth.paper import paint, to_jpeg
-from kzjobs.synth.render import PageLayout, is_cursive, layout_page
+from kzjobs.synth.render import PageLayout, font_chars, is_cursive, layout_page
 from kzjobs.synth.style import BookStyle, sample_style
+from kzjobs.synth.text import BookText, TextMode, book_text
 from kzjobs.synth.vocab import Vocabulary, load_vocabulary
 
-GENERATOR_VERSION = 1
-_STYLE, _LAYOUT, _PAINT = 0, 1, 2  # independent random streams
+GENERATOR_VERSION = 2  # 2: per-book texts, 3,119 code points
+_STYLE, _LAYOUT, _PAINT, _TEXT = 0, 1, 2, 3  # independent random streams
 _PREFIX = re.compile(r"^[a-z]+$")
 
 
@@ -76,15 +82,33 @@ def book_style(seed: int, book: int, font: str) -> BookStyle:
     return sample_style(_rng(seed, book, _STYLE), font, cursive=is_cursive(font))
 
 
+def text_of_book(style: BookStyle, vocab: Vocabulary, seed: int, book: int) -> BookText:
+    """Book ``book``'s own text, in what its font draws (``synth.text.book_text``)."""
+    return book_text(vocab, font_chars(style.font, vocab.chars), style.kana_share,
+                     _rng(seed, book, _TEXT))
+
+
 def page_layout(style: BookStyle, vocab: Vocabulary, seed: int, book: int, page: int, *,
-                distractors: bool = True) -> PageLayout:
-    return layout_page(style, vocab, _rng(seed, book, _LAYOUT, page), distractors=distractors)
+                distractors: bool = True, text: BookText | None = None) -> PageLayout:
+    """Page ``page`` of book ``book``: its ``text`` (default: the shared frequency list)."""
+    return layout_page(style, vocab, _rng(seed, book, _LAYOUT, page), distractors=distractors,
+                       text=text)
+
+
+def layout_from_meta(meta: dict[str, Any], vocab: Vocabulary, seed: int, page: int
+                     ) -> PageLayout:
+    """Page ``page`` of a written book again, from its ``books.json`` entry (its style,
+    index and text mode; a book from before per-book texts has the shared one)."""
+    style = BookStyle.model_validate(meta["style"])
+    mode = meta.get("text", {}).get("mode", "shared")
+    text = text_of_book(style, vocab, seed, meta["index"]) if mode == "per_book" else None
+    return page_layout(style, vocab, seed, meta["index"], page, text=text)
 
 
 def render_page(style: BookStyle, vocab: Vocabulary, seed: int, book: int, page: int, *,
-                comment: str = "") -> tuple[PageLayout, bytes]:
+                comment: str = "", text: BookText | None = None) -> tuple[PageLayout, bytes]:
     """One page: its layout (boxes) and its JPEG bytes."""
-    layout = page_layout(style, vocab, seed, book, page)
+    layout = page_layout(style, vocab, seed, book, page, text=text)
     rng = _rng(seed, book, _PAINT, page)
     return layout, to_jpeg(paint(layout, style, rng), style, comment=comment)
 
@@ -113,13 +137,15 @@ def fonts_across_folds(fonts: Sequence[str], n_folds: int) -> list[str]:
 def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
              fonts: Sequence[str] | None = None, labelled: bool = True,
              book_prefix: str | None = None, start_book: int = 0,
-             vocabulary_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+             vocabulary_size: int | None = None, text: TextMode = "per_book",
+             progress: bool = False) -> dict[str, Any]:
     """Write ``books`` synthetic books of ``pages_per_book`` pages into ``out``.
 
     Books cycle through ``fonts`` (default: every font in :data:`FONTS`).
     ``vocabulary_size`` keeps only that many of the most frequent code points (default:
-    all 2,312), so that a few pages teach every class something. See the module
-    docstring for names (``book_prefix``, ``start_book``), determinism and re-runs.
+    all 3,119), so that a few pages teach every class something. See the module
+    docstring for the ``text`` modes, names (``book_prefix``, ``start_book``),
+    determinism and re-runs.
     Returns a summary (pages, boxes, books with their fonts, pages/s).
     """
     if books < 1 or pages_per_book < 1:
@@ -131,6 +157,8 @@ def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
         font_spec(font)  # unknown id -> ValueError listing FONTS
         font_path(font)  # not installed -> FontNotFoundError naming the Debian package
     prefix = default_prefix(seed) if book_prefix is None else book_prefix
+    if text not in ("shared", "per_book"):
+        raise ValueError(f"text must be 'shared' or 'per_book', got {text!r}")
     if not _PREFIX.match(prefix):
         raise ValueError(f"book_prefix must be lower-case letters a-z, got {prefix!r}")
 
@@ -153,16 +181,20 @@ def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
         name = book_name(prefix, g)
         font = font_ids[i % len(font_ids)]
         style = book_style(seed, g, font)
-        meta[name] = {"font": font, "index": g, "style": style.model_dump(mode="json")}
+        own = text_of_book(style, vocab, seed, g) if text == "per_book" else None
+        meta[name] = {"font": font, "index": g, "style": style.model_dump(mode="json"),
+                      "text": {"mode": text} | ({"topic": "".join(own.topic),
+                                                 "katakana": own.katakana} if own else {})}
         for p in range(pages_per_book):
             image_id = f"{name}_{p:03d}"
             key = f"images/{image_id}.jpg"
             comment = (f"kzjobs synth v{GENERATOR_VERSION} seed={seed} book={g} page={p} "
-                       f"font={font}" + (f" vocabulary={len(vocab)}" if vocabulary_size else ""))
+                       f"font={font} text={text}"
+                       + (f" vocabulary={len(vocab)}" if vocabulary_size else ""))
             if _is_current(out, key, comment):
-                layout = page_layout(style, vocab, seed, g, p)
+                layout = page_layout(style, vocab, seed, g, p, text=own)
             else:
-                layout, data = render_page(style, vocab, seed, g, p, comment=comment)
+                layout, data = render_page(style, vocab, seed, g, p, comment=comment, text=own)
                 out.write_bytes(key, data)
                 painted += 1
             pages[image_id] = layout.boxes
@@ -184,6 +216,7 @@ def generate(out: Store, *, books: int, pages_per_book: int, seed: int,
         "painted": painted,
         "boxes": sum(len(b) for b in pages.values()),
         "vocabulary": len(vocab),
+        "text": text,
         "distractors": dict(sorted(kinds.items())),
         "seconds": round(seconds, 2),
         "pages_per_second": round(painted / seconds, 3) if painted else None,

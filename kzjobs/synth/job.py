@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -24,7 +24,10 @@ class SynthJob(Job):
     start_book: int = Field(default=0, ge=0, description="Index of the first book's name.")
     vocabulary_size: int | None = Field(
         default=None, ge=1,
-        description="Draw only the N most frequent code points (default: all 2,312).")
+        description="Draw only the N most frequent code points (default: all 3,119).")
+    text: Literal["shared", "per_book"] = Field(
+        default="per_book", description="per_book: each book its own text (words with a "
+        "topic of its own); shared: every book from one frequency list (unit tests).")
     progress: bool = Field(default=False, description="Progress bar on stderr.")
 
     @field_validator("fonts", mode="before")
@@ -52,5 +55,6 @@ class SynthJob(Job):
             book_prefix=self.book_prefix,
             start_book=self.start_book,
             vocabulary_size=self.vocabulary_size,
+            text=self.text,
             progress=self.progress,
         )

@@ -78,7 +78,7 @@ def _soften(layer: np.ndarray, blur: float) -> np.ndarray:
     """Scanner blur of a uint8 layer: down- and up-sampling by a factor set by ``blur``.
 
     Resampling twice costs a fraction of a Gaussian on the full page and looks the same
-    at these radii (0.3-1.1 px); it runs on the one-channel ink layer only.
+    at these radii (0.2-1.5 px); it runs on the one-channel ink layer only.
     """
     if blur <= 0.05:
         return layer

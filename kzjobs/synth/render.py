@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from kzjobs.data.format import Box, char_to_code
 from kzjobs.synth.fonts import coverage, crop_to_ink, font_spec, glyph_mask
 from kzjobs.synth.style import MAX_HEIGHT, MIN_HEIGHT, BookStyle
+from kzjobs.synth.text import BookText, shared_text
 from kzjobs.synth.vocab import Vocabulary
 
 # Distractors keep this many px away from every character box, so no gloss, mark or seal
@@ -175,22 +176,10 @@ def _seal_mask(rng: np.random.Generator, font: str, size: int, kanji: list[str])
     return crop_to_ink((canvas * fade).astype(np.uint8))
 
 
-class _Sampler:
-    """Characters drawn from the book's distribution, in chunks (one RNG call per chunk)."""
-
-    def __init__(self, chars: tuple[str, ...], probs: np.ndarray, rng: np.random.Generator):
-        self.chars, self.probs, self.rng = chars, probs, rng
-        self.buffer: list[int] = []
-
-    def __next__(self) -> str:
-        if not self.buffer:
-            self.buffer = self.rng.choice(len(self.chars), size=256, p=self.probs).tolist()[::-1]
-        return self.chars[self.buffer.pop()]
-
-
 def layout_page(style: BookStyle, vocab: Vocabulary, rng: np.random.Generator, *,
-                distractors: bool = True) -> PageLayout:
-    """Place the characters of one page (and, unless disabled, its distractors)."""
+                distractors: bool = True, text: BookText | None = None) -> PageLayout:
+    """Place the characters of one page (and, unless disabled, its distractors): the
+    book's ``text`` (default: the shared frequency list, ``synth.text.shared_text``)."""
     height = int(np.clip(round(style.height * rng.uniform(0.98, 1.02)), MIN_HEIGHT, MAX_HEIGHT))
     width = round(height * style.aspect * rng.uniform(0.99, 1.01))
     page = PageLayout(width, height)
@@ -203,7 +192,7 @@ def layout_page(style: BookStyle, vocab: Vocabulary, rng: np.random.Generator, *
 
     allowed = font_chars(style.font, vocab.chars)
     kana = vocab.kana
-    chars = _Sampler(allowed, vocab.probabilities(allowed, style.kana_share), rng)
+    chars = (text or shared_text(vocab, allowed, style.kana_share)).chars(rng)
     # The last page of a chapter leaves columns empty.
     used = style.columns if rng.random() > 0.15 else int(rng.integers(1, style.columns))
     for col in range(used):  # right to left
@@ -237,7 +226,7 @@ def layout_page(style: BookStyle, vocab: Vocabulary, rng: np.random.Generator, *
             x = int(np.clip(round(centre + drift - w / 2), 2, width - w - 2))
             page.chars.append(Stamp(mask, x, round(y), "char", char_to_code(char)))
             occupied.add(x, round(y), w, h)
-            y += h + cs * rng.uniform(0.06, 0.3)
+            y += h + cs * style.spacing * rng.uniform(1 / 3, 5 / 3)
     if distractors:
         _add_lines(page, style, rng, occupied, (left, top, right, bottom), pitch)
         _add_glosses(page, style, vocab, allowed, rng, occupied)
@@ -282,7 +271,9 @@ def _add_lines(page: PageLayout, style: BookStyle, rng: np.random.Generator,
 def _add_glosses(page: PageLayout, style: BookStyle, vocab: Vocabulary,
                  allowed: tuple[str, ...], rng: np.random.Generator,
                  occupied: _Occupancy) -> None:
-    """Small kana beside a character (readings), in the gap between columns."""
+    """Small kana beside a character (readings, like furigana), in the gap between
+    columns. Not annotated: the competition's annotations hold the main text only, so a
+    reader must learn to pass over readings beside it."""
     kana_probs = vocab.probabilities(allowed, 0.999)  # nearly only kana
     cs = style.char_size
     for stamp in list(page.chars):

@@ -23,6 +23,9 @@ class BookStyle(BaseModel):
     char_size: int = Field(gt=8)  # font size in px of a kanji
     margins: tuple[float, float, float, float]  # top, right, bottom, left, as page fractions
     kana_share: float = Field(gt=0, lt=1)
+    # The gap between characters in a column, as a share of the character size (each gap
+    # varies around it); 0.18 is the one gap of books made before it varied by book.
+    spacing: float = Field(default=0.18, ge=0, le=1)
     # Ink
     ink: RGB
     weight: int = Field(ge=0, le=2)  # stroke dilations: a heavier brush
@@ -57,7 +60,7 @@ def sample_style(rng: np.random.Generator, font: str, *, cursive: bool = True) -
     top, bottom = rng.uniform(0.06, 0.1, size=2)
     side = rng.uniform(0.07, 0.11, size=2)
     text_width = height * aspect * (1 - side.sum())
-    fill = rng.uniform(0.56, 0.68)  # share of a column's pitch the characters take
+    fill = rng.uniform(0.5, 0.74)  # share of a column's pitch the characters take
     char_size = int(min(text_width / columns * fill, 150))
     ink_tone = rng.uniform(10, 38)  # black to brownish-black sumi
     ink = _rgb(ink_tone + rng.normal(0, 4, size=3) + np.array([8, 2, -6]) * rng.uniform(0, 1.5))
@@ -69,20 +72,24 @@ def sample_style(rng: np.random.Generator, font: str, *, cursive: bool = True) -
         columns=columns,
         char_size=char_size,
         margins=(float(top), float(side[0]), float(bottom), float(side[1])),
-        kana_share=float(rng.uniform(0.6, 0.72)),
+        # from kanbun-heavy commentaries to kana-heavy tales
+        kana_share=float(rng.uniform(0.5, 0.8)),
+        spacing=float(rng.uniform(0.04, 0.4)),
         ink=ink,
         weight=int(rng.choice([0, 0, 1])) if cursive else int(rng.choice([0, 1, 1])),
-        rotation=float(rng.uniform(0.5, 3.0) if cursive else rng.uniform(1.5, 4.0)),
+        rotation=float(rng.uniform(0.3, 3.5) if cursive else rng.uniform(1.5, 4.0)),
         frame=bool(rng.random() < 0.6),
         double_frame=bool(rng.random() < 0.4),
         ruled=bool(rng.random() < 0.4),
-        gloss_rate=float(rng.uniform(0.01, 0.06)),
+        # Some books have no readings beside the text, some many (popular illustrated books).
+        gloss_rate=float(rng.choice([0.0, rng.uniform(0.01, 0.06), rng.uniform(0.06, 0.12)],
+                                    p=[0.2, 0.55, 0.25])),
         mark_rate=float(rng.uniform(0.005, 0.03)),
         seal_rate=float(rng.uniform(0.3, 0.9)),
         grain=float(rng.uniform(2.0, 6.0)),
-        stains=float(rng.uniform(0.0, 2.5)),
+        stains=float(rng.uniform(0.0, 3.5)),
         bleed=float(rng.choice([0.0, rng.uniform(0.04, 0.12)])),
-        blur=float(rng.uniform(0.3, 1.1)),
-        jpeg_quality=int(rng.integers(72, 93)),
+        blur=float(rng.uniform(0.2, 1.5)),
+        jpeg_quality=int(rng.integers(62, 94)),
         paper=paper,
     )

@@ -1,12 +1,19 @@
 """The vocabulary of synthetic books: 88 hiragana, 88 katakana (each with its iteration
-marks) and the 2,136 Jōyō kanji: 2,312 code points, drawn with Zipf-like frequencies in
-which kana dominate, as in real books.
+marks), the 2,136 Jōyō kanji and the 807 Jinmeiyō kanji (name kanji; among them the 5
+the 2010 revision dropped from the Jōyō list, and traditional forms, 旧字体, of Jōyō
+kanji such as 亞 佛 來 傳): 3,119 code points (:func:`vocabulary`).
 
-The Jōyō list (2,136 kanji, 2010 revision) comes from the ``kanji-lists`` package
-(PyPI, MIT licence, https://github.com/ffe4/kanji-lists), whose sets are taken from the
-official lists. Kanji are ranked by school grade (Kyōiku grades 1-6, then the rest of the
-Jōyō list) after a short hand-picked head of common kanji, a cheap proxy for frequency;
-within a grade the order is a fixed shuffle.
+The kanji lists come from the ``kanji-lists`` package (PyPI, MIT licence,
+https://github.com/ffe4/kanji-lists), taken from the official lists. The Jinmeiyō list's
+57 CJK compatibility ideographs (神 U+FA19 and the like) are left out: Unicode
+normalisation folds each into a Jōyō kanji, so they cannot be classes of their own.
+
+Kanji are ranked by their frequency in Japanese text (the ``wordfreq`` package's word
+list, each word's frequency added to each of its characters); the few kanji no word uses
+follow in the old order (a short head of common kanji, Kyōiku grades 1-6, the rest).
+Kana keep a hand-made ranking of classical prose. The books' text (``synth.text``) draws
+words, not these shares; the shares rank the vocabulary (``most_frequent``) and make the
+old shared-frequency books that some unit tests use.
 """
 
 from __future__ import annotations
@@ -40,7 +47,20 @@ def _ranked_kana() -> tuple[list[str], list[str]]:
     return hira, kata
 
 
-def _ranked_kanji() -> list[str]:
+def _listed_kanji() -> list[str]:
+    """Jōyō (2010), then what the 1981 list had more, then Jinmeiyō, without the
+    compatibility ideographs that normalisation would fold into another kanji."""
+    import unicodedata
+
+    from kanji_lists import JINMEIYO, JOYO
+
+    extra = sorted(set(JOYO.SHOWA56) - set(JOYO.HEISEI22))
+    name = sorted(set(JINMEIYO) - set(JOYO.HEISEI22))
+    listed = dict.fromkeys((*_graded_kanji(), *extra, *name))  # the 1981 five are Jinmeiyō
+    return [c for c in listed if unicodedata.normalize("NFC", c) == c]
+
+
+def _graded_kanji() -> list[str]:
     from kanji_lists import JOYO, KYOIKU
 
     rng = np.random.default_rng(_KANJI_SHUFFLE_SEED)
@@ -53,6 +73,28 @@ def _ranked_kanji() -> list[str]:
         ranked.extend(members[i] for i in rng.permutation(len(members)))
         seen.update(members)
     return ranked
+
+
+@lru_cache(maxsize=1)
+def char_frequencies() -> dict[str, float]:
+    """How often each character occurs in Japanese text: the frequency of every word of
+    ``wordfreq``'s Japanese list, added to each of its characters (not normalised)."""
+    from collections import defaultdict
+
+    from wordfreq import get_frequency_dict
+
+    counts: dict[str, float] = defaultdict(float)
+    for word, freq in get_frequency_dict("ja").items():
+        for char in word:
+            counts[char] += freq
+    return dict(counts)
+
+
+def _ranked_kanji() -> list[str]:
+    listed = _listed_kanji()
+    freq = char_frequencies()
+    order = {c: i for i, c in enumerate(listed)}  # ties (unused kanji): the listed order
+    return sorted(listed, key=lambda c: (-freq.get(c, 0.0), order[c]))
 
 
 def _zipf(n: int, s: float) -> np.ndarray:
@@ -111,6 +153,12 @@ class Vocabulary:
             w[~kana] *= (1.0 - kana_share) / w[~kana].sum()
             self._cache[key] = w / w.sum()
         return self._cache[key]
+
+
+def vocabulary() -> tuple[str, ...]:
+    """Every code point of the synthetic books (kana, then kanji by frequency): the
+    classes a model of the full task reads."""
+    return load_vocabulary().chars
 
 
 @lru_cache(maxsize=1)

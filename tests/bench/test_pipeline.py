@@ -117,3 +117,71 @@ def test_each_evaluation_step_is_saved_as_it_ends_and_a_stopped_one_is_named_owe
     run_steps(result, {"quality": lambda: 0.9, "speed": lambda: [1.3]}, out)
     assert json.loads(out.read_text()) == result == {"run": "r", "quality": 0.9,
                                                       "speed": [1.3]}
+
+
+def test_steps_named_set_slash_step_land_under_their_set(tmp_path):
+    import json
+
+    from bench.pipeline import run_steps
+
+    out = tmp_path / "pipeline.json"
+    result = {"run": "r"}
+    run_steps(result, {"dev/quality": lambda: 0.9, "test/quality": lambda: 0.8,
+                       "test/speed": lambda: [1.0]}, out)
+    assert json.loads(out.read_text()) == result == {
+        "run": "r", "dev": {"quality": 0.9}, "test": {"quality": 0.8, "speed": [1.0]}}
+
+
+def test_the_bench_reads_every_class_by_default_and_400_on_request():
+    from bench.pipeline import VOCABULARY_SIZE, build_parser
+
+    assert VOCABULARY_SIZE is None
+    assert build_parser().parse_args([]).vocabulary_size == 0  # 0: every class
+    assert build_parser().parse_args(["--vocabulary-size", "400"]).vocabulary_size == 400
+
+
+def test_dev_and_test_books_are_in_fonts_of_their_own(tmp_path):
+    """make_data writes train, dev and test books in the split's fonts, test texts from
+    a seed of their own, and the dev and test pages unlabelled as incoming collections."""
+    import argparse
+
+    from bench.pipeline import SETS, bench_plan, make_data, split_fonts
+    from kzjobs.synth.fonts import split
+
+    fonts = split_fonts(None, None, None)
+    assert fonts == {name: list(split(name)) for name in ("train", "dev", "test")}
+    with pytest.raises(ValueError, match="test fonts must not be train fonts"):
+        split_fonts(None, None, [*split("test"), split("train")[0]])
+    with pytest.raises(ValueError, match="test fonts must not be dev fonts"):
+        split_fonts(None, None, list(split("dev")))
+
+    store = open_store(str(tmp_path / "store"))
+    args = argparse.Namespace(train_books=1, pages=1, seed=7, font_cycle=fonts["train"][:1],
+                              vocabulary_size=400, heldout_books=2, heldout_pages=1,
+                              fonts=fonts)
+    made = make_data(store, args)
+    assert set(made) == {"train", "dev", "test"}
+    used = {name: {m["font"] for m in store.read_json(f"{key}/books.json").values()}
+            for name, key in [("train", "datasets/train")]
+            + [(n, labelled) for n, (labelled, _incoming, _offset) in SETS.items()]}
+    assert used["dev"] == set(split("dev")) and used["test"] == set(split("test"))
+    assert not used["train"] & (used["dev"] | used["test"])
+    topics = {name: {m["text"]["topic"] for m in store.read_json(f"{key}/books.json").values()}
+              for name, (key, _incoming, _offset) in SETS.items()}
+    assert not topics["dev"] & topics["test"]  # texts drawn independently
+    for _labelled, incoming, _offset in SETS.values():
+        assert len(store.list(f"{incoming}/images")) == 2
+        assert not store.exists(f"{incoming}/train.csv")
+    assert bench_plan("tiny").incoming == [incoming for _l, incoming, _o in SETS.values()]
+    assert bench_plan("tiny").heldout == SETS["dev"][0]  # the run chooses on dev books
+    assert make_data(store, args) == {}  # made once
+
+
+def test_the_component_benches_train_on_training_fonts_and_judge_on_dev_fonts():
+    import bench.classify
+    import bench.detect
+    from kzjobs.synth.fonts import split
+
+    for module in (bench.detect, bench.classify):
+        assert set(module.TRAIN_FONTS) <= set(split("train"))
+        assert tuple(module.TEST_FONTS) == split("dev")

@@ -15,8 +15,8 @@ RUN_FILES = [
     "detect/fold0/model.pt", "detect/fold0/oof.csv", "detect/fold1/model.pt",
     "detect/fold1/oof.csv", "oof_boxes.csv",
     "classify/resnet18/fold0/model.pt", "classify/resnet18/fold1/model.pt",
-    "incoming/datasets-incoming/boxes.csv",
-    "incoming/datasets-incoming/preds/resnet18-fold0.parquet",
+    "incoming/datasets-incoming-dev/boxes.csv",
+    "incoming/datasets-incoming-dev/preds/resnet18-fold0.parquet",
     "pseudo/labels.csv", "pseudo/labels.json",
     "classify/resnet18-ft/fold0/model.pt", "classify/resnet18-ft/fold1/model.pt",
     "level2/report.json", "bundle.json", "bench-stage-seconds.json",
@@ -69,27 +69,28 @@ def test_overrides_are_section_fields_with_yaml_values():
 
 
 def test_a_larger_incoming_collection_holds_the_base_runs_pages_first(tmp_path):
-    """--incoming-pages: the held-out books again at more pages each, made with the base
+    """--incoming-pages: the dev books again at more pages each, made with the base
     run's defaults; its first pages are the base run's, and a base run made otherwise is
     refused rather than compared with other pages."""
-    from bench.pipeline import HELDOUT_BOOKS, HELDOUT_FONTS, SEED, VOCABULARY_SIZE, make_heldout
+    from bench.pipeline import HELDOUT_BOOKS, SEED, VOCABULARY_SIZE, make_heldout
     from bench.variant import larger_heldout
+    from kzjobs.synth.fonts import split
 
     store = open_store(tmp_path / "store")
-    make_heldout(store, "datasets/heldout", "datasets/incoming", books=HELDOUT_BOOKS, pages=1,
-                 seed=SEED + 1, fonts=list(HELDOUT_FONTS), vocabulary_size=VOCABULARY_SIZE)
+    make_heldout(store, "datasets/dev", "datasets/incoming-dev", books=HELDOUT_BOOKS, pages=1,
+                 seed=SEED + 1, fonts=list(split("dev")), vocabulary_size=VOCABULARY_SIZE)
     heldout, incoming = larger_heldout(store, 2)
-    assert (heldout, incoming) == ("datasets/heldout-p2", "datasets/incoming-p2")
+    assert (heldout, incoming) == ("datasets/dev-p2", "datasets/incoming-dev-p2")
     images = sorted(k.rsplit("/", 1)[1] for k in store.list(f"{heldout}/images"))
     assert len(images) == 2 * HELDOUT_BOOKS
     assert sorted(k.rsplit("/", 1)[1] for k in store.list(f"{incoming}/images")) == images
     assert not store.exists(f"{incoming}/train.csv")  # the incoming pages carry no labels
-    base = sorted(k.rsplit("/", 1)[1] for k in store.list("datasets/heldout/images"))
+    base = sorted(k.rsplit("/", 1)[1] for k in store.list("datasets/dev/images"))
     assert set(base) < set(images)
 
     other = open_store(tmp_path / "other")
-    make_heldout(other, "datasets/heldout", "datasets/incoming", books=HELDOUT_BOOKS, pages=1,
-                 seed=SEED + 1, fonts=list(reversed(HELDOUT_FONTS)),
+    make_heldout(other, "datasets/dev", "datasets/incoming-dev", books=HELDOUT_BOOKS, pages=1,
+                 seed=SEED + 1, fonts=list(reversed(split("dev"))),
                  vocabulary_size=VOCABULARY_SIZE)
     with pytest.raises(ValueError, match="not the base run's"):
         larger_heldout(other, 2)
@@ -105,16 +106,17 @@ def test_a_second_round_reads_the_incoming_pages_with_the_base_runs_finetuned_mo
     variant = bench_plan("tiny", "variant-x")
     keys = copy_base(store, base, variant, "pseudolabel", ("classify_incoming",))
     copied = RUN_FILES[:RUN_FILES.index("pseudo/labels.csv")]
-    copied.remove("incoming/datasets-incoming/preds/resnet18-fold0.parquet")
+    copied.remove("incoming/datasets-incoming-dev/preds/resnet18-fold0.parquet")
     assert sorted(keys) == sorted(variant.keys.key(name) for name in copied)
 
     reads = second_round_reads(variant, base)
-    assert len(reads) == len(variant.args()["classify_incoming"]) == 2
-    for fold, call in enumerate(reads):
+    assert len(reads) == len(variant.args()["classify_incoming"]) == 4  # 2 folds, dev, test
+    for n, call in enumerate(reads):
+        fold, collection = n % 2, ("datasets-incoming-dev", "datasets-incoming-test")[n // 2]
         assert call[call.index("--model") + 1] == base.keys.key(
             "classify", "resnet18-ft", f"fold{fold}", "model.pt")
         assert call[call.index("--out") + 1] == variant.keys.key(
-            "incoming", "datasets-incoming", "preds", f"resnet18-fold{fold}.parquet")
+            "incoming", collection, "preds", f"resnet18-fold{fold}.parquet")
     finetune = variant.args()["finetune"]
     assert [c[c.index("--init") + 1] for c in finetune] == [
         variant.keys.key("classify", "resnet18", f"fold{k}", "model.pt") for k in (0, 1)]

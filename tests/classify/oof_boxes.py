@@ -53,8 +53,7 @@ def oof_like_boxes(
     random_per_page: int = 4,
 ) -> tuple[dict[str, list[Box]], dict[str, list[str]]]:
     """``(boxes, sources)`` per page; ``synth_seed`` is the seed the dataset was made with."""
-    from kzjobs.synth.generator import page_layout
-    from kzjobs.synth.style import BookStyle
+    from kzjobs.synth.generator import layout_from_meta
     from kzjobs.synth.vocab import load_vocabulary
 
     rng = np.random.default_rng(seed)
@@ -64,9 +63,7 @@ def oof_like_boxes(
     sources: dict[str, list[str]] = {}
     for image_id, truth in data.annotations.items():
         book, page = image_id.rsplit("_", 1)
-        meta = books[book]
-        layout = page_layout(BookStyle.model_validate(meta["style"]), vocab, synth_seed,
-                             meta["index"], int(page))
+        layout = layout_from_meta(books[book], vocab, synth_seed, int(page))
         if layout.boxes != truth:
             raise ValueError(f"{image_id}: layout does not match train.csv (wrong synth_seed?)")
         width, height = layout.width, layout.height

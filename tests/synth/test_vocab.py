@@ -1,5 +1,5 @@
-"""The vocabulary: kana and Jōyō kanji, Zipf-like with kana about two thirds, and no
-character a font cannot draw."""
+"""The vocabulary: kana, Jōyō and Jinmeiyō kanji, Zipf-like with kana about two thirds,
+and no character a font cannot draw."""
 
 from __future__ import annotations
 
@@ -10,17 +10,22 @@ import pytest
 from kzjobs.data.format import code_to_char, is_code_point, read_annotations, read_translation
 from kzjobs.synth import FONTS
 from kzjobs.synth.fonts import coverage, glyph_mask
-from kzjobs.synth.vocab import load_vocabulary
+from kzjobs.synth.vocab import load_vocabulary, vocabulary
 
 
-def test_vocabulary_is_kana_and_joyo_kanji():
-    from kanji_lists import JOYO
+def test_vocabulary_is_kana_and_joyo_and_jinmeiyo_kanji():
+    import unicodedata
+
+    from kanji_lists import JINMEIYO, JOYO
 
     vocab = load_vocabulary()
-    assert 2250 <= len(vocab) <= 2350
+    assert vocabulary() == vocab.chars and len(vocab) == 3119
     assert len(set(vocab.chars)) == len(vocab)
     kanji = {c for c in vocab.chars if c not in vocab.kana}
-    assert kanji == set(JOYO)
+    assert set(JOYO.HEISEI22) | set(JOYO.SHOWA56) <= kanji <= set(JOYO) | set(JINMEIYO)
+    assert {"亞", "佛", "來", "傳"} <= kanji  # traditional forms (Jinmeiyō)
+    # compatibility ideographs would fold into a Jōyō kanji under normalisation
+    assert all(unicodedata.normalize("NFC", c) == c for c in kanji)
     assert all(0x3041 <= ord(c) <= 0x30FE for c in vocab.kana)
     assert 170 <= len(vocab.kana) <= 185
     assert all(is_code_point(code) and code_to_char(code) == char
@@ -35,8 +40,12 @@ def test_drawn_characters_follow_the_vocabulary(sample):
     codes = [b.code for boxes in truth.values() for b in boxes]
     assert set(codes) <= set(vocab)
     kana = load_vocabulary().kana
-    share = sum(code_to_char(c) in kana for c in codes) / len(codes)
-    assert 0.58 <= share <= 0.76, share  # about two thirds
+    books = store.read_json("books.json")
+    for book, meta in books.items():  # each book about its style's kana share
+        own = [code_to_char(b.code) for i, boxes in truth.items() if i.startswith(book)
+               for b in boxes]
+        share = sum(c in kana for c in own) / len(own)
+        assert abs(share - meta["style"]["kana_share"]) < 0.1, (book, share)
     # Zipf-like: the particle の leads, and a long tail of kanji appears once.
     counts = Counter(codes)
     assert counts.most_common(1)[0][0] == "U+306E"
