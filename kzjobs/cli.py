@@ -103,6 +103,27 @@ def synth(
     emit(job.run())
 
 
+@app.command()
+def pretrain(
+    out: Annotated[str, typer.Option(
+        help="Output: a store key, or a folder / s3:// URI (./folder for a local one).")
+    ] = "runs/retrain/pretrained",
+    kind: Annotated[list[str] | None, typer.Option(
+        "--kind", help="Classifier kinds (default: the profile's pretrain.kinds).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Steps (default: the profile's).")] = None,
+    register: Annotated[bool, typer.Option(
+        help="Log the weights to MLflow and register a kz-pretrained version.")] = True,
+    force: Annotated[bool, typer.Option(help="Train even when the weights are fresh.")] = False,
+    store: StoreOption = None,
+    profile: ProfileOption = "demo",
+) -> None:
+    """Pretrain classifier trunks (and heads) on rendered glyph crops: starting weights."""
+    from kzjobs.pretrain.job import PretrainJob
+
+    emit(PretrainJob(store_uri=store, profile_name=profile, out=out, kinds=kind or None,
+                     steps=steps, register_model=register, force=force).run())
+
+
 def main() -> None:
     # A job's process: the package's INFO lines (pages done, epochs resumed) go to stderr,
     # the task's log; stdout stays the JSON summary. Other libraries keep their levels.

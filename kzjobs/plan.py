@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kzjobs.export import parse_formats
+from kzjobs.pretrain.config import PRETRAINED
 from kzjobs.profile import load_profile
 from kzjobs.recognize import PAGES_PER_BATCH
 from kzjobs.settings import get_settings
@@ -58,9 +59,14 @@ class RetrainPlan(BaseModel):
     incoming: list[str] = Field(default_factory=list)
     n_folds: int
     kinds: list[str]
+    # Kinds whose pretrained starting weights (in the store) are missing or stale.
+    pretrain: list[str] = Field(default_factory=list)
 
     @classmethod
     def build(cls, params: dict[str, Any], run_id: str) -> RetrainPlan:
+        from kzjobs.pretrain.job import stale_kinds
+        from kzjobs.store import open_store
+
         profile = load_profile(params["profile"])
         return cls(
             run=join("runs", "retrain", safe_run_id(run_id)),
@@ -70,6 +76,7 @@ class RetrainPlan(BaseModel):
             incoming=[c for c in params.get("incoming") or [] if c],
             n_folds=profile.data.n_folds,
             kinds=list(profile.classify.kinds),
+            pretrain=stale_kinds(params["profile"], open_store(get_settings().store_uri)),
         )
 
     # -- keys
@@ -127,6 +134,8 @@ class RetrainPlan(BaseModel):
         folds = range(self.n_folds)
         return {
             "plan": self.model_dump(),
+            # none when the weights are fresh: the mapped task is then skipped
+            "pretrain": [self._p("--kind", kind, "--out", PRETRAINED) for kind in self.pretrain],
             "validate": self._p(self.dataset, "--out", self.key("validation")),
             "folds": self._p(self.dataset, "--out", self.folds_key),
             "detect_train": [
