@@ -13,7 +13,6 @@ from kzjobs.classify.model import RoIClassifier, start_from
 from kzjobs.pretrain.config import PRETRAINED, PretrainConfig
 from kzjobs.pretrain.job import PretrainJob, stale_kinds
 from kzjobs.pretrain.weights import WeightsIntegrityError, read_weights
-from kzjobs.settings import get_settings
 from kzjobs.store import open_store
 
 FONTS = ["ipaex-mincho", "kouzan-gyousyo"]
@@ -206,24 +205,3 @@ def test_training_from_pretrained_weights_learns_faster(tmp_path: Path):
 
     scratch, pretrained = accuracy_after_training(False), accuracy_after_training(True)
     assert pretrained >= scratch + 0.2, (scratch, pretrained)
-
-
-@pytest.mark.slow
-def test_kz_retrain_pretrains_only_when_missing_or_stale(tmp_path: Path, run_dag):
-    store = open_store(tmp_path / "store")
-    path = profile_file(tmp_path)
-    body = yaml.safe_load(Path(path).read_text())
-    body["classify"]["weights"] = {"resnet18": f"{PRETRAINED}/resnet18.pt"}
-    Path(path).write_text(yaml.safe_dump(body))
-    env = {"KZ_HOME": str(get_settings().home), "KZ_STORE": store.uri, "KZ_LAUNCHER": "local"}
-    conf = {"profile": path, "dataset": "datasets/train", "heldout": "datasets/heldout"}
-
-    first = run_dag("kz_retrain", conf, tasks=["pretrain"], **env)
-    assert first["state"] == "success", first
-    assert first["tasks"]["pretrain[0]"] == "success"
-    assert first["xcom"]["pretrain[0]"]["kinds"]["resnet18"]["classes"] == 12
-    assert store.exists(f"{PRETRAINED}/resnet18.pt.sha256")
-
-    second = run_dag("kz_retrain", conf, tasks=["pretrain"], **env)
-    assert second["state"] == "success", second
-    assert second["tasks"]["pretrain"] == "skipped"  # fresh: no job mapped
