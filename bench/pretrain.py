@@ -1,8 +1,9 @@
 """Does a classifier start better from ``kzjobs pretrain``'s weights? Dev F1 and CPU time.
 
 ``.venv/bin/python -m bench.pretrain --variant NAME [--set classify.epochs=6 ...]`` trains
-one classifier (the demo profile's first kind, fold 0) on demo-like dev books (6 books of
-4 pages, the 200 most frequent code points, seed 11: not the demo's books) with
+one classifier (``--kind``, fold 0; or with ``--detector`` the detector) on demo-like
+dev books (6 books of 4 pages, the 200 most frequent code points, seed 11: not the
+demo's books) with
 detector-like boxes from the ground truth (``tests/classify/oof_boxes.py``), and appends
 its out-of-fold (dev) F1 and training seconds to ``--out`` (JSON lines). ``--set`` takes
 profile overrides, e.g. ``classify.weights={"resnet18": "kzjobs:resnet18.pt"}``.
@@ -67,20 +68,27 @@ def main() -> None:
     parser.add_argument("--variant", required=True)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--kind", default="resnet18")
+    parser.add_argument("--detector", action="store_true",
+                        help="train the detector (fold 0) instead: its dev detection F1")
     parser.add_argument("--out", default="bench/results/pretrain.jsonl")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     prepare(work)
     from kzjobs.classify.jobs import ClassifyTrainJob
+    from kzjobs.detect.jobs import DetectTrainJob
 
     profile = profile_with(work, args.variant, args.overrides)
     start = time.perf_counter()
-    result = ClassifyTrainJob(store_uri=str(work), profile_name=profile, dataset="dev",
-                              folds="dev/folds.json", boxes="dev/oof.csv", kind=args.kind,
-                              fold=0, out=f"runs/{args.variant}/{args.kind}",
-                              progress=False).run()
-    row = {"variant": args.variant, "overrides": args.overrides, "kind": args.kind,
+    where = {"store_uri": str(work), "profile_name": profile, "dataset": "dev",
+             "folds": "dev/folds.json", "fold": 0, "progress": False}
+    if args.detector:
+        result = DetectTrainJob(out=f"runs/{args.variant}/detector", **where).run()
+    else:
+        result = ClassifyTrainJob(boxes="dev/oof.csv", kind=args.kind,
+                                  out=f"runs/{args.variant}/{args.kind}", **where).run()
+    row = {"variant": args.variant, "overrides": args.overrides,
+           "job": "detector" if args.detector else args.kind,
            "dev_f1": result["valid"].get("f1"), "train_seconds": result.get("train_seconds"),
            "epochs": result.get("epochs"), "history": result.get("history"),
            "wall_seconds": round(time.perf_counter() - start, 1),
