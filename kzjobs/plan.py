@@ -65,7 +65,6 @@ class RetrainPlan(BaseModel):
     @classmethod
     def build(cls, params: dict[str, Any], run_id: str) -> RetrainPlan:
         from kzjobs.pretrain.job import stale_kinds
-        from kzjobs.store import open_store
 
         profile = load_profile(params["profile"])
         return cls(
@@ -76,7 +75,7 @@ class RetrainPlan(BaseModel):
             incoming=[c for c in params.get("incoming") or [] if c],
             n_folds=profile.data.n_folds,
             kinds=list(profile.classify.kinds),
-            pretrain=stale_kinds(params["profile"], open_store(get_settings().store_uri)),
+            pretrain=stale_kinds(params["profile"]),
         )
 
     # -- keys

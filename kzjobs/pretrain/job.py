@@ -189,10 +189,11 @@ def glyph_accuracy(model: Any, cfg: Any, device: Any) -> float:
     return right / len(crops)
 
 
-def stale_kinds(profile_name: str, store: Any, out: str = DEFAULT_OUT) -> list[str]:
+def stale_kinds(profile_name: str, store: Any = None, out: str = DEFAULT_OUT) -> list[str]:
     """The kinds whose pretrained file the profile starts from in the store at ``out``
     (``<out>/<kind>.pt`` as a classifier's or the detector's weights) and which are
-    missing or stale there: what ``kz_retrain``'s pretrain task has to train."""
+    missing or stale there: what ``kz_retrain``'s pretrain task has to train. The store
+    (default: the settings') is opened only for a profile that starts from it."""
     from kzjobs.profile import load_profile
     from kzjobs.store import join
 
@@ -200,7 +201,10 @@ def stale_kinds(profile_name: str, store: Any, out: str = DEFAULT_OUT) -> list[s
     refs = [*profile.classify.weights.values(), profile.detect.backbone_weights or ""]
     kinds = sorted({k for k in (*profile.classify.kinds, *profile.pretrain.kinds)
                     if join(out, f"{k}.pt") in refs})
+    if not kinds:
+        return []
     job = PretrainJob(profile_name=profile_name, out=out)
+    store = store or job.store
     stale = []
     for kind in kinds:
         info = join(out, f"{kind}.json")
