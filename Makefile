@@ -19,7 +19,7 @@ LOCK := $(BIN)/uv pip compile --quiet --no-config --universal --python-version 3
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: demo test bench lint fonts bench-packages test-packages env lock clean
+.PHONY: demo test bench pretrained lint fonts bench-packages test-packages env lock clean
 
 demo: env fonts
 	$(BIN)/kzjobs demo
@@ -34,6 +34,11 @@ bench: env fonts bench-packages test-packages
 
 lint: env
 	$(BIN)/ruff check .
+
+# The demo's shipped starting weights (kzjobs/pretrain/shipped/), rebuilt from this code:
+# README, 'Pretrained starting weights'.
+pretrained: env fonts
+	$(BIN)/kzjobs pretrain --profile demo --out ./kzjobs/pretrain/shipped --no-register --force
 
 env: $(STAMP)
 

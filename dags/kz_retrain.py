@@ -1,6 +1,7 @@
 """kz_retrain: retrain the whole blend on a schedule and register a candidate.
 
-validate -> folds -> detector per fold -> out-of-fold boxes -> classifiers per kind x fold
+pretrain (when starting weights are missing or stale) -> validate -> folds
+-> detector per fold -> out-of-fold boxes -> classifiers per kind x fold
 -> pseudolabels on the incoming collections -> fine-tune -> level 2 -> bundle
 -> evaluate on held-out books -> register a candidate (an Asset event that starts
 kz_promote). Every heavy step is a ``kzjobs`` job; tasks pass store keys, never data.
@@ -45,13 +46,15 @@ def kz_retrain() -> None:
         return RetrainPlan.build(params or {}, run_id or "manual").args()
 
     p = plan()
-    validate = job("validate", "validate annotations", p["validate"])
+    # Starting weights, trained only when missing or stale (else no job: skipped).
+    pretrain = mapped_job("pretrain", "pretrain", p)
+    validate = job("validate", "validate annotations", p["validate"], trigger_rule="none_failed")
     folds = job("folds", "folds", p["folds"])
     detect = mapped_job("detect_train", "detect train", p)
     oof = mapped_job("detect_oof", "detect predict", p)
     merge_oof = job("merge_oof", "merge-boxes", p["merge_oof"])
     classify = mapped_job("classify_train", "classify train", p)
-    chain(p, validate, folds, detect, oof, merge_oof, classify)
+    chain(p, pretrain, validate, folds, detect, oof, merge_oof, classify)
 
     # Writer adaptation on the incoming collections; with none, these mapped tasks are
     # skipped and level 2 trains on the first classifiers alone.

@@ -125,6 +125,8 @@ COMMANDS: tuple[Command | Group, ...] = (
     JobCommand("synth", "kzjobs.synth.job:SynthJob",
                "Write synthetic kuzushiji-like books in the competition's layout.",
                defaults={"progress": True}),
+    JobCommand("pretrain", "kzjobs.pretrain.job:PretrainJob",
+               "Pretrain classifier trunks (and heads) on rendered glyph crops: starting weights."),
 )
 
 

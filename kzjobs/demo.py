@@ -56,8 +56,10 @@ def migrate(env: dict[str, str]) -> None:
         raise RuntimeError(f"airflow db migrate failed:\n{proc.stderr[-4000:]}")
 
 
-def dag_test(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
-    """Run one DAG with ``dag.test()`` in this process; its task states and XComs."""
+def dag_test(dag_id: str, conf: dict[str, Any], tasks: list[str] | None = None
+             ) -> dict[str, Any]:
+    """Run one DAG with ``dag.test()`` in this process; its task states and XComs.
+    ``tasks``: only these task ids and their upstream tasks (a part of the DAG)."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -66,7 +68,10 @@ def dag_test(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
     if bag.import_errors:
         return {"state": "import_error",
                 "import_errors": {k: str(v) for k, v in bag.import_errors.items()}}
-    run = bag.get_dag(dag_id).test(run_conf=conf)
+    dag = bag.get_dag(dag_id)
+    if tasks:
+        dag = dag.partial_subset(task_ids=tasks, include_upstream=True)
+    run = dag.test(run_conf=conf)
 
     def name(task_id: str, map_index: int) -> str:
         return f"{task_id}[{map_index}]" if map_index >= 0 else task_id
@@ -87,13 +92,15 @@ def dag_test(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
 
 def run_dag(dag_id: str, conf: dict[str, Any], env: dict[str, str], *,
             timeout: float | None = None, log_file: Path | None = None,
-            watch: Callable[[str], None] | None = None) -> dict[str, Any]:
+            watch: Callable[[str], None] | None = None, tasks: list[str] | None = None
+            ) -> dict[str, Any]:
     """:func:`dag_test` in a fresh process with ``env``; its whole log to ``log_file``.
 
     The log is streamed, line by line, to ``log_file`` and to ``watch`` (the demo's
     progress line), so a run of many minutes shows where it is while it runs."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kzjobs.demo", dag_id, json.dumps(conf)],
+        [sys.executable, "-m", "kzjobs.demo", dag_id, json.dumps(conf),
+         *([json.dumps(tasks)] if tasks else [])],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         text=True, bufsize=1,
     )
@@ -369,6 +376,7 @@ def command(
     typer.echo(f"summary (JSON): {path}")
 
 
-if __name__ == "__main__":  # python -m kzjobs.demo DAG_ID CONF: one DAG run, for run_dag
-    result = dag_test(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+if __name__ == "__main__":  # python -m kzjobs.demo DAG_ID CONF [TASKS]: one DAG run, for run_dag
+    result = dag_test(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {},
+                      json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)
     print(MARKER + json.dumps(result, default=str), flush=True)

@@ -91,6 +91,7 @@ JOB_RESOURCES: dict[str, Resources] = {
     "detect predict": _GPU,
     "classify train": _GPU,
     "classify predict": _GPU,
+    "pretrain": _GPU,
     "pseudo": _CPU,
     "level2 train": Resources(cpu=4.0, memory_gb=16.0),
     "bundle": _CPU,
@@ -122,6 +123,7 @@ JOB_ROLES: dict[str, Role] = {
     "detect predict": "train",
     "classify train": "train",
     "classify predict": "train",
+    "pretrain": "train",  # writes runs/retrain/pretrained/, logs to MLflow
     "pseudo": "train",
     "level2 train": "train",
     "bundle": "train",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kzjobs.commands import argv
 from kzjobs.export import parse_formats
 from kzjobs.keys import RunKeys, collection_name, finetuned, recognize_run, retrain_run
+from kzjobs.pretrain.config import PRETRAINED
 from kzjobs.profile import load_profile
 from kzjobs.recognize import PAGES_PER_BATCH
 from kzjobs.settings import get_settings
@@ -41,9 +42,13 @@ class RetrainPlan(BaseModel):
     incoming: list[str] = Field(default_factory=list)
     n_folds: int
     kinds: list[str]
+    # Kinds whose pretrained starting weights (in the store) are missing or stale.
+    pretrain: list[str] = Field(default_factory=list)
 
     @classmethod
     def build(cls, params: dict[str, Any], run_id: str) -> RetrainPlan:
+        from kzjobs.pretrain.job import stale_kinds
+
         profile = load_profile(params["profile"])
         return cls(
             run=retrain_run(run_id),
@@ -53,6 +58,7 @@ class RetrainPlan(BaseModel):
             incoming=[c for c in params.get("incoming") or [] if c],
             n_folds=profile.data.n_folds,
             kinds=list(profile.classify.kinds),
+            pretrain=stale_kinds(params["profile"]),
         )
 
     @property
@@ -74,6 +80,9 @@ class RetrainPlan(BaseModel):
         folds, keys = range(self.n_folds), self.keys
         return {
             "plan": self.model_dump(),
+            # none when the weights are fresh: the mapped task is then skipped
+            "pretrain": [self._job("pretrain", kinds=[kind], out=PRETRAINED)
+                         for kind in self.pretrain],
             "validate": self._job("validate annotations", dataset=self.dataset,
                                   out=keys.validation),
             "folds": self._job("folds", dataset=self.dataset, out=keys.folds),

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kzjobs.classify.config import ClassifyConfig
 from kzjobs.detect.config import DetectConfig
 from kzjobs.level2.config import Level2Config, PseudoConfig
+from kzjobs.pretrain.config import PretrainConfig
 from kzjobs.validate.config import ValidateConfig
 
 
@@ -37,6 +38,7 @@ class Profile(BaseModel):
     validation: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     pseudo: PseudoConfig = Field(default_factory=PseudoConfig)
     level2: Level2Config = Field(default_factory=Level2Config)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
 
 PROFILE_NAMES = ("tiny", "demo", "bench", "full")

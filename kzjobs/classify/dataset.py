@@ -90,6 +90,14 @@ def _colour(cfg: ClassifyConfig) -> list[A.BasicTransform]:
     ]
 
 
+def augmentations(cfg: ClassifyConfig, *, scan: bool = False) -> A.Compose:
+    """The shape and colour augmentations of training crops, normalised to a tensor, for
+    crops made elsewhere (pretraining's glyphs); ``scan`` adds blur and JPEG artefacts."""
+    scanner = [A.GaussianBlur(blur_limit=(3, 3), p=0.2),
+               A.ImageCompression(quality_range=(50, 95), p=0.3)] if scan else []
+    return A.Compose([*_shape(cfg), *_colour(cfg), *scanner, A.Normalize(), ToTensorV2()])
+
+
 def train_transform(cfg: ClassifyConfig, seed: int | None = None) -> A.Compose:
     """Random crop (with its boxes) of a page already scaled to ``page_size``."""
     height, width = cfg.crop

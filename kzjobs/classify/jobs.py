@@ -105,7 +105,7 @@ class ClassifyTrainJob(Job):
             repeat_to_share,
             vocabulary,
         )
-        from kzjobs.classify.model import build_model, model_args
+        from kzjobs.classify.model import build_model, model_args, start_from
         from kzjobs.classify.predict import predict_pages
         from kzjobs.data.books import book_id, split_fold
         from kzjobs.data.dataset import Dataset
@@ -166,7 +166,7 @@ class ClassifyTrainJob(Job):
             cfg = cfg.model_copy(update={"epochs": self.epochs or cfg.finetune_epochs,
                                          "lr": cfg.lr * cfg.finetune_lr_factor})
         elif self.kind in cfg.weights:
-            model.load_trunk(cfg.weights[self.kind])
+            start_from(model, cfg.weights[self.kind], vocab, store)
         model.to(device)
         pseudo_ids = repeat_to_share(list(pseudo_boxes), len(train_ids), cfg.pseudo_share)
         crops = CropDataset(data, boxes | pseudo_boxes, train_ids + pseudo_ids, vocab,

@@ -16,7 +16,6 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
-from kzjobs.checkpoint import load_checkpoint
 from kzjobs.classify.config import KINDS, TRUNK_PARTS
 
 
@@ -112,12 +111,14 @@ class RoIClassifier(nn.Module):
     def forward(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         return self.head(self.features(images, boxes))
 
-    def load_trunk(self, path: str) -> None:
-        """Load a user-supplied torchvision-style ResNet state_dict (layer4/fc are ignored)."""
-        state = load_checkpoint(path)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+    def load_trunk(self, path: str, store: Any = None) -> dict[str, Any]:
+        """Load a torchvision-style ResNet trunk (layer4/fc and others are ignored) from
+        a weights reference (:mod:`kzjobs.pretrain.weights`: a path, a shipped name, a
+        registered version or a store key); the whole file, for :func:`start_from`."""
+        from kzjobs.pretrain.weights import read_weights, state_dict_of
+
+        saved = read_weights(path, store)
+        state = state_dict_of(saved)
         trunk = {k: v for k, v in state.items() if k.split(".")[0] in TRUNK_PARTS}
         if not trunk:
             raise ValueError(f"{path}: no ResNet trunk weights (conv1, layer1..3) in this file")
@@ -128,6 +129,35 @@ class RoIClassifier(nn.Module):
                 f"{path}: weights do not fit a {self.kind} trunk "
                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
+        return saved if isinstance(saved, dict) else {}
+
+
+def start_from(model: RoIClassifier, ref: str, vocabulary: Sequence[str],
+               store: Any = None) -> int:
+    """Start ``model`` from the weights at ``ref``: the trunk; and the head too when
+    the file is a pretrained classifier (``kzjobs pretrain``) of the same head size, its
+    class rows matched to ``vocabulary`` by code. Classes it never saw (``seg_fp``
+    among them) keep their random start. The number of classes taken over."""
+    saved = model.load_trunk(ref, store)
+    codes = saved.get("vocabulary") if isinstance(saved.get("vocabulary"), list) else None
+    state = saved.get("state_dict") or {}
+    head = {k: v for k, v in state.items() if k.startswith("head.")}
+    last = f"head.{len(model.head) - 1}"
+    mine = model.state_dict()
+    if not codes or any(k not in mine or (mine[k].shape != v.shape and not k.startswith(last))
+                        for k, v in head.items()):
+        return 0
+    rows = {code: i for i, code in enumerate(codes)}
+    pairs = [(j, rows[c]) for j, c in enumerate(vocabulary) if c in rows]
+    with torch.no_grad():
+        for key, value in head.items():
+            if key.startswith(last):  # the class rows: by code
+                target = mine[key]
+                for j, i in pairs:
+                    target[j] = value[i]
+            else:
+                mine[key].copy_(value)
+    return len(pairs)
 
 
 def model_args(kind: str, n_classes: int, cfg: Any) -> dict[str, Any]:

@@ -154,8 +154,12 @@ def load_detector(checkpoint: dict[str, Any], inference: DetectConfig | None = N
 
 
 def read_weights(path: str | Path) -> Any:
-    """A state_dict or checkpoint dict from a local file, loaded without pickled code."""
-    return torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    """A state_dict or checkpoint dict from a weights reference (a local file, a shipped
+    name, a registered version or a store key: :mod:`kzjobs.pretrain.weights`), its
+    sha256 checked when one is written beside it, loaded without pickled code."""
+    from kzjobs.pretrain.weights import read_weights as read
+
+    return read(path)
 
 
 def _state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -169,22 +173,33 @@ def _state_dict(obj: Any) -> dict[str, torch.Tensor]:
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load a classification trunk's state_dict (e.g. ``resnet50`` or
-    ``mobilenet_v3_large`` from torchvision) into the FPN backbone's body.
+    ``mobilenet_v3_large`` from torchvision, or a ``kzjobs pretrain`` classifier) into
+    the FPN backbone's body.
 
-    Keys of the classifier head (``fc.*``, ``classifier.*``) have no place in a
-    detector and are ignored; any other mismatch is an error.
+    Keys of a classifier head (``fc.*``, ``classifier.*``, ``head.*``) have no place in a
+    detector and are ignored. A trunk that stops before a stage (the pretrained ROI
+    classifier ends at layer3) leaves that stage as built; any other mismatch is an error.
     """
-    state = _state_dict(read_weights(path))
+    from kzjobs.pretrain.weights import state_dict_of
+
+    state = state_dict_of(read_weights(path))
     body = backbone.body
     prefix = "features."  # mobilenet trunks keep their layers under ``features``
     state = {k.removeprefix(prefix): v for k, v in state.items()}
     result = body.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in result.unexpected_keys if not k.startswith(("fc.", "classifier."))]
+    stages = {k.split(".")[0] for k in state}
+    absent = [k for k in result.missing_keys if k.split(".")[0] not in stages]
+    missing = [k for k in result.missing_keys
+               if not k.endswith("num_batches_tracked") and k not in absent]
+    unexpected = [k for k in result.unexpected_keys
+                  if not k.startswith(("fc.", "classifier.", "head."))]
     loaded = len(state) - len(result.unexpected_keys)
     if missing or unexpected or not loaded:
         raise ValueError(
             f"backbone weights {path} do not fit: {len(missing)} missing keys "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
+    if absent:
+        log.info("backbone stages %s not in %s: left as built",
+                 sorted({k.split(".")[0] for k in absent}), path)
     log.info("loaded %d backbone tensors from %s", loaded, path)

@@ -51,6 +51,7 @@ def oof_like_boxes(
     jitter: float = 0.06,
     miss: float = 0.02,
     random_per_page: int = 4,
+    vocabulary_size: int | None = None,
 ) -> tuple[dict[str, list[Box]], dict[str, list[str]]]:
     """``(boxes, sources)`` per page; ``synth_seed`` is the seed the dataset was made with."""
     from kzjobs.synth.generator import layout_from_meta
@@ -59,6 +60,8 @@ def oof_like_boxes(
     rng = np.random.default_rng(seed)
     books = data.store.read_json("books.json")
     vocab = load_vocabulary()
+    if vocabulary_size:
+        vocab = vocab.most_frequent(vocabulary_size)
     boxes: dict[str, list[Box]] = {}
     sources: dict[str, list[str]] = {}
     for image_id, truth in data.annotations.items():

@@ -35,7 +35,8 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_dag(airflow_home: Path):
     """``run_dag(dag_id, conf, **env) -> {"state", "tasks", "xcom"}`` through ``dag.test()``."""
 
-    def run(dag_id: str, conf: dict, **env: str) -> dict:
-        return demo.run_dag(dag_id, conf, airflow_env(airflow_home, **env), timeout=3000)
+    def run(dag_id: str, conf: dict, tasks: list[str] | None = None, **env: str) -> dict:
+        return demo.run_dag(dag_id, conf, airflow_env(airflow_home, **env), timeout=3000,
+                            tasks=tasks)
 
     return run

@@ -68,12 +68,15 @@ def test_retrain_shape(local):
     tasks = dag["tasks"]
     assert dag["schedule"] == "@weekly"
     assert {"profile", "dataset", "heldout", "incoming"} <= set(dag["params"])
-    for mapped in ("detect_train", "detect_oof", "classify_train", "detect_incoming",
-                   "classify_incoming", "finetune"):
+    for mapped in ("pretrain", "detect_train", "detect_oof", "classify_train",
+                   "detect_incoming", "classify_incoming", "finetune"):
         assert tasks[mapped]["mapped"], mapped
         assert tasks[mapped]["type"] == "KzLocalJobOperator"
         assert f"{mapped}_args" in tasks[mapped]["upstream"]
-    order = ["validate", "folds", "detect_train", "detect_oof", "merge_oof", "classify_train"]
+    # Pretraining runs only when its weights are stale; skipped, it must not skip the rest.
+    assert tasks["validate"]["trigger_rule"] == "none_failed"
+    order = ["pretrain", "validate", "folds", "detect_train", "detect_oof", "merge_oof",
+             "classify_train"]
     for before, after in itertools.pairwise(order):
         assert before in tasks[after]["upstream"], (before, after)
     assert {"classify_train", "detect_incoming"} <= set(tasks["classify_incoming"]["upstream"])
