@@ -21,7 +21,7 @@ OUT = Path(__file__).parent / "results" / "adapt.json"
 def main() -> None:
     from bench.pipeline import read_time_adaptation, use_work
     from bench.variant import parse_overrides
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench.machine import machine_info
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
     from kzjobs.synth import generate
 
     with tempfile.TemporaryDirectory(prefix="kz-bench-celery-") as tmp, \

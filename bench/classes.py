@@ -28,9 +28,9 @@ from bench.scale import RESULTS, recognize_speed
 
 def bundle_figures(store_root: str) -> dict[str, Any]:
     """What grows with the class count in a bundle: the classifier head, the files."""
-    from kzjobs.bundle import Bundle
-    from kzjobs.checkpoint import load_checkpoint
-    from kzjobs.store import open_store
+    from kzjobs.core.checkpoint import load_checkpoint
+    from kzjobs.core.store import open_store
+    from kzjobs.release.bundle import Bundle
 
     root = open_store(store_root).child("model")
     bundle = Bundle.load(root)
@@ -44,8 +44,8 @@ def measure(classes: int, pages: list[int], profile: str, env: dict[str, str]
             ) -> dict[str, Any]:
     from bench.inference import with_int8_trunks
     from bench.workload import write_workload
-    from kzjobs.profile import load_profile
-    from kzjobs.store import open_store
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.store import open_store
     from kzjobs.synth import generate
 
     with tempfile.TemporaryDirectory(prefix=f"kz-bench-classes-{classes}-") as tmp:

@@ -14,7 +14,7 @@ training time.
    ``--jobs`` processes, each with the profile's torch threads.
 4. Competition F1 per test book (a box predicted ``seg_fp`` is dropped; point = box
    centre; misses of the boxes count): each model, each kind's folds blended, and every
-   model blended (``kzjobs.blend``: mean logits joined on (image_id, box_id)).
+   model blended (``kzjobs.method.blend``: mean logits joined on (image_id, box_id)).
 
 Everything lives under ``--work`` (default ``var/bench/classify``); a re-run reuses
 finished data, models and predictions (the jobs skip finished work).
@@ -47,8 +47,8 @@ def _task(work: str, profile: str, kind: str, fold: int, train_boxes: str,
     """Train one (kind, fold) and predict the test books; runs in a worker process."""
     os.environ["KZ_HOME"] = str(Path(work) / "home")
     from kzjobs.classify.jobs import ClassifyPredictJob, ClassifyTrainJob
-    from kzjobs.keys import RunKeys
-    from kzjobs.settings import get_settings
+    from kzjobs.core.keys import RunKeys
+    from kzjobs.core.settings import get_settings
 
     get_settings.cache_clear()
     prefix = RunKeys("runs/bench").classify(kind, fold)
@@ -77,11 +77,11 @@ def _task(work: str, profile: str, kind: str, fold: int, train_boxes: str,
 
 
 def _prepare(work: str, args: argparse.Namespace) -> dict[str, Any]:
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import write_annotations
-    from kzjobs.folds import FoldsJob
-    from kzjobs.profile import load_profile
-    from kzjobs.store import open_store
+    from kzjobs.method.folds import FoldsJob
     from kzjobs.synth import fonts_across_folds, generate
     from tests.classify.oof_boxes import oof_like_boxes
 
@@ -144,12 +144,12 @@ def main() -> None:
     os.environ["KZ_HOME"] = str(Path(work) / "home")
     import mlflow
 
-    from kzjobs.blend import blend, read_predictions
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.settings import get_settings
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, read_annotations
-    from kzjobs.profile import load_profile
-    from kzjobs.settings import get_settings
-    from kzjobs.store import open_store
+    from kzjobs.method.blend import blend, read_predictions
 
     get_settings.cache_clear()
     profile = load_profile(args.profile)

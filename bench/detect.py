@@ -92,7 +92,7 @@ def make_data(store: Any) -> dict[str, Any]:
 
 def bench_profile(profile: str, work: Path, env: dict[str, str], keep: bool) -> dict[str, Any]:
     """``profile`` is a shipped profile's name or a YAML's path; its runs go under its name."""
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
 
     name = load_profile(profile).name
     store_uri = str(work / "store")
@@ -144,8 +144,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    from kzjobs.profile import load_profile
-    from kzjobs.store import open_store
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.store import open_store
 
     work = args.work.resolve()
     env = dict(os.environ, KZ_HOME=str(work / "home"), GX_ANALYTICS_ENABLED="false")

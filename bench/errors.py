@@ -1,7 +1,7 @@
 """Where a reading goes wrong: every true character of the held-out pages, by what became
 of it in a decided reading (``image_id, x, y, w, h, code`` per kept box).
 
-Matched as the competition metric matches (:mod:`kzjobs.metric`): a true box is *right*
+Matched as the competition metric matches (:mod:`kzjobs.method.metric`): a true box is *right*
 when a kept box of its code has its centre inside it (exactly the metric's true
 positives). Of the rest, a true box is *misread* when some other kept box has its centre
 inside it, and *missed* when none has: either no detector box has its centre there (*not
@@ -20,7 +20,7 @@ import pandas as pd
 
 from kzjobs.data.books import book_id
 from kzjobs.data.format import Box, code_to_char, is_code_point
-from kzjobs.metric import inside, match_page
+from kzjobs.method.metric import inside, match_page
 
 COUNTS = ("characters", "right", "misread", "not_detected", "dropped", "extra")
 

@@ -35,13 +35,13 @@ def _timed(fn: Any, *args: Any) -> tuple[float, Any]:
 def measure(pages: int, workdir: Path) -> dict[str, Any]:
     from PIL import Image
 
+    from kzjobs.core.settings import get_settings
+    from kzjobs.core.store import open_store
     from kzjobs.data.collection import Collection
     from kzjobs.data.dataset import Dataset
     from kzjobs.export import FORMATS
     from kzjobs.export.write import write_formats
     from kzjobs.recognize.outputs import Char, PageResult, page_key
-    from kzjobs.settings import get_settings
-    from kzjobs.store import open_store
     from kzjobs.synth import generate
 
     store = open_store(workdir)

@@ -43,7 +43,7 @@ VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
         "classify": {"inference_folds": 1, "tta_scales": [0.85]},
         "detect": {"test_scale": 0.75},
     }, ()),
-    # Only where bf16 is used at all (kzjobs.device.cpu_has_bf16): elsewhere they are
+    # Only where bf16 is used at all (kzjobs.core.device.cpu_has_bf16): elsewhere they are
     # the first variant.
     "fp32 classifiers": ({"classify": {"amp": False}}, ()),
     "fp32 throughout": ({"classify": {"amp": False}, "detect": {"amp": False}}, ()),
@@ -57,10 +57,10 @@ VARIANTS: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
 def with_int8_trunks(store: Any, run: str, dataset: str) -> None:
     """Give the run's bundle int8 classifier trunks (``kzjobs.classify.quantize``),
     calibrated as the bundle job does on ``dataset``, when it has none."""
-    from kzjobs.bundle import Bundle
     from kzjobs.classify.quantize import quantize_bundle
+    from kzjobs.core.profile import Profile
     from kzjobs.data.dataset import Dataset
-    from kzjobs.profile import Profile
+    from kzjobs.release.bundle import Bundle
 
     root = store.child(run)
     bundle = Bundle.load(root)
@@ -75,9 +75,9 @@ def read_with(store: Any, run: str, heldout: Any, pages: list[tuple[str, Any]], 
     Dataset."""
     import torch
 
-    from kzjobs.bundle import Bundle
-    from kzjobs.profile import Profile
+    from kzjobs.core.profile import Profile
     from kzjobs.recognize.recognizer import Recognizer, frames_per_model
+    from kzjobs.release.bundle import Bundle
 
     root = store.child(run)
     bundle = Bundle.load(root)
@@ -134,9 +134,9 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
 
+    from kzjobs.core.device import cpu_has_bf16
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
-    from kzjobs.device import cpu_has_bf16
-    from kzjobs.store import open_store
 
     store = open_store(str(Path(args.work).resolve() / "store"))
     heldout = Dataset.open(args.heldout, store)

@@ -52,16 +52,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    from kzjobs.checkpoint import load_checkpoint
     from kzjobs.classify.engine import evaluate
     from kzjobs.classify.model import build_model, load_model
     from kzjobs.classify.quantize import calibration_pages, quantize_classifier
+    from kzjobs.core.checkpoint import load_checkpoint
+    from kzjobs.core.device import torch_threads
+    from kzjobs.core.keys import RunKeys
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, read_annotations
-    from kzjobs.device import torch_threads
-    from kzjobs.keys import RunKeys
-    from kzjobs.profile import load_profile
-    from kzjobs.store import open_store
 
     profile = load_profile(args.profile)
     cfg = profile.classify

@@ -24,10 +24,10 @@ OUT = Path(__file__).parent / "results" / "level2.json"
 
 def measure(oof: list, truth: Any, incoming: list | None, incoming_truth: Any, cfg: Any,
             pseudo_cfgs: dict[str, Any], pages: Any = None) -> dict[str, Any]:
-    from kzjobs.blend import attach_truth, blend, box_folds, top_two
     from kzjobs.level2.model import predict
     from kzjobs.level2.train import train
-    from kzjobs.pseudo import calibrate, evaluate, margins, select
+    from kzjobs.method.blend import attach_truth, blend, box_folds, top_two
+    from kzjobs.method.pseudo import calibrate, evaluate, margins, select
 
     n_rows = sum(len(f) for f in oof)
     t = time.perf_counter()
@@ -81,10 +81,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
 
-    from kzjobs.blend import truth_frame
+    from kzjobs.core.profile import load_profile
     from kzjobs.level2.config import PseudoConfig
     from kzjobs.level2.simulate import KindSpec, simulate
-    from kzjobs.profile import load_profile
+    from kzjobs.method.blend import truth_frame
 
     cfg = load_profile(args.profile).level2
     pseudo_cfgs = {"margin_5_10": PseudoConfig(), "quantile_0.8": PseudoConfig(rule="quantile"),
@@ -110,8 +110,8 @@ def main() -> None:
         },
     }
     if args.run:
-        from kzjobs.blend import load_oof
-        from kzjobs.store import open_store
+        from kzjobs.core.store import open_store
+        from kzjobs.method.blend import load_oof
 
         frames, truth = load_oof(open_store(args.store), args.run)
         out["real_oof"] = {"run": args.run, **measure(frames, truth, None, None, cfg,

@@ -14,7 +14,7 @@ from typing import Any
 def machine_info() -> dict:
     import torch
 
-    from kzjobs.device import cpu_has_bf16
+    from kzjobs.core.device import cpu_has_bf16
 
     cpu = platform.processor() or platform.machine()
     try:

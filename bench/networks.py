@@ -37,8 +37,8 @@ OUT = Path(__file__).parent / "results" / "networks.json"
 
 def synthetic_pages(n: int, seed: int) -> list[tuple[Any, list[Any]]]:
     """``n`` generated pages, each as (PIL image, its true boxes)."""
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
-    from kzjobs.store import open_store
     from kzjobs.synth import generate
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,8 +55,8 @@ def networks(profile: Any, n_classes: int, *, folded: bool) -> tuple[Any, Any]:
     import torch
 
     from kzjobs.classify.model import build_model, model_args
+    from kzjobs.core.device import for_inference
     from kzjobs.detect.model import build_detector
-    from kzjobs.device import for_inference
 
     torch.manual_seed(0)
     detector = build_detector(profile.detect, load_weights=False)
@@ -109,8 +109,8 @@ def main() -> None:
 
     import torch
 
-    from kzjobs.device import torch_threads
-    from kzjobs.profile import load_profile
+    from kzjobs.core.device import torch_threads
+    from kzjobs.core.profile import load_profile
 
     profile = load_profile(args.profile)
     pages = synthetic_pages(args.pages, args.seed)

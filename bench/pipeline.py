@@ -9,7 +9,7 @@ fonts the training never saw.
    run and reported. The dev and test pages also go, without labels, into the incoming
    collections pseudolabelling adapts to (as in the seed);
 2. the retraining pipeline, stage by stage, with the same ``kzjobs`` commands the
-   ``kz_retrain`` DAG runs (``kzjobs.plan.RetrainPlan``), each stage timed;
+   ``kz_retrain`` DAG runs (``kzjobs.orchestrate.plan.RetrainPlan``), each stage timed;
 3. the ablation ladder on the dev and on the test books: each single model, the blend of
    the base kinds, + pseudolabel fine-tuning, + level 2; plus detection-only F1. Each
    rung's gain over the rung before it comes with a 90% interval of a paired bootstrap
@@ -131,8 +131,8 @@ def bench_plan(profile: str, name: str | None = None, heldout: str = SETS["dev"]
     ``profile``, a shipped profile's name or a YAML's path): the training books, the dev
     books as its held-out set (what it chooses on), and the dev and test pages unlabelled
     as the incoming collections."""
-    from kzjobs.plan import RetrainPlan
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
+    from kzjobs.orchestrate.plan import RetrainPlan
 
     incoming = incoming or [into for _books, into, _seed in SETS.values()]
     return RetrainPlan.build({"profile": profile, "dataset": "datasets/train",
@@ -150,7 +150,7 @@ def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store:
     figures sum every process of a run that was stopped and resumed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kzjobs.runner import run_local
+    from kzjobs.orchestrate.runner import run_local
 
     seconds: dict[str, float] = store.read_json(timings) if store.exists(timings) else {}
     cores = os.cpu_count() or 1
@@ -180,13 +180,13 @@ def ablation(store: Any, run: str, heldout: str, profile: str,
     on these pages."""
     import pandas as pd
 
-    from kzjobs.bundle import Bundle
+    from kzjobs.core.keys import finetuned
+    from kzjobs.core.profile import load_profile
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import boxes_to_points
-    from kzjobs.keys import finetuned
-    from kzjobs.metric import score
-    from kzjobs.profile import load_profile
+    from kzjobs.method.metric import score
     from kzjobs.recognize.recognizer import Recognizer, top_class
+    from kzjobs.release.bundle import Bundle
 
     root = store.child(run)
     bundle = Bundle.load(root)
@@ -276,8 +276,8 @@ def adaptation_rungs(ladder: dict[str, Any], store: Any, run: str, prof: Any,
     collection) against the same models' OOF blend. ``... , seg_fp shifted``: the
     ``seg_fp`` shift; ``... , class shares matched``: per-book class shifts. Returns the
     ``seg_fp`` fit and a summary of the class shifts."""
-    from kzjobs.blend import attach_truth, blend, load_oof, shift_books, shift_seg_fp
-    from kzjobs.pseudo import fit_class_shifts, fit_shift
+    from kzjobs.method.blend import attach_truth, blend, load_oof, shift_books, shift_seg_fp
+    from kzjobs.method.pseudo import fit_class_shifts, fit_shift
     from kzjobs.recognize.recognizer import top_class
 
     oof, oof_truth = load_oof(store, run, base)
@@ -345,8 +345,8 @@ def adaptation(store: Any, plan: Any, heldout: str) -> dict[str, Any]:
     rule."""
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, SEG_FP, boxes_to_points, read_annotations
-    from kzjobs.metric import score
-    from kzjobs.pseudo import default_report_key
+    from kzjobs.method.metric import score
+    from kzjobs.method.pseudo import default_report_key
 
     report = store.read_json(default_report_key(plan.keys.pseudo_labels))
     labels = read_annotations(store.read_bytes(plan.keys.pseudo_labels), allow=BOX_CODES)
@@ -388,9 +388,9 @@ def read_time_adaptation(store: Any, run: str, heldout: str, work: Path,
     import yaml
 
     from bench.shared import variant_profile
-    from kzjobs.bundle import Bundle, copy_bundle
-    from kzjobs.evaluate import evaluate_model
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.release.bundle import Bundle, copy_bundle
+    from kzjobs.release.evaluate import evaluate_model
 
     bundle = Bundle.load(store.child(run))
     unseen = work / "model-unseen-books"
@@ -458,7 +458,7 @@ def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
     args.vocabulary_size = args.vocabulary_size or None
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
     from kzjobs.synth import fonts_across_folds
 
     try:
@@ -470,7 +470,7 @@ def main() -> None:
                                          load_profile(args.profile).data.n_folds)
     args.train_books = args.train_books or len(args.font_cycle)
 
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     work = Path(args.work).resolve()
     store_uri, env = use_work(work)
@@ -516,9 +516,9 @@ def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
     the set it was measured on (``result["dev"]``, ``result["test"]``)."""
     from bench.scale import recognize_speed
     from bench.tesseract import run_tesseract_bench
-    from kzjobs.bundle import Bundle, copy_bundle
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
-    from kzjobs.store import open_store
+    from kzjobs.release.bundle import Bundle, copy_bundle
 
     dev, test = SETS["dev"][0], SETS["test"][0]
     store = open_store(store_uri)
@@ -544,7 +544,7 @@ def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
 
     # Classifiers that read with int8 trunks are read once more with float ones: what
     # int8 costs in F1, on the same pages.
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
 
     float_read = ({"float classifier trunks": {"classify": {"int8_trunk": False}}}
                   if load_profile(args.profile).classify.int8_trunk else {})

@@ -25,10 +25,10 @@ SEED = 11
 
 
 def prepare(work: Path) -> None:
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import write_annotations
-    from kzjobs.folds import FoldsJob
-    from kzjobs.store import open_store
+    from kzjobs.method.folds import FoldsJob
     from kzjobs.synth import generate
     from tests.classify.oof_boxes import oof_like_boxes
 
@@ -46,7 +46,7 @@ def prepare(work: Path) -> None:
 
 
 def profile_with(work: Path, name: str, overrides: list[str]) -> str:
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
 
     body: dict[str, Any] = load_profile("demo").model_dump(mode="json", by_alias=True)
     for item in overrides:

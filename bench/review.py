@@ -74,8 +74,8 @@ def measure(characters: int, loads: int) -> dict[str, Any]:
     from selenium.webdriver.support.ui import WebDriverWait
 
     from bench.browser import chromium
+    from kzjobs.core.store import open_store
     from kzjobs.recognize.outputs import merge, write_page
-    from kzjobs.store import open_store
 
     result, image = dense_page(characters)
     search_for = "の"
@@ -136,8 +136,8 @@ def measure(characters: int, loads: int) -> dict[str, Any]:
 
 
 def page_size(result: PageResult, image: Image.Image) -> int:
+    from kzjobs.core.settings import get_settings
     from kzjobs.recognize.review import review_page
-    from kzjobs.settings import get_settings
 
     return len(review_page(result, image, get_settings().review_low_confidence).encode())
 

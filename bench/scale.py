@@ -37,7 +37,7 @@ def recognize_speed(store_uri: str, model: str, source: str, pages: int,
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     store = open_store(store_uri)
     src = sorted(store.list(f"{source}/images"))

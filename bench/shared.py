@@ -17,7 +17,7 @@ def decided_f1(truth: dict[str, Any], decided: Any, *, pages: bool = False) -> d
     code`` per kept box): each box counts as its centre. With ``pages``, also each page's
     ``[tp, fp, fn]`` (what :func:`ladder_gains` resamples)."""
     from kzjobs.data.format import Point
-    from kzjobs.metric import score
+    from kzjobs.method.metric import score
 
     points: dict[str, list[Point]] = {i: [] for i in truth}
     for row in decided.itertuples(index=False):
@@ -44,9 +44,9 @@ def reference_rung(rung: str, ladder: dict[str, Any]) -> str | None:
 def ladder_gains(ladder: dict[str, Any], *, resamples: int = 1000, level: float = 0.9
                  ) -> dict[str, Any]:
     """Each rung with its gain over its :func:`reference_rung` as ``gain`` (a paired
-    bootstrap over pages, :func:`kzjobs.metric.f1_gain`); the rungs' ``pages`` counts are
+    bootstrap over pages, :func:`kzjobs.method.metric.f1_gain`); the rungs' ``pages`` counts are
     dropped from the result."""
-    from kzjobs.metric import Counts, f1_gain
+    from kzjobs.method.metric import Counts, f1_gain
 
     def counts(rung: str) -> dict[str, Counts]:
         return {i: Counts(*c) for i, c in ladder[rung]["pages"].items()}

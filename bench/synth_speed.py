@@ -28,7 +28,7 @@ OUT = Path(__file__).parent / "results" / "synth.json"
 
 
 def end_to_end(books: int, pages_per_book: int, seed: int) -> dict[str, Any]:
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
     from kzjobs.synth import generate
 
     with tempfile.TemporaryDirectory() as tmp:

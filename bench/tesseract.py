@@ -273,7 +273,7 @@ def run_tesseract_bench(
     ``submission`` writes the ``spread`` predictions as a CSV.
     """
     from kzjobs.data.format import write_submission
-    from kzjobs.metric import score
+    from kzjobs.method.metric import score
 
     if spread not in SPREADS:
         raise ValueError(f"spread must be one of {', '.join(SPREADS)}, not {spread!r}")

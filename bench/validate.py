@@ -82,8 +82,8 @@ def bench_gx(sizes=(100, 1000, 4000)) -> dict:
 
 
 def bench_job(books: int = 3, pages_per_book: int = 4) -> dict:
+    from kzjobs.core.store import open_store
     from kzjobs.data.format import boxes_to_points, read_annotations, write_submission
-    from kzjobs.store import open_store
     from kzjobs.synth import generate
     from kzjobs.validate.job import ValidateJob
 

@@ -54,7 +54,7 @@ def stage_outputs(plan: Any, stage: str) -> list[str]:
     if stage == "level2":
         return [plan.keys.level2.prefix]
     if stage == "bundle":
-        from kzjobs.bundle import BUNDLE_FILE
+        from kzjobs.release.bundle import BUNDLE_FILE
 
         return [plan.keys.key(BUNDLE_FILE)]
     calls = plan.args()[stage]
@@ -66,7 +66,7 @@ def stage_outputs(plan: Any, stage: str) -> list[str]:
 def second_round_reads(plan: Any, base: Any) -> list[list[str]]:
     """``plan``'s ``classify_incoming`` calls, each with the base run's fine-tuned
     classifier in place of the base one (its predictions keep the base one's key)."""
-    from kzjobs.keys import finetuned
+    from kzjobs.core.keys import finetuned
 
     teacher = {plan.keys.classifier(kind, k):
                base.keys.classifier(finetuned(kind), k)
@@ -158,9 +158,9 @@ def main() -> None:
         use_work,
     )
     from bench.shared import variant_profile
-    from kzjobs.bundle import BUNDLE_FILE
-    from kzjobs.profile import Profile, load_profile
-    from kzjobs.store import open_store
+    from kzjobs.core.profile import Profile, load_profile
+    from kzjobs.core.store import open_store
+    from kzjobs.release.bundle import BUNDLE_FILE
 
     work = Path(args.work).resolve()
     store_uri, env = use_work(work)

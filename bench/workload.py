@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kzjobs.bundle import Level2Files
+from kzjobs.core.store import Store
 from kzjobs.data.format import code_to_char
-from kzjobs.store import Store
+from kzjobs.release.bundle import Level2Files
 
 VOCAB = ["U+3042", "U+3044", "seg_fp"]
 
@@ -38,11 +38,11 @@ def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "
     """
     import torch
 
-    from kzjobs.bundle import Bundle
-    from kzjobs.checkpoint import save_to_store
     from kzjobs.classify.model import build_model, model_args
+    from kzjobs.core.checkpoint import save_to_store
+    from kzjobs.core.profile import load_profile
     from kzjobs.detect.model import build_detector
-    from kzjobs.profile import load_profile
+    from kzjobs.release.bundle import Bundle
 
     root = store.child(prefix)
     loaded = load_profile(profile)
@@ -72,10 +72,10 @@ def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "
 
 def seeded_shares(vocab: list[str]) -> dict[str, float]:
     """Zipf-like class shares within each script (kana, other), in ``vocab``'s order, as
-    :func:`kzjobs.blend.class_shares` gives them."""
+    :func:`kzjobs.method.blend.class_shares` gives them."""
     import numpy as np
 
-    from kzjobs.blend import script_of
+    from kzjobs.method.blend import script_of
 
     chars = [c for c in vocab if c != "seg_fp"]
     weight = 1 / np.arange(1, len(chars) + 1) ** 0.7
@@ -89,11 +89,11 @@ def write_seeded_level2(root: Store, kind: str, vocab: list[str], *, seed: int =
                         prefix: str = "level2") -> Level2Files:
     """A level 2 for classifiers of ``kind`` over ``vocab``, fitted (a few rounds, two folds)
     on simulated outputs of such classifiers, saved under ``prefix`` of ``root``."""
-    from kzjobs.blend import truth_frame
     from kzjobs.level2.config import Level2Config
     from kzjobs.level2.features import Vocabulary
     from kzjobs.level2.simulate import KindSpec, simulate
     from kzjobs.level2.train import train
+    from kzjobs.method.blend import truth_frame
 
     sim = simulate(books=4, pages_per_book=2, boxes_per_page=30, n_classes=len(vocab) - 1,
                    kinds=(KindSpec(kind),), seed=seed)
@@ -110,8 +110,8 @@ def write_workload(store_root: Path | str, *, books: int, pages_per_book: int, s
                    collection: str = "coll", model: str = "model",
                    **bundle: Any) -> list[str]:
     """An unlabelled synthetic collection and a seeded blend; returns the page ids."""
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
-    from kzjobs.store import open_store
     from kzjobs.synth import generate
 
     store = open_store(store_root)

@@ -41,7 +41,7 @@ COPY kzjobs ./kzjobs
 RUN pip install --no-deps --no-build-isolation . && rm -rf /src
 
 # A non-root user; its home holds the embedded defaults (KZ_HOME) when nothing is mounted.
-# Its uid and gid are the launcher's JOB_UID (kzjobs/launch.py): pods and containers run
+# Its uid and gid are the launcher's JOB_UID (kzjobs/orchestrate/launch.py): pods and containers run
 # as 10001:10001 explicitly.
 RUN groupadd --gid 10001 kz \
  && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin kz

@@ -12,8 +12,8 @@ from datetime import datetime
 
 from airflow.sdk import Asset, Param, dag, task
 
-from kzjobs.launch import job
-from kzjobs.plan import CANDIDATE_ASSET, promote_args
+from kzjobs.orchestrate.launch import job
+from kzjobs.orchestrate.plan import CANDIDATE_ASSET, promote_args
 
 candidate = Asset(name=CANDIDATE_ASSET[0], uri=CANDIDATE_ASSET[1])
 

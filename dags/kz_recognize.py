@@ -13,8 +13,8 @@ from datetime import datetime
 from airflow.sdk import Asset, Param, chain, dag, task
 
 from kzjobs.export import FORMATS
-from kzjobs.launch import job, mapped_job
-from kzjobs.plan import (
+from kzjobs.orchestrate.launch import job, mapped_job
+from kzjobs.orchestrate.plan import (
     COLLECTION_ASSET,
     PAGES_PER_BATCH,
     PREDICTIONS_ASSET,

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, chain, dag, task
 
-from kzjobs.launch import job, mapped_job
-from kzjobs.plan import CANDIDATE_ASSET, RetrainPlan
+from kzjobs.orchestrate.launch import job, mapped_job
+from kzjobs.orchestrate.plan import CANDIDATE_ASSET, RetrainPlan
 
 candidate = Asset(name=CANDIDATE_ASSET[0], uri=CANDIDATE_ASSET[1])
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from typer.core import TyperCommand, TyperGroup
 
 from kzjobs.commands import COMMANDS, Command, Group, JobCommand, Option, load, options
-from kzjobs.options import emit
+from kzjobs.core.options import emit
 
 
 def _type(opt: Option) -> tuple[Any, bool]:
@@ -158,9 +158,9 @@ def score(
         bool, typer.Option("--detection", help="Ignore the code point (detection-only F1).")
     ] = False,
 ) -> None:
+    from kzjobs.core.store import read_uri
     from kzjobs.data.format import read_annotations, read_submission
-    from kzjobs.metric import score as score_pages
-    from kzjobs.store import read_uri
+    from kzjobs.method.metric import score as score_pages
 
     truth = read_annotations(read_uri(labels))
     preds = read_submission(read_uri(submission))

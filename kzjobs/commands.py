@@ -1,6 +1,6 @@
 """Every ``kzjobs`` command, as data: its name, what it runs and its help.
 
-A job command's options are its Job's fields (``kzjobs.job``): ``kzjobs.cli`` builds the
+A job command's options are its Job's fields (``kzjobs.core.job``): ``kzjobs.cli`` builds the
 typer commands from them, and ``argv`` the DAG plans' arguments, by the same rules.
 Targets are ``"module:name"`` strings, imported only when their command runs or its
 arguments are built: a job's module may import torch, and ``kzjobs --help`` stays fast.
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from kzjobs.job import Cli, Job
+from kzjobs.core.job import Cli, Job
 
 
 @dataclass(frozen=True)
@@ -103,24 +103,24 @@ COMMANDS: tuple[Command | Group, ...] = (
                          "report.json and the --formats asked for."),
           ), job=JobCommand("recognize", "kzjobs.recognize.job:RecognizeJob",
                             "Recognize every page; with one shard, also merge the outputs.")),
-    JobCommand("pseudo", "kzjobs.pseudo:PseudoJob",
+    JobCommand("pseudo", "kzjobs.method.pseudo:PseudoJob",
                "Pseudolabel an incoming collection: keep the blend's confident boxes as labels."),
-    JobCommand("bundle", "kzjobs.release:BundleJob",
+    JobCommand("bundle", "kzjobs.release.jobs:BundleJob",
                "Write bundle.json for a run's blend (detector, classifiers, level 2, "
                "vocabulary)."),
-    JobCommand("evaluate", "kzjobs.evaluate:EvaluateJob",
+    JobCommand("evaluate", "kzjobs.release.evaluate:EvaluateJob",
                "Competition F1 of a blend on held-out books, overall and per book."),
-    JobCommand("register", "kzjobs.release:RegisterJob",
+    JobCommand("register", "kzjobs.release.jobs:RegisterJob",
                "Register a bundle as a new kz-recognizer version (idempotent per bundle)."),
-    JobCommand("promote", "kzjobs.promote:PromoteJob",
+    JobCommand("promote", "kzjobs.release.promote:PromoteJob",
                "Move 'champion' to the version only if it beats the champion on the same "
                "books."),
-    JobCommand("merge-boxes", "kzjobs.oof:MergeBoxesJob",
+    JobCommand("merge-boxes", "kzjobs.method.oof:MergeBoxesJob",
                "Join per-fold out-of-fold box files into one (a page may appear only once)."),
     Command("demo", "kzjobs.demo:command",
             "Retrain -> promote -> recognize through Airflow on this machine (var/)."),
     Command("score", "kzjobs.cli:score", "Competition F1 of a submission against labels, as JSON."),
-    JobCommand("folds", "kzjobs.folds:FoldsJob",
+    JobCommand("folds", "kzjobs.method.folds:FoldsJob",
                "Split a dataset's books into the profile's folds (deterministic)."),
     JobCommand("synth", "kzjobs.synth.job:SynthJob",
                "Write synthetic kuzushiji-like books in the competition's layout.",

@@ -244,8 +244,8 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
          fonts: list[str] | None = None, vocabulary_size: int | None = 200,
          log: Any = None) -> dict[str, Any]:
     """Retrain, promote and recognize through Airflow; a summary of what happened."""
-    from kzjobs.settings import get_settings
-    from kzjobs.store import open_store
+    from kzjobs.core.settings import get_settings
+    from kzjobs.core.store import open_store
     from kzjobs.synth import generate
     from kzjobs.synth.fonts import split
 
@@ -365,7 +365,7 @@ def command(
     """Retrain -> promote -> recognize through Airflow on this machine (var/)."""
     import time
 
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     start = time.monotonic()
     summary = demo(profile=profile, books=books, pages_per_book=pages_per_book, shards=shards,

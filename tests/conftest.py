@@ -102,7 +102,7 @@ def _isolated_home(
     _mlflow_db_template: Path,
 ):
     """Every test gets its own var/ (store, MLflow DB) so tests never share state."""
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     home = tmp_path_factory.mktemp("kzhome")
     shutil.copyfile(_mlflow_db_template, home / "mlflow.db")
@@ -145,7 +145,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path):
     """The same tests run on both backends."""
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     if request.param == "local":
         return open_store(tmp_path / "store")
@@ -174,7 +174,7 @@ def mlflow_on_postgres(
 
     Returns the artifact bucket's URI.
     """
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     monkeypatch.setenv("KZ_MLFLOW_URI", pg_uri)
     monkeypatch.setenv("KZ_MLFLOW_ARTIFACTS", f"{s3_env}/mlflow")
@@ -186,7 +186,7 @@ def mlflow_on_postgres(
 
 def write_test_bundle(store, prefix: str, *, tag: str = "a", folds: int = 2):
     """A bundle's files (opaque bytes: the registry never reads weights) and its manifest."""
-    from kzjobs.bundle import Bundle, Level2Files
+    from kzjobs.release.bundle import Bundle, Level2Files
 
     root = store.child(prefix)
     files = {f"detect/fold{k}/model.pt": f"det-{tag}-{k}" for k in range(folds)}
@@ -239,8 +239,9 @@ def write_test_heldout(store, key: str, books=("ha", "hb")) -> None:
 def register_test_bundle(store, tag: str = "a", f1: float = 0.5) -> int:
     """Write a test bundle at ``runs/<tag>`` and a held-out set, register the bundle with
     held-out ``f1``; its registry version."""
-    from kzjobs import registry, release
     from kzjobs.data.dataset import Dataset
+    from kzjobs.release import jobs as release
+    from kzjobs.release import registry
 
     write_test_bundle(store, f"runs/{tag}", tag=tag)
     write_test_heldout(store, "heldout")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kzjobs.settings import get_settings
+from kzjobs.core.settings import get_settings
 from tests.conftest import free_port, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def _job_env(server: Server, password: str) -> dict[str, str]:
 
     from airflow.sdk import Connection
 
-    from kzjobs.connections import connection_env
+    from kzjobs.orchestrate.connections import connection_env
 
     compose = yaml.safe_load(COMPOSE.read_text())
     uri = compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KZ_MLFLOW"]
@@ -128,10 +128,10 @@ def _job_env(server: Server, password: str) -> dict[str, str]:
 
 def test_a_job_registers_and_loads_a_version_as_its_own_user(server, tmp_path, monkeypatch,
                                                              make_bundle, make_heldout):
-    from kzjobs import registry
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
-    from kzjobs.mlflow_auth import ensure_user
-    from kzjobs.store import open_store
+    from kzjobs.orchestrate.mlflow_auth import ensure_user
+    from kzjobs.release import registry
 
     # The operator (or compose's mlflow-init), as the admin, makes the jobs' user.
     password = secrets.token_urlsafe(16)
@@ -167,7 +167,7 @@ def test_a_job_registers_and_loads_a_version_as_its_own_user(server, tmp_path, m
     summary = json.loads(job.stdout[job.stdout.index("{"):])  # the job's JSON summary
     assert (summary["version"], summary["reused"]) == (1, False)
 
-    # The job's user loads it back (kzjobs.registry through the server, artifacts proxied).
+    # The job's user loads it back (kzjobs.release.registry through the server, artifacts proxied).
     monkeypatch.setenv("KZ_MLFLOW_URI", server.url)
     for key, value in _job_env(server, password).items():
         monkeypatch.setenv(key, value)
@@ -175,7 +175,8 @@ def test_a_job_registers_and_loads_a_version_as_its_own_user(server, tmp_path, m
     version = registry.get_version("candidate")
     assert (int(version.version), version.tags["heldout"]) == (1, "heldout")
     model = registry.load_model("models:/kz-recognizer@candidate")
-    assert model.metadata.flavors["python_function"]["loader_module"] == "kzjobs.registry_model"
+    pyfunc = model.metadata.flavors["python_function"]
+    assert pyfunc["loader_module"] == "kzjobs.release.registry_model"
     # ...and the registry answers nobody else.
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
     from mlflow.exceptions import MlflowException

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kzjobs.blend import (
+from kzjobs.data.format import SEG_FP, UNKNOWN, Box
+from kzjobs.level2.simulate import KindSpec, misread, simulate, unfamiliar_hand
+from kzjobs.method.blend import (
     attach_truth,
     blend,
     class_shares,
@@ -23,8 +25,6 @@ from kzjobs.blend import (
     top_two,
     truth_frame,
 )
-from kzjobs.data.format import SEG_FP, UNKNOWN, Box
-from kzjobs.level2.simulate import KindSpec, misread, simulate, unfamiliar_hand
 
 
 def frame(rows, kind="k", fold=0):
@@ -221,7 +221,7 @@ def test_read_predictions_takes_kind_and_fold_from_file_metadata(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     rows = frame([("p_1", 0, ["A", SEG_FP], [2, 1])]).drop(columns=["kind", "fold"])
     table = pa.Table.from_pandas(rows, preserve_index=False)

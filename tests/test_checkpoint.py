@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kzjobs.checkpoint import changed_settings
+from kzjobs.core.checkpoint import changed_settings
 
 
 def test_a_checkpoint_resumes_under_changed_free_settings_only():

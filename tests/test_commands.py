@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kzjobs.cli import app, build
 from kzjobs.commands import COMMANDS, Group, JobCommand, argv, find, load, options, walk
-from kzjobs.job import Job
+from kzjobs.core.job import Job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,4 +131,4 @@ def test_listing_commands_imports_no_job(tmp_path):
     for args in (["--help"], ["classify", "--help"]):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                              text=True, check=True, cwd=ROOT).stdout
-        assert json.loads(out.splitlines()[-1]) == ["kzjobs.job"]
+        assert json.loads(out.splitlines()[-1]) == ["kzjobs.core.job"]

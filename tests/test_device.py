@@ -5,7 +5,13 @@ import copy
 import pytest
 import torch
 
-from kzjobs.device import autocast, cpu_has_bf16, fold_batch_norms, for_inference, select_device
+from kzjobs.core.device import (
+    autocast,
+    cpu_has_bf16,
+    fold_batch_norms,
+    for_inference,
+    select_device,
+)
 
 CPU = torch.device("cpu")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kzjobs.launch import JOB_UID, SCRATCH, LaunchConfig, job, resources_for
+from kzjobs.orchestrate.launch import JOB_UID, SCRATCH, LaunchConfig, job, resources_for
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY_CFG = REPO / "infra" / "compose" / "docker-proxy.cfg"

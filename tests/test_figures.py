@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from kzjobs.data.format import SEG_FP, Box
-from kzjobs.figures import (
+from kzjobs.method.figures import (
     RIGHT,
     WRONG,
     classifier_pictures,

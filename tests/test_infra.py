@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kzjobs.launch import ROLES, LaunchConfig, job
-from kzjobs.settings import Settings
+from kzjobs.core.settings import Settings
+from kzjobs.orchestrate.launch import ROLES, LaunchConfig, job
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "infra" / "compose" / "compose.yaml"
@@ -77,7 +77,7 @@ def test_job_image():
     assert "pip install --require-hashes -r locks/jobs.txt" in run
     assert "pip install --no-deps --no-build-isolation ." in run
     assert "useradd" in run and "--uid 10001" in run and users[-1] == "10001"
-    from kzjobs.launch import JOB_UID  # the launcher runs jobs as this uid:gid
+    from kzjobs.orchestrate.launch import JOB_UID  # the launcher runs jobs as this uid:gid
 
     assert f"--uid {JOB_UID} --gid {JOB_UID}" in run and f"--gid {JOB_UID} kz" in run
     for src in (a.split()[:-1] for k, a in ins if k == "COPY"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from kzjobs.keys import RunKeys, recognize_run, retrain_run
-from kzjobs.quarantine import Quarantined, beside, read_quarantine, write_quarantine
-from kzjobs.store import open_store
+from kzjobs.core.keys import RunKeys, recognize_run, retrain_run
+from kzjobs.core.quarantine import Quarantined, beside, read_quarantine, write_quarantine
+from kzjobs.core.store import open_store
 
 
 def test_a_runs_keys_are_the_ones_its_stores_hold():

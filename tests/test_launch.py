@@ -10,8 +10,8 @@ from datetime import datetime
 
 import pytest
 
-from kzjobs.connections import connection_env
-from kzjobs.launch import (
+from kzjobs.orchestrate.connections import connection_env
+from kzjobs.orchestrate.launch import (
     JOB_RESOURCES,
     JOB_UID,
     POD_SUMMARY_FILE,
@@ -23,7 +23,7 @@ from kzjobs.launch import (
     mapped_job,
     resources_for,
 )
-from kzjobs.runner import JobFailed, parse_summary, run_local
+from kzjobs.orchestrate.runner import JobFailed, parse_summary, run_local
 
 K8S = {
     "launcher": "kubernetes",
@@ -100,7 +100,7 @@ def test_a_job_writes_its_summary_where_a_pod_sidecar_reads_it(dataset, tmp_path
 def test_launcher_choice_from_settings_and_airflow_variables(monkeypatch):
     monkeypatch.delenv("AIRFLOW_VAR_KZ_LAUNCHER", raising=False)
     monkeypatch.delenv("AIRFLOW_VAR_KZ_LAUNCH", raising=False)
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     assert load_config().launcher == "local"  # the embedded default
     monkeypatch.setenv("KZ_LAUNCHER", "docker")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from kzjobs.launch import JOB_RESOURCES, JOB_ROLES, ROLES, LaunchConfig, job, role_for
-from kzjobs.store import S3Store, StoreError
+from kzjobs.core.store import S3Store, StoreError
+from kzjobs.orchestrate.launch import JOB_RESOURCES, JOB_ROLES, ROLES, LaunchConfig, job, role_for
 from tests.conftest import PG_ADMIN_URI, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,8 +305,8 @@ def test_the_promotion_lock_works_with_its_own_role_which_cannot_touch_mlflow(
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ProgrammingError
 
-    from kzjobs.promote import LockTimeout, promotion_lock
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
+    from kzjobs.release.promote import LockTimeout, promotion_lock
 
     uri, owner = lock_role
     monkeypatch.setenv("KZ_LOCK_URI", uri)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kzjobs.data.format import Box, Point, boxes_to_points, write_annotations, write_submission
-from kzjobs.metric import score, score_page
+from kzjobs.method.metric import score, score_page
 
 A, B = "U+3042", "U+3044"
 
@@ -96,7 +96,7 @@ def test_score_cli_prints_json(tmp_path):
 
 
 def test_a_gain_on_every_page_is_a_gain_and_a_gain_on_one_page_is_not_measurable():
-    from kzjobs.metric import Counts, f1_gain
+    from kzjobs.method.metric import Counts, f1_gain
 
     # 20 pages of 10 characters; the base reads 8 of each right (F1 0.8).
     base = {f"b_{i:02d}": Counts(tp=8, fp=2, fn=2) for i in range(20)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kzjobs.data.format import SEG_FP, Box, read_annotations, write_annotations
-from kzjobs.oof import MergeBoxesJob
+from kzjobs.method.oof import MergeBoxesJob
 
 
 def test_merge_keeps_every_page_once_and_refuses_overlaps(tmp_path):

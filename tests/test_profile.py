@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from kzjobs.profile import PROFILE_NAMES, Profile, load_profile
+from kzjobs.core.profile import PROFILE_NAMES, Profile, load_profile
 
 
 @pytest.mark.parametrize("name", PROFILE_NAMES)
@@ -32,9 +32,9 @@ def test_profile_from_path_and_unknown_keys_rejected(tmp_path):
 
 def test_folds_job_writes_folds_to_the_store(tmp_path):
     from kzjobs.cli import app
+    from kzjobs.core.store import open_store
     from kzjobs.data.format import Box, write_annotations
-    from kzjobs.folds import load_folds
-    from kzjobs.store import open_store
+    from kzjobs.method.folds import load_folds
 
     store = open_store(tmp_path)
     pages = {f"{b}_{i}": [Box("U+3042", 1, 1, 2, 2)] for b in ("aa", "bb", "cc") for i in range(2)}

@@ -8,20 +8,21 @@ import time
 
 import pytest
 
+from kzjobs.core.settings import get_settings
 from kzjobs.data.dataset import Dataset
-from kzjobs.settings import get_settings
 
 
 @pytest.fixture
 def store(tmp_path):
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     return open_store(tmp_path / "store")
 
 
 def _candidate(store, make_bundle, make_heldout, tag: str, f1: float) -> int:
     """Register a blend whose held-out evaluation gave ``f1``; it becomes the candidate."""
-    from kzjobs import registry, release
+    from kzjobs.release import jobs as release
+    from kzjobs.release import registry
 
     make_bundle(store, f"runs/{tag}", tag=tag)
     make_heldout(store, "heldout")
@@ -33,20 +34,20 @@ def _candidate(store, make_bundle, make_heldout, tag: str, f1: float) -> int:
 
 
 def _promote(store, **kwargs):
-    from kzjobs.promote import PromoteJob
+    from kzjobs.release.promote import PromoteJob
 
     return PromoteJob(store_uri=store.uri, profile_name="tiny", lock_timeout=30, **kwargs).run()
 
 
 def _champion() -> int | None:
-    from kzjobs.registry import get_version
+    from kzjobs.release.registry import get_version
 
     v = get_version("champion")
     return int(v.version) if v else None
 
 
 def _tags(version: int) -> dict:
-    from kzjobs.registry import get_version
+    from kzjobs.release.registry import get_version
 
     return get_version(version).tags
 
@@ -96,7 +97,7 @@ def test_a_candidate_that_does_not_load_is_rejected(mlflow_on_postgres, store, m
     s3 = boto3.client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     lost = [k for k in keys if k.endswith("bundle/classify/resnet18/fold1/model.pt")]
-    from kzjobs.registry import get_version
+    from kzjobs.release.registry import get_version
 
     model_id = get_version(v2).source.rstrip("/").split("/")[-1]  # models:/m-...
     lost = [k for k in lost if model_id in k]
@@ -118,14 +119,14 @@ def test_the_embedded_default_promotes_under_a_file_lock(store, make_bundle, mak
 
 def test_the_lock_is_exclusive_and_dies_with_its_holder(pg_uri, monkeypatch, store):
     """A promotion waits for another one to finish; a crashed holder frees the lock."""
-    from kzjobs.promote import LockTimeout, PromoteJob, promotion_lock
+    from kzjobs.release.promote import LockTimeout, PromoteJob, promotion_lock
 
     monkeypatch.setenv("KZ_MLFLOW_URI", pg_uri)
     get_settings.cache_clear()
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\n"
-         "from kzjobs.promote import promotion_lock\n"
+         "from kzjobs.release.promote import promotion_lock\n"
          "with promotion_lock('kz-recognizer', timeout=30):\n"
          "    print('held', flush=True)\n"
          "    time.sleep(600)\n"],
@@ -149,7 +150,7 @@ def test_the_lock_is_exclusive_and_dies_with_its_holder(pg_uri, monkeypatch, sto
 
 
 def test_a_file_lock_excludes_too(store):
-    from kzjobs.promote import LockTimeout, promotion_lock
+    from kzjobs.release.promote import LockTimeout, promotion_lock
 
     with promotion_lock("kz-recognizer", timeout=1) as kind:
         assert kind == "file"
@@ -158,7 +159,7 @@ def test_a_file_lock_excludes_too(store):
 
 
 def test_a_tracking_server_without_a_lock_database_is_refused(monkeypatch, store):
-    from kzjobs.promote import promotion_lock
+    from kzjobs.release.promote import promotion_lock
 
     monkeypatch.setenv("KZ_MLFLOW_URI", "http://mlflow.example:5000")
     get_settings.cache_clear()

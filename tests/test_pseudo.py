@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kzjobs.blend import attach_truth, blend, box_folds, truth_frame
 from kzjobs.data.format import BOX_CODES, SEG_FP, read_annotations, write_annotations
 from kzjobs.level2.config import PseudoConfig
 from kzjobs.level2.simulate import KindSpec, misread, simulate, unfamiliar_hand
-from kzjobs.pseudo import calibrate, evaluate, labels, margins, select
+from kzjobs.method.blend import attach_truth, blend, box_folds, truth_frame
+from kzjobs.method.pseudo import calibrate, evaluate, labels, margins, select
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def write_run(store, run, train):
 
 def test_pseudo_command_on_an_incoming_collection(tmp_path):
     from kzjobs.cli import app
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     kinds = (KindSpec("a", (0, 0.5), 0.8, 0.5), KindSpec("b", (0.5, 1), 0.8, 0.5, scale=1.3))
     train = simulate(kinds=kinds, books=4, pages_per_book=2, seed=1)
@@ -169,8 +169,8 @@ def pseudo_with(tmp_path, name: str, **rule) -> tuple[dict, dict]:
     """The pseudo command on ``incoming/c/preds`` of the run ``runs/r`` in ``tmp_path``,
     tiny's profile with a margin rule and ``rule``: ``(report, kept labels)``."""
     from kzjobs.cli import app
-    from kzjobs.profile import load_profile
-    from kzjobs.store import open_store
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.store import open_store
 
     prof = load_profile("tiny").model_dump(mode="json")
     prof["pseudo"] |= {"rule": "margin", "min_margin": 2.0, "max_second": 99.0} | rule
@@ -189,7 +189,7 @@ def test_pseudolabels_in_an_unfamiliar_hand_with_and_without_the_seg_fp_shift(tm
     """Read in a hand the models do not know, characters come out as sure seg_fp: kept
     as labels they would teach the models to drop that hand. The fitted shift sees the
     excess of seg_fp calls without labels and undoes it."""
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     kinds = (KindSpec("a", acc_good=0.8, acc_bad=0.8),)
     train = simulate(kinds=kinds, books=4, pages_per_book=3, seed=21)
@@ -220,8 +220,8 @@ def test_class_shifts_undo_a_hands_misreading_before_pseudolabels_are_chosen(tmp
     """A hand whose most common character the models read as another: kept as labels,
     those calls would teach the models the hand's misreading. Per-book class shifts,
     fitted without labels, give most of those boxes back their own class."""
-    from kzjobs.blend import class_shares
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.method.blend import class_shares
 
     kinds = (KindSpec("a", acc_good=0.9, acc_bad=0.9),)
     args = {"kinds": kinds, "n_classes": 30, "merged": 0.0, "noise": 0.0}

@@ -11,20 +11,20 @@ import sys
 
 import pytest
 
+from kzjobs.core.settings import get_settings
 from kzjobs.data.dataset import Dataset
-from kzjobs.settings import get_settings
 from tests.conftest import free_port, wait_for_http
 
 
 def _evaluation(store, heldout: str, f1: float) -> dict:
-    from kzjobs.registry import dataset_version
+    from kzjobs.release.registry import dataset_version
 
     return {"dataset": heldout, "dataset_version": dataset_version(Dataset.open(heldout, store)),
             "f1": f1, "by_book": {"ha": {"f1": f1 - 0.1}, "hb": {"f1": f1 + 0.1}}}
 
 
 def _register(store, make_bundle, make_heldout, *, tag="a", f1=0.5):
-    from kzjobs import release
+    from kzjobs.release import jobs as release
 
     make_bundle(store, f"runs/{tag}", tag=tag)
     make_heldout(store, "heldout")
@@ -35,9 +35,9 @@ def _register(store, make_bundle, make_heldout, *, tag="a", f1=0.5):
 
 def _check_roundtrip(store, files: dict, version: int) -> None:
 
-    from kzjobs import registry
-    from kzjobs.bundle import Bundle
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.release import registry
+    from kzjobs.release.bundle import Bundle
 
     v = registry.get_version("candidate")
     assert int(v.version) == version
@@ -56,19 +56,20 @@ def _check_roundtrip(store, files: dict, version: int) -> None:
         assert local.read_text(key) == text
     assert Bundle.load(local).detector == ["detect/fold0/model.pt", "detect/fold1/model.pt"]
 
-    # A pyfunc of the installed kzjobs.registry_model: its signature, and no pickle and
+    # A pyfunc of the installed kzjobs.release.registry_model: its signature, and no pickle and
     # no code anywhere in the version.
     model = registry.load_model("models:/kz-recognizer@candidate")
     assert model.metadata.get_input_schema().input_names() == ["image_id", "image"]
     assert model.metadata.get_output_schema().input_names() == ["image_id", "labels", "text"]
-    assert model.metadata.flavors["python_function"]["loader_module"] == "kzjobs.registry_model"
+    pyfunc = model.metadata.flavors["python_function"]
+    assert pyfunc["loader_module"] == "kzjobs.release.registry_model"
     root = local.root.parent.parent  # the whole downloaded model folder
     assert not list(root.rglob("*.pkl")) and not list(root.rglob("*.pickle"))
     assert not list(root.rglob("*.py"))
 
 
 def test_register_on_the_embedded_default(tmp_path, make_bundle, make_heldout):
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     store = open_store(tmp_path / "store")
     out = _register(store, make_bundle, make_heldout)
@@ -84,8 +85,8 @@ def test_register_on_postgres_and_s3_is_idempotent(mlflow_on_postgres, tmp_path,
                                                    make_heldout):
     import boto3
 
-    from kzjobs import registry
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.release import registry
 
     store = open_store(tmp_path / "store")
     first = _register(store, make_bundle, make_heldout)
@@ -113,8 +114,8 @@ def test_register_on_postgres_and_s3_is_idempotent(mlflow_on_postgres, tmp_path,
 
 
 def test_register_job_reads_the_evaluation_from_the_store(tmp_path, make_bundle, make_heldout):
-    from kzjobs.registry import get_version
-    from kzjobs.release import RegisterJob
+    from kzjobs.release.jobs import RegisterJob
+    from kzjobs.release.registry import get_version
 
     store_dir = tmp_path / "store"
     job = RegisterJob(store_uri=str(store_dir), profile_name="tiny", bundle="runs/a",
@@ -128,9 +129,9 @@ def test_register_job_reads_the_evaluation_from_the_store(tmp_path, make_bundle,
 
 
 def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
-    from kzjobs.bundle import Bundle
-    from kzjobs.model_ref import open_bundle
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.release.bundle import Bundle
+    from kzjobs.release.model_ref import open_bundle
 
     store = open_store(tmp_path)
     bundle, _ = make_bundle(store, "run")
@@ -147,8 +148,8 @@ def test_a_bundle_is_refused_when_a_file_is_missing(tmp_path, make_bundle):
 
 def test_a_relative_reference_is_a_store_key_first_then_a_local_folder(tmp_path, make_bundle,
                                                                          monkeypatch):
-    from kzjobs.model_ref import bundle_root
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.release.model_ref import bundle_root
 
     store = open_store(tmp_path / "store")
     make_bundle(store, "runs/a")
@@ -165,9 +166,9 @@ def test_a_relative_reference_is_a_store_key_first_then_a_local_folder(tmp_path,
 @pytest.mark.parametrize(("level2_f1", "used"), [(0.40, False), (0.60, True)])
 def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bundle, make_oof,
                                                               make_heldout, level2_f1, used):
-    from kzjobs.model_ref import open_bundle
-    from kzjobs.release import BundleJob
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.release.jobs import BundleJob
+    from kzjobs.release.model_ref import open_bundle
 
     store = open_store(tmp_path)
     make_bundle(store, "run")
@@ -191,11 +192,11 @@ def test_the_bundle_keeps_level2_only_when_it_beat_the_blend(tmp_path, make_bund
 
 def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bundle, make_oof,
                                                               make_heldout):
-    from kzjobs.keys import RunKeys
-    from kzjobs.model_ref import open_bundle
-    from kzjobs.pseudo import default_report_key
-    from kzjobs.release import BundleJob
-    from kzjobs.store import open_store
+    from kzjobs.core.keys import RunKeys
+    from kzjobs.core.store import open_store
+    from kzjobs.method.pseudo import default_report_key
+    from kzjobs.release.jobs import BundleJob
+    from kzjobs.release.model_ref import open_bundle
 
     layout = RunKeys("")
     assert default_report_key(layout.pseudo_labels) == layout.pseudo_report  # where it writes
@@ -231,7 +232,7 @@ def test_the_bundle_carries_the_shifts_its_adaptation_fitted(tmp_path, make_bund
 def test_jobs_starting_together_share_one_fresh_embedded_registry(tmp_path):
     # Two folds start side by side on a new SQLite database: both create its schema and
     # their experiment; neither may fail, and they get the same experiment.
-    code = ("from kzjobs import registry; "
+    code = ("from kzjobs.release import registry; "
             "print(registry.experiment_id(registry.client(), 'kz-race'))")
     env = {**os.environ, "KZ_HOME": str(tmp_path)}
     env.pop("KZ_MLFLOW_URI", None)
@@ -247,7 +248,7 @@ def test_register_through_a_tracking_server(pg_uri, s3_env, s3_endpoint, tmp_pat
     """Production: the jobs talk to `mlflow server` (PostgreSQL + S3), never to S3 for MLflow."""
     import boto3
 
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     port = free_port()
     server = subprocess.Popen(
@@ -284,11 +285,12 @@ def test_the_registered_pyfunc_reads_pages_as_the_recognize_job_does(tmp_path):
     import pandas as pd
 
     from bench.workload import write_seeded_bundle
-    from kzjobs import registry, release
-    from kzjobs.bundle import Bundle
+    from kzjobs.core.store import open_store
     from kzjobs.data.format import parse_points, read_submission
     from kzjobs.recognize.job import RecognizeJob
-    from kzjobs.store import open_store
+    from kzjobs.release import jobs as release
+    from kzjobs.release import registry
+    from kzjobs.release.bundle import Bundle
     from kzjobs.synth import generate
 
     store = open_store(tmp_path / "store")

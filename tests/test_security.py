@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from kzjobs.store import Store, UnsafeKeyError, open_store
+from kzjobs.core.store import Store, UnsafeKeyError, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = sorted((REPO / "containers").glob("*.Dockerfile"))
@@ -147,7 +147,7 @@ def test_the_scanner_finds_planted_credentials():
 
 def test_no_credentials_in_tracked_files():
     files = repo_files()
-    assert "kzjobs/store.py" in files and "infra/compose/compose.yaml" in files
+    assert "kzjobs/core/store.py" in files and "infra/compose/compose.yaml" in files
     findings = [f for path in files for f in credential_findings(path, (REPO / path).read_bytes())]
     assert not findings, "\n".join(findings)
 
@@ -326,7 +326,7 @@ class _Payload:
 def test_a_poisoned_checkpoint_in_the_store_does_not_run(tmp_path):
     import torch
 
-    from kzjobs.checkpoint import load_from_store
+    from kzjobs.core.checkpoint import load_from_store
     from kzjobs.detect.model import read_weights
 
     store = open_store(tmp_path / "store")

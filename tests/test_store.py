@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from kzjobs.store import LocalStore, UnsafeKeyError, join, open_store, validate_key
+from kzjobs.core.store import LocalStore, UnsafeKeyError, join, open_store, validate_key
 
 
 def test_round_trip_and_exists(store):
@@ -125,7 +125,7 @@ def test_open_store_picks_backend(tmp_path, s3_env):
 
 
 def test_default_store_lives_under_home(tmp_path, monkeypatch):
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     monkeypatch.setenv("KZ_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
@@ -140,7 +140,7 @@ def test_s3_uses_botocore_standard_retries(s3_env):
 
 
 def test_s3_errors_name_the_key(s3_env, monkeypatch):
-    from kzjobs.store import StoreError
+    from kzjobs.core.store import StoreError
 
     s3 = open_store("s3://no-such-bucket-kz/p")
     with pytest.raises(StoreError, match=r"x/y\.bin"):
@@ -151,7 +151,7 @@ def test_s3_errors_name_the_key(s3_env, monkeypatch):
 
 
 def test_write_once_creates_keeps_identical_bytes_and_refuses_others(store):
-    from kzjobs.store import KeyExistsError
+    from kzjobs.core.store import KeyExistsError
 
     assert store.write_once("out/report.json", b"first") is True
     # The same bytes again (a re-run finishing a crashed one): nothing to do.
@@ -175,7 +175,7 @@ def test_write_once_has_one_winner_among_racing_writers(store):
     and the key holds the winner's bytes whole (no check-then-write window)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kzjobs.store import KeyExistsError
+    from kzjobs.core.store import KeyExistsError
 
     def attempt(n: int) -> bytes | None:
         data = bytes([65 + n]) * 100_000

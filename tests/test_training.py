@@ -9,9 +9,9 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from kzjobs.checkpoint import load_from_store
-from kzjobs.store import Store, open_store
-from kzjobs.training import Epoch, Optimization, Trainer
+from kzjobs.core.checkpoint import load_from_store
+from kzjobs.core.store import Store, open_store
+from kzjobs.core.training import Epoch, Optimization, Trainer
 
 
 class Toy(BaseModel):

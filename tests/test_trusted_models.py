@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kzjobs.settings import get_settings
+from kzjobs.core.settings import get_settings
 from tests.conftest import register_test_bundle
 
 WEIGHT = "detect/fold0/model.pt"
@@ -22,7 +22,7 @@ WEIGHT = "detect/fold0/model.pt"
 
 @pytest.fixture
 def store(tmp_path):
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     return open_store(tmp_path / "store")
 
@@ -41,7 +41,7 @@ def _write_manifest(root: Path, data: dict) -> None:
 def test_a_clean_bundle_records_every_file_hash_and_loads(store, make_bundle):
     import hashlib
 
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release.model_ref import open_bundle
 
     bundle, files = make_bundle(store, "run")
     loaded, _ = open_bundle("run", store)
@@ -51,8 +51,8 @@ def test_a_clean_bundle_records_every_file_hash_and_loads(store, make_bundle):
 
 
 def test_a_tampered_weight_file_is_refused(store, make_bundle):
-    from kzjobs.bundle import BundleIntegrityError
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release.bundle import BundleIntegrityError
+    from kzjobs.release.model_ref import open_bundle
 
     make_bundle(store, "run")
     store.write_text(f"run/{WEIGHT}", "weights of someone else")
@@ -63,8 +63,8 @@ def test_a_tampered_weight_file_is_refused(store, make_bundle):
 @pytest.mark.parametrize("tamper", ["changed hash", "added file", "hash of an unused file",
                                     "no hashes", "old format", "unknown field"])
 def test_a_tampered_manifest_is_refused(store, make_bundle, tamper):
-    from kzjobs.bundle import BundleIntegrityError
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release.bundle import BundleIntegrityError
+    from kzjobs.release.model_ref import open_bundle
 
     make_bundle(store, "run")
     root = Path(store.child("run").uri)
@@ -98,8 +98,8 @@ def test_a_tampered_manifest_is_refused(store, make_bundle, tamper):
 def test_saving_again_records_the_files_as_they_are(store, make_bundle):
     # A bundle changed on purpose (the tests and benches re-save with new shifts) is
     # re-hashed by save; only a change made behind the manifest's back is refused.
-    from kzjobs.bundle import Bundle
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release.bundle import Bundle
+    from kzjobs.release.model_ref import open_bundle
 
     make_bundle(store, "run")
     store.write_text(f"run/{WEIGHT}", "retrained")
@@ -116,7 +116,7 @@ def test_saving_again_records_the_files_as_they_are(store, make_bundle):
 def _artifact(version: int) -> Path:
     """The version's model folder in the embedded default's artifact store (what a writer of
     the artifact store rewrites), after dropping the jobs' local download of it."""
-    from kzjobs.registry import get_version, model_name
+    from kzjobs.release.registry import get_version, model_name
 
     home = get_settings().home
     shutil.rmtree(home / "models" / model_name() / str(version), ignore_errors=True)
@@ -126,12 +126,13 @@ def _artifact(version: int) -> Path:
 
 
 def test_a_clean_version_loads_through_the_registry(store):
-    from kzjobs import registry
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release import registry
+    from kzjobs.release.model_ref import open_bundle
 
     v = register_test_bundle(store)
     model = registry.load_model("models:/kz-recognizer@candidate")
-    assert model.metadata.flavors["python_function"]["loader_module"] == "kzjobs.registry_model"
+    pyfunc = model.metadata.flavors["python_function"]
+    assert pyfunc["loader_module"] == "kzjobs.release.registry_model"
     bundle, _ = open_bundle(f"models:/kz-recognizer/{v}")
     assert bundle.sha256 == open_bundle("runs/a", store)[0].sha256
     # no code travels with a version
@@ -139,9 +140,9 @@ def test_a_clean_version_loads_through_the_registry(store):
 
 
 def test_a_tampered_weight_in_the_registry_is_refused(store):
-    from kzjobs import registry
-    from kzjobs.bundle import BundleIntegrityError
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release import registry
+    from kzjobs.release.bundle import BundleIntegrityError
+    from kzjobs.release.model_ref import open_bundle
 
     v = register_test_bundle(store)
     (_artifact(v) / "data/bundle" / WEIGHT).write_text("weights of someone else")
@@ -158,8 +159,8 @@ def test_a_rewritten_manifest_in_the_registry_is_refused(store):
     # consistent, but not the one registered (its sha256 is a version tag, in the database).
     import hashlib
 
-    from kzjobs import registry
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release import registry
+    from kzjobs.release.model_ref import open_bundle
 
     v = register_test_bundle(store)
     root = _artifact(v) / "data/bundle"
@@ -189,8 +190,8 @@ def _load_pyfunc(data_path, model_config=None):
 def test_tampered_model_code_in_the_registry_never_runs(store, tmp_path, tamper):
     import mlflow
 
-    from kzjobs import registry
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.release import registry
+    from kzjobs.release.model_ref import open_bundle
 
     v = register_test_bundle(store)
     model = _artifact(v)
@@ -202,14 +203,14 @@ def test_tampered_model_code_in_the_registry_never_runs(store, tmp_path, tamper)
     pyfunc = mlmodel["flavors"]["python_function"]
     if tamper == "another loader":
         pyfunc |= {"loader_module": module, "code": "code"}
-        error = rf"loads with '{module}', not the installed kzjobs\.registry_model"
+        error = rf"loads with '{module}', not the installed kzjobs\.release\.registry_model"
     elif tamper == "code beside the loader":  # prepended to sys.path: shadows any module
         pyfunc["code"] = "code"
         error = r"pyfunc flavor has \['code'\], which would run code stored in the artifact"
     elif tamper == "models from code":
         pyfunc |= {"loader_module": "mlflow.pyfunc.loaders.code_model",
                    "model_code_path": f"code/{module}.py"}
-        error = r"not the installed kzjobs\.registry_model"
+        error = r"not the installed kzjobs\.release\.registry_model"
     else:
         mlmodel["flavors"]["evil"] = {"code": "code"}
         error = r"flavors \['evil', 'python_function'\]"
@@ -226,8 +227,8 @@ def test_tampered_model_code_in_the_registry_never_runs(store, tmp_path, tamper)
 
 
 def test_promotion_rejects_a_tampered_candidate(store):
-    from kzjobs.promote import PromoteJob
-    from kzjobs.registry import get_version
+    from kzjobs.release.promote import PromoteJob
+    from kzjobs.release.registry import get_version
 
     v1 = register_test_bundle(store, "a", 0.40)
     job = PromoteJob(store_uri=store.uri, profile_name="tiny", lock_timeout=30)

@@ -44,7 +44,7 @@ class ClassifyConfig(BaseModel):
     lr: float = 0.01
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
-    amp: bool = True  # fp16 on CUDA; bf16 on CPUs that do bf16 in hardware (kzjobs.device)
+    amp: bool = True  # fp16 on CUDA; bf16 on CPUs that do bf16 in hardware (kzjobs.core.device)
     # Fine-tuning a trained model (``--init``, e.g. with pseudolabels): the seed ran 5
     # epochs (against 50 from scratch) at a tenth of the learning rate.
     finetune_epochs: int = Field(5, ge=1)

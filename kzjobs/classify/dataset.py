@@ -22,9 +22,9 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from kzjobs.classify.config import ClassifyConfig
+from kzjobs.core.images import ImageError
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP, UNKNOWN, Box
-from kzjobs.images import ImageError
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from kzjobs.classify.config import ClassifyConfig
 from kzjobs.classify.predict import to_points
+from kzjobs.core.device import autocast
+from kzjobs.core.training import EngineSettings, Epoch, Optimization
 from kzjobs.data.format import SEG_FP, Box
-from kzjobs.device import autocast
-from kzjobs.metric import score
-from kzjobs.training import EngineSettings, Epoch, Optimization
+from kzjobs.method.metric import score
 
 
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: ClassifyConfig

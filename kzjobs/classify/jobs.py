@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
-from kzjobs.device import torch_threads
-from kzjobs.job import Cli, Job
-from kzjobs.quarantine import beside, entries, records, write_quarantine
-from kzjobs.store import join
+from kzjobs.core.device import torch_threads
+from kzjobs.core.job import Cli, Job
+from kzjobs.core.quarantine import beside, entries, records, write_quarantine
+from kzjobs.core.store import join
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -95,7 +95,6 @@ class ClassifyTrainJob(Job):
         import mlflow
         import torch
 
-        from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
         from kzjobs.classify import engine
         from kzjobs.classify.config import KINDS
         from kzjobs.classify.dataset import (
@@ -107,18 +106,19 @@ class ClassifyTrainJob(Job):
         )
         from kzjobs.classify.model import build_model, model_args, start_from
         from kzjobs.classify.predict import predict_pages
-        from kzjobs.data.books import book_id, split_fold
-        from kzjobs.data.dataset import Dataset
-        from kzjobs.data.format import BOX_CODES, read_annotations
-        from kzjobs.device import grad_scaler, seed_everything, select_device
-        from kzjobs.folds import load_folds
-        from kzjobs.training import (
+        from kzjobs.core.checkpoint import checkpoint_bytes, load_checkpoint
+        from kzjobs.core.device import grad_scaler, seed_everything, select_device
+        from kzjobs.core.training import (
             EngineSettings,
             Epoch,
             Optimization,
             Trainer,
             config_params,
         )
+        from kzjobs.data.books import book_id, split_fold
+        from kzjobs.data.dataset import Dataset
+        from kzjobs.data.format import BOX_CODES, read_annotations
+        from kzjobs.method.folds import load_folds
 
         if self.kind not in KINDS:
             raise ValueError(f"unknown classifier kind {self.kind!r}; use one of {KINDS}")
@@ -263,9 +263,9 @@ class ClassifyTrainJob(Job):
     def _log_pictures(self, table: pa.Table, boxes: Mapping[str, Sequence[Box]],
                       truth: Mapping[str, Sequence[Box]], data: Dataset,
                       by_book: dict[str, float], f1: float) -> None:
-        """The dev pages as pictures in the MLflow run (kzjobs.figures)."""
+        """The dev pages as pictures in the MLflow run (kzjobs.method.figures)."""
         from kzjobs.classify.engine import judged_boxes
-        from kzjobs.figures import classifier_pictures, log_pictures
+        from kzjobs.method.figures import classifier_pictures, log_pictures
 
         try:
             log_pictures(classifier_pictures(
@@ -290,12 +290,12 @@ class ClassifyPredictJob(Job):
             return self._run()
 
     def _run(self) -> dict[str, Any]:
-        from kzjobs.checkpoint import load_checkpoint
         from kzjobs.classify.model import load_model
         from kzjobs.classify.predict import predict_pages
+        from kzjobs.core.checkpoint import load_checkpoint
+        from kzjobs.core.device import select_device
         from kzjobs.data.dataset import Dataset
         from kzjobs.data.format import BOX_CODES, read_annotations
-        from kzjobs.device import select_device
 
         store = self.store
         ckpt = load_checkpoint(store.read_bytes(self.model))

@@ -187,10 +187,10 @@ def trained_model(checkpoint: dict[str, Any]) -> RoIClassifier:
 def load_model(checkpoint: dict[str, Any], device: torch.device | None = None
                ) -> tuple[RoIClassifier, list[str]]:
     """The model ready for inference on ``device`` (default the CPU): eval mode,
-    channels_last (``kzjobs.device.for_inference``; the bench blend's two classifiers 0.62
+    channels_last (``kzjobs.core.device.for_inference``; the bench blend's two classifiers 0.62
     s a page against 0.87 in NCHW, ``bench.inference``), and its vocabulary (class codes,
     ``seg_fp`` included)."""
-    from kzjobs.device import for_inference
+    from kzjobs.core.device import for_inference
 
     model = trained_model(checkpoint)
     return for_inference(model, device or torch.device("cpu")), list(checkpoint["vocabulary"])

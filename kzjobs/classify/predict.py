@@ -2,7 +2,7 @@
 
 Predictions are a parquet table, one row per box, keyed by (image_id, box_id) where
 box_id is the box's index in its page's list in the box file. Tables from different
-models are joined on that key, never by position (``kzjobs.blend``); ``kind`` and
+models are joined on that key, never by position (``kzjobs.method.blend``); ``kind`` and
 ``fold`` name the model.
 """
 
@@ -24,11 +24,11 @@ from tqdm import tqdm
 from kzjobs.classify.config import ClassifyConfig
 from kzjobs.classify.dataset import page_transform
 from kzjobs.classify.model import STRIDE
+from kzjobs.core.device import autocast, layout_of
+from kzjobs.core.images import ImageError
+from kzjobs.core.store import Store, UnsafeKeyError, join, key_name
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP, Box, Point
-from kzjobs.device import autocast, layout_of
-from kzjobs.images import ImageError
-from kzjobs.store import Store, UnsafeKeyError, join, key_name
 
 log = logging.getLogger(__name__)
 

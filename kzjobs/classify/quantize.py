@@ -35,10 +35,10 @@ from torch import nn
 from kzjobs.classify.model import RoIClassifier, pool_boxes, trained_model
 
 if TYPE_CHECKING:
-    from kzjobs.bundle import Bundle
     from kzjobs.classify.config import ClassifyConfig
+    from kzjobs.core.store import Store
     from kzjobs.data.dataset import Dataset
-    from kzjobs.store import Store
+    from kzjobs.release.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def quantize_bundle(bundle: Bundle, root: Store, dataset: Dataset, cfg: Classify
     ``cfg.int8_calibration_pages`` pages of ``dataset`` (the training books) and written
     next to its checkpoint under ``root``; trunks it already has are kept. The manifest
     is not saved here."""
-    from kzjobs.checkpoint import load_checkpoint
+    from kzjobs.core.checkpoint import load_checkpoint
 
     if not int8_supported():
         raise RuntimeError("int8 trunks are made with torch's x86 int8 kernels, which this "

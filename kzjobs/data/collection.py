@@ -7,7 +7,7 @@ training datasets, validation and recognition all go through it.
 - PDFs, rasterised one page at a time at ``KZ_PDF_DPI`` with PDFium (pypdfium2).
 - IIIF Presentation 2/3 manifests: a ``*.json`` file in the collection, or a manifest
   URL as the collection; each canvas is fetched through the IIIF Image API
-  (:mod:`kzjobs.fetch` guards the hosts).
+  (:mod:`kzjobs.core.fetch` guards the hosts).
 
 The book of a page is its PDF, multi-page TIFF or manifest; a single page image is in
 the book its id names (:func:`kzjobs.data.books.book_id`). Page ids come from the file
@@ -38,15 +38,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from kzjobs.images import DEFAULT_MAX_PIXELS, ImageError, open_image, page_frames
-from kzjobs.quarantine import Quarantined
-from kzjobs.store import Store, UnsafeKeyError, key_name
+from kzjobs.core.images import DEFAULT_MAX_PIXELS, ImageError, open_image, page_frames
+from kzjobs.core.quarantine import Quarantined
+from kzjobs.core.store import Store, UnsafeKeyError, key_name
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from kzjobs.fetch import Fetcher
-    from kzjobs.settings import Settings
+    from kzjobs.core.fetch import Fetcher
+    from kzjobs.core.settings import Settings
 
 IMAGE_DIRS = ("images", "train_images", "test_images")
 # What each suffix promises. WebP is accepted: Pillow reads it and scanners' web exports
@@ -182,7 +182,7 @@ class Collection:
                  only: str | None = None,
                  settings: Settings | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        from kzjobs.settings import get_settings
+        from kzjobs.core.settings import get_settings
 
         self.store = store
         self.folders = folders
@@ -204,7 +204,7 @@ class Collection:
         ``s3://`` URI (see :meth:`of`), or a IIIF manifest URL."""
         if is_url(ref):
             return cls(None, (), manifests=(ref,), **kwargs)
-        from kzjobs.store import open_store
+        from kzjobs.core.store import open_store
 
         own = "://" in ref or ref.startswith(("/", ".", "~")) or store is None
         if own and "://" not in ref and Path(ref).expanduser().is_file():
@@ -215,7 +215,7 @@ class Collection:
     def folder(cls, path: str, **kwargs: Any) -> Collection:
         """A plain folder's own files (``--images DIR``), or one file (a PDF, a TIFF, a
         manifest, a page image) on its own."""
-        from kzjobs.store import open_store
+        from kzjobs.core.store import open_store
 
         file = Path(path).expanduser()
         if "://" not in path and file.is_file():
@@ -236,7 +236,7 @@ class Collection:
 
     @cached_property
     def fetcher(self) -> Fetcher:
-        from kzjobs.fetch import Fetcher
+        from kzjobs.core.fetch import Fetcher
 
         return Fetcher(self.settings)
 
@@ -379,8 +379,8 @@ class Collection:
 
     def _manifest(self, where: str, name: str, book: str, manifests: dict[str, bytes],
                   data: bytes | None = None) -> list[PageRef] | Rejected:
+        from kzjobs.core.fetch import FetchError
         from kzjobs.data.iiif import ManifestError, parse_manifest
-        from kzjobs.fetch import FetchError
 
         try:
             if data is None:
@@ -502,7 +502,7 @@ class Collection:
             raise ImageError(f"image header unreadable: {exc}") from None
 
     def _canvas_image(self, page: PageRef) -> Image.Image:
-        from kzjobs.fetch import FetchError
+        from kzjobs.core.fetch import FetchError
 
         if not page.image or page.image.startswith("error:"):
             raise ImageError((page.image or "error:no image").removeprefix("error:"))

@@ -12,9 +12,9 @@ from functools import cached_property
 
 from PIL import Image
 
+from kzjobs.core.store import Store, open_store
 from kzjobs.data.collection import IMAGE_DIRS, Collection, PageRef
 from kzjobs.data.format import Box, read_annotations, read_translation
-from kzjobs.store import Store, open_store
 
 __all__ = ["IMAGE_DIRS", "Dataset"]
 

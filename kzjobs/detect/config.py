@@ -54,7 +54,7 @@ class DetectConfig(BaseModel):
     # minutes to over 40 on two CPU cores.
     checkpoint_seconds: float = Field(600.0, ge=0.0)
     workers: int = 0
-    amp: bool = True  # fp16 on CUDA; a bf16 backbone on CPUs doing bf16 (kzjobs.device)
+    amp: bool = True  # fp16 on CUDA; a bf16 backbone on CPUs doing bf16 (kzjobs.core.device)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (OMP_NUM_THREADS)
     seed: int = 0
 

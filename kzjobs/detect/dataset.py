@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kzjobs.core.images import ImageError
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import Box
 from kzjobs.detect.config import DetectConfig
 from kzjobs.detect.model import CHARACTER, IMAGE_MEAN
-from kzjobs.images import ImageError
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from PIL import Image
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
+from kzjobs.core.device import autocast, layout_of
+from kzjobs.core.training import EngineSettings, Epoch, Optimization
 from kzjobs.data.format import SEG_FP, Box, Point
 from kzjobs.detect.config import DetectConfig
 from kzjobs.detect.dataset import scale_page, to_tensor
-from kzjobs.device import autocast, layout_of
-from kzjobs.metric import Score, score
-from kzjobs.training import EngineSettings, Epoch, Optimization
+from kzjobs.method.metric import Score, score
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ def rcnn_forward(model: torch.nn.Module, images: list[torch.Tensor], device: tor
                  amp: bool = True, targets: list[dict[str, torch.Tensor]] | None = None
                  ) -> tuple[Any, list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """GeneralizedRCNN's forward, split so that only the backbone may run in bf16 on the
-    CPU (kzjobs.device): the heads regress box coordinates, which bf16 would round by
+    CPU (kzjobs.core.device): the heads regress box coordinates, which bf16 would round by
     pixels. Training and inference share it, so the heads learn on the features they will
     read. Returns the transformed images, the detections in their pixels (none while
     training) and the losses (none in eval mode)."""

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from kzjobs.checkpoint import load_checkpoint, save_to_store
+from kzjobs.core.checkpoint import load_checkpoint, save_to_store
+from kzjobs.core.job import Job
+from kzjobs.core.quarantine import Quarantined, beside, entries, records, write_quarantine
+from kzjobs.core.store import Store, UnsafeKeyError, join, validate_key
 from kzjobs.data.books import book_id, split_fold
 from kzjobs.data.dataset import Dataset
-from kzjobs.job import Job
-from kzjobs.quarantine import Quarantined, beside, entries, records, write_quarantine
-from kzjobs.store import Store, UnsafeKeyError, join, validate_key
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from kzjobs.data.format import Box
     from kzjobs.detect.config import DetectConfig
     from kzjobs.detect.engine import Detection
-    from kzjobs.metric import Score
+    from kzjobs.method.metric import Score
 
 log = logging.getLogger(__name__)
 STAGE = "detect"  # the stage its quarantine records name
@@ -48,7 +48,7 @@ _RESUME_FREE = {"workers", "threads", "checkpoint_seconds"}
 
 def fold_split(ds: Dataset, store: Store, folds_key: str, fold: int) -> tuple[list[str], list[str]]:
     """(train ids, validation ids) of a fold; every book must be in the folds file."""
-    from kzjobs.folds import load_folds
+    from kzjobs.method.folds import load_folds
 
     folds = load_folds(store, folds_key)
     ids = ds.image_ids()
@@ -66,8 +66,8 @@ def fold_split(ds: Dataset, store: Store, folds_key: str, fold: int) -> tuple[li
 def _setup_torch(config: DetectConfig) -> torch.device:
     import torch
 
-    from kzjobs.device import select_device
-    from kzjobs.settings import get_settings
+    from kzjobs.core.device import select_device
+    from kzjobs.core.settings import get_settings
 
     device = select_device(get_settings().device)
     if device.type == "cpu" and config.threads > 0:
@@ -77,7 +77,7 @@ def _setup_torch(config: DetectConfig) -> torch.device:
 
 def read_pages(ds: Dataset, image_ids: list[str], quarantine: dict[str, str]):
     """``(image_id, image)`` for each readable page; the others go to ``quarantine``."""
-    from kzjobs.images import ImageError
+    from kzjobs.core.images import ImageError
 
     for image_id in image_ids:
         try:
@@ -99,17 +99,17 @@ class DetectTrainJob(Job):
         import mlflow
         import torch
 
-        from kzjobs.detect import engine
-        from kzjobs.detect.dataset import PageCrops, collate
-        from kzjobs.detect.model import build_detector
-        from kzjobs.device import grad_scaler, seed_everything
-        from kzjobs.training import (
+        from kzjobs.core.device import grad_scaler, seed_everything
+        from kzjobs.core.training import (
             EngineSettings,
             Epoch,
             Optimization,
             Trainer,
             config_params,
         )
+        from kzjobs.detect import engine
+        from kzjobs.detect.dataset import PageCrops, collate
+        from kzjobs.detect.model import build_detector
 
         config = self.profile.detect
         store = self.store
@@ -213,9 +213,9 @@ class DetectTrainJob(Job):
     def _log_pictures(self, ds: Dataset, found: dict[str, list[Detection]],
                       truth: dict[str, list[Box]], valid: Score) -> None:
         """Detection F1 by dev book, and the dev page with the most characters with its
-        boxes, as pictures in the MLflow run (kzjobs.figures)."""
+        boxes, as pictures in the MLflow run (kzjobs.method.figures)."""
         from kzjobs.data.format import Box
-        from kzjobs.figures import f1_by_book_chart, log_pictures, page_with_predictions
+        from kzjobs.method.figures import f1_by_book_chart, log_pictures, page_with_predictions
 
         try:
             pictures: dict[str, Any] = {"valid_f1_by_book.png": f1_by_book_chart(
@@ -260,10 +260,10 @@ class DetectPredictJob(Job):
     progress: bool = Field(True, description="Progress bar on stderr.")
 
     def run(self) -> dict[str, Any]:
+        from kzjobs.core.images import ImageError
         from kzjobs.data.format import UNKNOWN, Box, write_annotations
         from kzjobs.detect.engine import Detection, detect_page, label_by_iou
         from kzjobs.detect.model import load_detector
-        from kzjobs.images import ImageError
 
         store = self.store
         validate_key(self.out)
@@ -337,7 +337,7 @@ class DetectPredictJob(Job):
         }
         if self.valid_only:
             from kzjobs.data.format import SEG_FP, boxes_to_points
-            from kzjobs.metric import score
+            from kzjobs.method.metric import score
 
             valid = score({i: truth[i] for i in image_ids}, boxes_to_points(pages),
                           ignore_code=True)

@@ -133,13 +133,13 @@ def set_inference_options(model: FasterRCNN, config: DetectConfig) -> None:
 def load_detector(checkpoint: dict[str, Any], inference: DetectConfig | None = None,
                   device: torch.device | None = None) -> tuple[FasterRCNN, DetectConfig]:
     """The detector of a ``model.pt``/``checkpoint.pt`` dict, ready for inference on
-    ``device`` (default the CPU): eval mode, channels_last (``kzjobs.device.for_inference``).
+    ``device`` (default the CPU): eval mode, channels_last (``kzjobs.core.device.for_inference``).
 
     The architecture comes from the checkpoint's config; ``inference`` (e.g. the
     profile's) may override the inference knobs (thresholds, detections per page, the
     page size read). A page size outside the scales the detector trained on is warned of.
     """
-    from kzjobs.device import for_inference
+    from kzjobs.core.device import for_inference
 
     config = DetectConfig.model_validate(checkpoint["config"])
     model = build_detector(config, load_weights=False)

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from kzjobs.core.store import Store
 from kzjobs.data.collection import manifest_key
 from kzjobs.export import parse_formats
 from kzjobs.export.common import book_order, text
 from kzjobs.recognize.outputs import PageResult, page_key
-from kzjobs.store import Store
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -127,7 +127,7 @@ def write_formats(out: Store, image_ids: Iterable[str], formats: str | Sequence[
 def _image(page: PageResult, read_image: Callable[[str], Image.Image] | None,
            unread: list[str]) -> Image.Image | None:
     """The page's image again; None (logged, listed) when it cannot be read now."""
-    from kzjobs.images import ImageError
+    from kzjobs.core.images import ImageError
 
     try:
         if read_image is None:

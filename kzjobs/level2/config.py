@@ -58,10 +58,10 @@ class Level2Config(BaseModel):
 
 
 class PseudoConfig(BaseModel):
-    """The pseudolabel rule of :mod:`kzjobs.pseudo`.
+    """The pseudolabel rule of :mod:`kzjobs.method.pseudo`.
 
-    It lives here, not in ``kzjobs/pseudo.py``, so that ``kzjobs.profile`` imports it
-    without a cycle through ``kzjobs.job``.
+    It lives here, not in ``kzjobs/method/pseudo.py``, so that ``kzjobs.core.profile`` imports it
+    without a cycle through ``kzjobs.core.job``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -78,15 +78,15 @@ class PseudoConfig(BaseModel):
     keep: float = Field(0.8, gt=0.0, le=1.0)
     target_accuracy: float = Field(0.99, gt=0.0, le=1.0)
     keep_seg_fp: bool = True  # confident seg_fp winners become seg_fp targets
-    # Lowered seg_fp logit on the pages of new collections (kzjobs.blend.shift_seg_fp):
+    # Lowered seg_fp logit on the pages of new collections (kzjobs.method.blend.shift_seg_fp):
     # a number, or "fit": the shift under which the incoming blend makes contested
     # seg_fp calls (won by at most max_seg_fp_shift) no more often than the same models
-    # do on their OOF pages (kzjobs.blend.fit_seg_fp_shift; no labels needed). The
+    # do on their OOF pages (kzjobs.method.blend.fit_seg_fp_shift; no labels needed). The
     # bundle carries it to recognition; OOF pages, which level 2 and the calibrated rule
     # learn from, are never shifted.
     seg_fp_shift: Literal["fit"] | Annotated[float, Field(ge=0.0)] = 0.0
     max_seg_fp_shift: float = Field(6.0, ge=0.0)
-    # Per-book class shifts on the incoming collection (kzjobs.blend.fit_class_shift; no
+    # Per-book class shifts on the incoming collection (kzjobs.method.blend.fit_class_shift; no
     # labels needed): each book's class shares are brought, within chance, to those the
     # same models call on their OOF pages. An unfamiliar hand's systematic misreadings
     # (its せ read as ぜ) are undone before pseudolabels are chosen, and the bundle carries

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from kzjobs.job import Cli, Job
-from kzjobs.keys import Level2Keys, RunKeys
-from kzjobs.quarantine import Quarantined, beside, write_quarantine
+from kzjobs.core.job import Cli, Job
+from kzjobs.core.keys import Level2Keys, RunKeys
+from kzjobs.core.quarantine import Quarantined, beside, write_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ class Level2TrainJob(Job):
         return self.out or RunKeys(self.run_prefix).level2.prefix
 
     def run(self) -> dict[str, Any]:
-        from kzjobs.blend import load_oof
         from kzjobs.level2.features import Vocabulary
         from kzjobs.level2.train import train
+        from kzjobs.method.blend import load_oof
 
         keys = Level2Keys(self.prefix)
         report_key = keys.report
@@ -78,9 +78,9 @@ class Level2PredictJob(Job):
     submission: str = Field("", description="Also write a submission CSV (box centres) here.")
 
     def run(self) -> dict[str, Any]:
-        from kzjobs.blend import load_predictions
         from kzjobs.data.format import write_submission
         from kzjobs.level2.model import Level2Model, points, predict
+        from kzjobs.method.blend import load_predictions
 
         if self.store.exists(self.out):  # written last
             return {"out": self.out, "submission": self.submission, "skipped": True}

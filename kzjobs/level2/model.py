@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kzjobs.blend import GEOMETRY, KEY, blend
+from kzjobs.core.keys import Level2Keys
+from kzjobs.core.store import Store
 from kzjobs.data.format import SEG_FP, Point
-from kzjobs.keys import Level2Keys
 from kzjobs.level2.features import (
     Candidates,
     Vocabulary,
@@ -31,13 +31,13 @@ from kzjobs.level2.features import (
     feature_names,
     winners,
 )
-from kzjobs.store import Store
+from kzjobs.method.blend import GEOMETRY, KEY, blend
 
 if TYPE_CHECKING:
     import lightgbm as lgb
     import xgboost as xgb
 
-    from kzjobs.quarantine import Quarantined
+    from kzjobs.core.quarantine import Quarantined
 
 FORMAT = 1
 

@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kzjobs.blend import KEY, blend, box_folds, top_two
+from kzjobs.core.store import Store
 from kzjobs.data.format import SEG_FP, Box
 from kzjobs.level2.config import Level2Config
 from kzjobs.level2.features import Vocabulary, box_f1, build, fit_threshold, winners
 from kzjobs.level2.model import Level2Model, booster_proba, load_fold, per_kind, points, save_fold
-from kzjobs.store import Store
+from kzjobs.method.blend import KEY, blend, box_folds, top_two
 
 if TYPE_CHECKING:
     import lightgbm as lgb
     import xgboost as xgb
 
-    from kzjobs.quarantine import Quarantined
+    from kzjobs.core.quarantine import Quarantined
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def train(frames: Sequence[pd.DataFrame], truth: pd.DataFrame, cfg: Level2Config
         },
     }
     if pages is not None:
-        from kzjobs.metric import score
+        from kzjobs.method.metric import score
 
         ids = set(boxes["image_id"])
         gt = {i: list(b) for i, b in pages.items() if i in ids}

@@ -26,7 +26,7 @@ class PretrainConfig(BaseModel):
     lr: float = 2e-3  # AdamW, one-cycle schedule
     weight_decay: float = 0.05
     shape_p: float = Field(0.3, ge=0.0, le=1.0)  # elastic warp and stroke width, each
-    amp: bool = True  # bf16 autocast on CPUs doing bf16 in hardware (kzjobs.device)
+    amp: bool = True  # bf16 autocast on CPUs doing bf16 in hardware (kzjobs.core.device)
     half: bool = True  # stored in fp16 (half the size); loading upcasts
     threads: int = Field(0, ge=0)
     workers: int = Field(0, ge=0)

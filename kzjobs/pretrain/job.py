@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from kzjobs.job import Cli, Job
+from kzjobs.core.job import Cli, Job
 from kzjobs.pretrain.config import PRETRAINED
 from kzjobs.pretrain.weights import REGISTERED_MODEL, SUFFIX
 
@@ -74,8 +74,8 @@ class PretrainJob(Job):
         import torch
 
         from kzjobs.classify.model import RoIClassifier
+        from kzjobs.core.device import autocast, seed_everything, select_device, torch_threads
         from kzjobs.data.format import char_to_code
-        from kzjobs.device import autocast, seed_everything, select_device, torch_threads
         from kzjobs.pretrain.glyphs import GlyphCrops, collate
         from kzjobs.pretrain.weights import save_weights
 
@@ -142,7 +142,7 @@ class PretrainJob(Job):
 
         import mlflow
 
-        from kzjobs import registry
+        from kzjobs.release import registry
 
         client = registry.client(self.settings.tracking_uri)
         experiment = registry.experiment_id(client, EXPERIMENT)
@@ -197,8 +197,8 @@ def stale_kinds(profile_name: str, store: Any = None, out: str = DEFAULT_OUT) ->
     (``<out>/<kind>.pt`` as a classifier's or the detector's weights) and which are
     missing or stale there: what ``kz_retrain``'s pretrain task has to train. The store
     (default: the settings') is opened only for a profile that starts from it."""
-    from kzjobs.profile import load_profile
-    from kzjobs.store import join
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.store import join
 
     profile = load_profile(profile_name)
     refs = [*profile.classify.weights.values(), profile.detect.backbone_weights or ""]

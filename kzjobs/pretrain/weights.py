@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kzjobs.store import Store
+    from kzjobs.core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _read_pair(ref: str, store: Store | None) -> tuple[bytes, str | None, bool]:
     if ref.startswith("models:/"):
         import mlflow
 
-        from kzjobs import registry
+        from kzjobs.release import registry
 
         registry.client()  # sets the tracking and registry URIs
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
@@ -74,8 +74,8 @@ def _read_pair(ref: str, store: Store | None) -> tuple[bytes, str | None, bool]:
     if path.is_file():
         return _local_pair(path, required=False)
     if store is None:
-        from kzjobs.settings import get_settings
-        from kzjobs.store import open_store
+        from kzjobs.core.settings import get_settings
+        from kzjobs.core.store import open_store
 
         store = open_store(get_settings().store_uri)
     if not store.exists(ref):
@@ -95,7 +95,7 @@ def _local_pair(path: Path, *, required: bool) -> tuple[bytes, str | None, bool]
 def read_weights(ref: str | Path, store: Store | None = None) -> Any:
     """The object saved at ``ref`` (a state_dict, or a dict holding one), its sha256
     checked, floats upcast to fp32, loaded with ``weights_only=True``."""
-    from kzjobs.checkpoint import load_checkpoint
+    from kzjobs.core.checkpoint import load_checkpoint
 
     data, expected, required = _read_pair(str(ref), store)
     return _upcast(load_checkpoint(checked(data, expected, str(ref), required=required)))
@@ -124,7 +124,7 @@ def state_dict_of(obj: Any) -> dict[str, Any]:
 
 def save_weights(obj: dict[str, Any]) -> tuple[bytes, str]:
     """The bytes of ``obj`` as ``torch.save`` writes them, and their sha256sum line."""
-    from kzjobs.checkpoint import checkpoint_bytes
+    from kzjobs.core.checkpoint import checkpoint_bytes
 
     data = checkpoint_bytes(obj)
     return data, f"{sha256(data)}\n"

@@ -18,20 +18,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator
 
-from kzjobs.data.books import book_id
-from kzjobs.data.collection import Collection, PageRef, manifest_key
-from kzjobs.export import parse_formats
-from kzjobs.job import Cli, Job
-from kzjobs.quarantine import (
+from kzjobs.core.job import Cli, Job
+from kzjobs.core.quarantine import (
     Quarantined,
     entries,
     quarantine_bytes,
     read_quarantine,
     write_quarantine,
 )
-from kzjobs.recognize import PAGES_PER_BATCH, adapt
-from kzjobs.recognize.outputs import done_pages, merge
-from kzjobs.store import (
+from kzjobs.core.store import (
     KeyExistsError,
     Store,
     UnsafeKeyError,
@@ -39,6 +34,11 @@ from kzjobs.store import (
     json_bytes,
     validate_key,
 )
+from kzjobs.data.books import book_id
+from kzjobs.data.collection import Collection, PageRef, manifest_key
+from kzjobs.export import parse_formats
+from kzjobs.recognize import PAGES_PER_BATCH, adapt
+from kzjobs.recognize.outputs import done_pages, merge
 from kzjobs.validate.config import MAX_ID_LENGTH
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def own_location(ref: str) -> bool:
 def open_location(ref: str, store: Store) -> Store:
     """A store key inside ``store``, or a folder path / URI of its own."""
     if own_location(ref):
-        from kzjobs.store import open_store
+        from kzjobs.core.store import open_store
 
         return open_store(ref)
     return store.child(ref)
@@ -202,10 +202,10 @@ class RecognizeJob(_CollectionJob):
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        from kzjobs.images import ImageError
-        from kzjobs.model_ref import open_bundle
+        from kzjobs.core.images import ImageError
         from kzjobs.recognize.outputs import write_page
         from kzjobs.recognize.recognizer import Recognizer, bundle_profile, page_workers
+        from kzjobs.release.model_ref import open_bundle
 
         index, count = parse_shard(self.shard)
         coll = self.source()
@@ -329,7 +329,7 @@ def resolved_model(ref: str) -> str:
     same alias names another model once it moves. Bundle keys and paths stay as given."""
     if not ref.startswith("models:/"):
         return ref
-    from kzjobs.registry import get_version, version_ref
+    from kzjobs.release.registry import get_version, version_ref
 
     version = get_version(ref)
     if version is None:

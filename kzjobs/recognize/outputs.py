@@ -15,11 +15,11 @@ from typing import Any
 
 from PIL import Image
 
+from kzjobs.core.store import Store
 from kzjobs.data.books import book_id
 from kzjobs.data.format import Box, Point, code_to_char, write_submission
 from kzjobs.recognize.reading_order import columns
 from kzjobs.recognize.review import PageSummary, book_scripts, review_index, review_page
-from kzjobs.store import Store
 
 PAGES, TRANSCRIPTS, REVIEW = "pages", "transcripts", "review"
 
@@ -97,7 +97,7 @@ def page_key(image_id: str) -> str:
 def _low_confidence(value: float | None) -> float:
     if value is not None:
         return value
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     return get_settings().review_low_confidence
 

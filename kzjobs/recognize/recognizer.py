@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kzjobs.bundle import Bundle
+from kzjobs.core.device import select_device
+from kzjobs.core.profile import Profile, load_profile
+from kzjobs.core.store import Store
 from kzjobs.data.format import SEG_FP, UNKNOWN, Box
-from kzjobs.device import select_device
-from kzjobs.profile import Profile, load_profile
 from kzjobs.recognize.outputs import Char, PageResult
-from kzjobs.store import Store
+from kzjobs.release.bundle import Bundle
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,8 +73,8 @@ class Recognizer:
     ) -> Recognizer:
         """Load the models the bundle names (``classify.inference_folds`` of each kind);
         ``profile`` (a name, a YAML path or a Profile) overrides the inference knobs."""
-        from kzjobs.checkpoint import load_checkpoint
         from kzjobs.classify.model import load_model
+        from kzjobs.core.checkpoint import load_checkpoint
         from kzjobs.detect.model import load_detector
         from kzjobs.level2.model import Level2Model
 
@@ -138,8 +138,8 @@ class Recognizer:
         """One prediction frame per classifier (the classifier's parquet schema), its
         ``seg_fp`` logit lowered by the bundle's shift, and its classes shifted by the
         bundle's shifts for the page's book, if any."""
-        from kzjobs.blend import predictions_frame, shift_classes
         from kzjobs.classify.predict import page_table, predict_logits
+        from kzjobs.method.blend import predictions_frame, shift_classes
 
         cfg = self.profile.classify
         shift = dict(self.class_shifts.get(self.book_of(image_id), {}))
@@ -219,7 +219,7 @@ class Recognizer:
         parallel keep the cores busier than one page's operators split between them,
         without a second copy of the models as in a second shard (bench/RESULTS.md,
         'Run of 2026-12-05 01:00 UTC')."""
-        from kzjobs.device import torch_threads
+        from kzjobs.core.device import torch_threads
 
         on_cpu = workers > 1 and self.device.type == "cpu"
         with torch_threads(max(1, torch.get_num_threads() // workers) if on_cpu else 0):
@@ -320,7 +320,7 @@ def frames_per_model(frames_of_pages: Sequence[Sequence[pd.DataFrame]]) -> list[
 def top_class(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The blend's best class per box; its confidence is the sigmoid of the margin
     between the top two blended logits (the quantity pseudolabelling thresholds)."""
-    from kzjobs.blend import blend, top_two
+    from kzjobs.method.blend import blend, top_two
 
     blended = blend(frames)
     code, top, second = top_two(blended)

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from kzjobs.core.store import Store
 from kzjobs.data.format import write_annotations, write_translation
-from kzjobs.store import Store
 from kzjobs.synth.fonts import FONTS, font_path, font_spec
 from kzjobs.synth.paper import paint, to_jpeg
 from kzjobs.synth.render import PageLayout, font_chars, is_cursive, layout_page

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from kzjobs.job import Cli, Job
+from kzjobs.core.job import Cli, Job
 
 
 class SynthJob(Job):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kzjobs.images import DEFAULT_MAX_PIXELS, READABLE_MODES
+from kzjobs.core.images import DEFAULT_MAX_PIXELS, READABLE_MODES
 
 # A page id is a file name too: a longer one may not fit a file system.
 MAX_ID_LENGTH = 128

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
+from kzjobs.core.images import DEFAULT_MAX_PIXELS
+from kzjobs.core.store import Store, join
 from kzjobs.data.format import (
     LABEL_COLUMNS,
     Box,
@@ -27,8 +29,6 @@ from kzjobs.data.format import (
     write_rows,
     write_translation,
 )
-from kzjobs.images import DEFAULT_MAX_PIXELS
-from kzjobs.store import Store, join
 
 Expected = list[tuple[str, str]]
 

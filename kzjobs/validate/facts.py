@@ -1,7 +1,7 @@
 """Facts about every item, computed in Python, for the expectation suites to check.
 
 What needs Python is done here, once per item: reading and decoding images (with
-:func:`kzjobs.images.open_image`, which guards against bombs), parsing labels with the
+:func:`kzjobs.core.images.open_image`, which guards against bombs), parsing labels with the
 format module's own parsers. The results go into pandas tables of plain columns that
 the GX suites in :mod:`kzjobs.validate.suites` check. Every table has a ``row`` column:
 the index of the item in the ``pages`` table, so a failing box names its page.
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from kzjobs.core.images import ImageError, open_image
+from kzjobs.core.store import Store, UnsafeKeyError, key_name
 from kzjobs.data.collection import IMAGE_DIRS, IMAGE_FORMATS, Collection, PageRef
 from kzjobs.data.format import (
     LABEL_COLUMNS,
@@ -30,8 +32,6 @@ from kzjobs.data.format import (
     read_rows,
     read_translation,
 )
-from kzjobs.images import ImageError, open_image
-from kzjobs.store import Store, UnsafeKeyError, key_name
 from kzjobs.validate.config import ValidateConfig
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ def page_facts(coll: Collection, page: PageRef, config: ValidateConfig) -> dict[
         return image_facts(coll.store, page.key, config, decode=True, frame=page.index)
     facts: dict[str, Any] = dict.fromkeys(IMAGE_COLUMNS)
     if page.format == "IIIF":
-        from kzjobs.fetch import FetchError
+        from kzjobs.core.fetch import FetchError
 
         if not page.image or page.image.startswith("error:"):
             facts["image_error"] = (page.image or "no image").removeprefix("error:")

@@ -3,7 +3,7 @@
 Writes under ``out``:
 
 - ``quarantine.json``: ``[{"item", "row" | "key", "reason", "stage"}]``, one entry per bad
-  item (:class:`kzjobs.quarantine.Quarantined`);
+  item (:class:`kzjobs.core.quarantine.Quarantined`);
 - ``passed.json``: the ids that passed, in input order, for the next stage to read;
 - ``report.json`` (last): counts (``items == passed + quarantined``), one entry per
   expectation with its failures, the reasons by count, and the time spent.
@@ -27,11 +27,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from kzjobs.core.job import Cli, Job
+from kzjobs.core.quarantine import Quarantined, write_quarantine
+from kzjobs.core.store import Store, join, read_uri
 from kzjobs.data.collection import Collection
 from kzjobs.data.dataset import Dataset
-from kzjobs.job import Cli, Job
-from kzjobs.quarantine import Quarantined, write_quarantine
-from kzjobs.store import Store, join, read_uri
 from kzjobs.validate.expectations import Outcome
 from kzjobs.validate.facts import (
     Facts,

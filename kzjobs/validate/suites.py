@@ -31,7 +31,7 @@ ID_EXPECTATIONS: list[Spec] = [
 ]
 
 IMAGE_EXPECTATIONS: list[Spec] = [
-    # Decoding needs Python (kzjobs.images.open_image, with its bomb guard); GX checks
+    # Decoding needs Python (kzjobs.core.images.open_image, with its bomb guard); GX checks
     # that it gave no error.
     _e("expect_column_values_to_be_null", "image unreadable", column="image_error"),
     _e("expect_column_pair_values_to_be_equal", "file content does not match its name",

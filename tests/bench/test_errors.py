@@ -7,7 +7,7 @@ import pandas as pd
 
 from bench.errors import describe, reading_errors
 from kzjobs.data.format import SEG_FP, Box, Point
-from kzjobs.metric import score
+from kzjobs.method.metric import score
 
 A, II, U = "U+3042", "U+3044", "U+3046"  # あ い う
 

@@ -7,8 +7,8 @@ import pytest
 from bench.inference import VARIANTS, read_with
 from bench.shared import variant_profile
 from bench.workload import write_seeded_bundle
-from kzjobs.profile import Profile, load_profile
-from kzjobs.store import open_store
+from kzjobs.core.profile import Profile, load_profile
+from kzjobs.core.store import open_store
 from kzjobs.synth import generate
 
 
@@ -77,8 +77,8 @@ def test_the_fastest_reading_counts_and_every_reading_is_kept():
 
 def test_the_int8_variant_gives_the_bundle_its_trunks_and_reads_with_them(store):
     from bench.inference import with_int8_trunks
-    from kzjobs.bundle import Bundle
     from kzjobs.data.dataset import Dataset
+    from kzjobs.release.bundle import Bundle
 
     with_int8_trunks(store, "run", "heldout")  # calibrated on these pages, for the test only
     trunks = Bundle.load(store.child("run")).int8_trunks

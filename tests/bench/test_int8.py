@@ -15,11 +15,11 @@ from bench import int8
 def test_each_model_is_read_both_ways_over_every_test_box(tmp_path, monkeypatch):
     from kzjobs.classify.dataset import vocabulary
     from kzjobs.classify.model import build_model, model_args
+    from kzjobs.core.keys import RunKeys
+    from kzjobs.core.profile import load_profile
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import write_annotations
-    from kzjobs.keys import RunKeys
-    from kzjobs.profile import load_profile
-    from kzjobs.store import open_store
     from kzjobs.synth import generate
 
     profile = load_profile("tiny")

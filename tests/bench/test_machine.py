@@ -6,7 +6,7 @@ import torch
 
 from bench.machine import machine_info
 from bench.report import _machine
-from kzjobs.device import cpu_has_bf16
+from kzjobs.core.device import cpu_has_bf16
 
 
 def test_the_machine_record_names_the_cpus_vector_unit_and_bf16():

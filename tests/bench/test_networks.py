@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bench import networks
-from kzjobs.profile import load_profile
+from kzjobs.core.profile import load_profile
 
 
 def test_both_variants_score_boxes_alike_and_only_the_loaded_one_has_no_batch_norm():

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from bench.pipeline import STAGES, run_stages
-from kzjobs.plan import RetrainPlan
-from kzjobs.runner import JobFailed
-from kzjobs.store import open_store
+from kzjobs.core.store import open_store
+from kzjobs.orchestrate.plan import RetrainPlan
+from kzjobs.orchestrate.runner import JobFailed
 from kzjobs.synth import generate
 
 TIMINGS = "timings/bench-stage-seconds.json"
@@ -71,7 +71,7 @@ def test_read_time_adaptation_reads_the_books_as_seen_as_unseen_and_adapted(tmp_
     without its book shifts, and that manifest with shifts fitted at read time."""
     from bench.pipeline import read_time_adaptation
     from bench.workload import write_seeded_bundle
-    from kzjobs.bundle import Bundle
+    from kzjobs.release.bundle import Bundle
 
     store = open_store(str(tmp_path / "store"))
     generate(store.child("heldout"), books=1, pages_per_book=2, seed=3, fonts=["ipaex-mincho"])

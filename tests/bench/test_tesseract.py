@@ -26,7 +26,7 @@ from bench.tesseract import (
     words_to_points,
 )
 from kzjobs.data.format import MAX_PREDICTIONS_PER_PAGE, Box, Point, char_to_code
-from kzjobs.metric import score
+from kzjobs.method.metric import score
 
 needs_tesseract = pytest.mark.skipif(
     shutil.which("tesseract") is None,
@@ -182,9 +182,9 @@ def test_recognize_reads_a_printed_column():
 def test_bench_scores_pages_and_quarantines_a_bad_one(tmp_path):
     import io
 
+    from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import read_submission, write_annotations, write_translation
-    from kzjobs.store import open_store
 
     page, boxes = column_page()
     store = open_store(tmp_path / "ds")

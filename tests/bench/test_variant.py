@@ -7,7 +7,7 @@ import pytest
 
 from bench.pipeline import bench_plan
 from bench.variant import copy_base, parse_overrides
-from kzjobs.store import open_store
+from kzjobs.core.store import open_store
 
 # What a finished two-fold, one-kind bench run holds, relative to its run prefix.
 RUN_FILES = [

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kzjobs.core.store import Store, open_store
 from kzjobs.data.format import read_annotations, write_annotations
-from kzjobs.store import Store, open_store
 
 SYNTH_SEED = 3
 # The tiny profile with still less work, for tests of the job's mechanics (not learning).
@@ -44,7 +44,7 @@ class Data:
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Data:
     """Two books of four pages in one font (held out: the other book), with OOF-like boxes."""
     from kzjobs.data.dataset import Dataset
-    from kzjobs.folds import FoldsJob
+    from kzjobs.method.folds import FoldsJob
     from kzjobs.synth import generate
     from tests.classify.oof_boxes import oof_like_boxes
 
@@ -65,7 +65,7 @@ def tiny_run(tiny_data: Data, tmp_path_factory: pytest.TempPathFactory,
              _mlflow_db_template: Path) -> dict:
     """The tiny profile trained on fold 0 (book syndB), its OOF predicted on book syndA."""
     from kzjobs.classify.jobs import ClassifyTrainJob
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     db = tmp_path_factory.mktemp("classify_mlflow") / "mlflow.db"
     shutil.copyfile(_mlflow_db_template, db)

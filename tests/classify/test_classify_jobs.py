@@ -67,7 +67,7 @@ def test_training_resumes_after_a_crash_and_skips_unreadable_pages(
 
     from mlflow import MlflowClient
 
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     client = MlflowClient(tracking_uri=get_settings().tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("kz-classify").experiment_id])
@@ -164,7 +164,7 @@ def test_cli_trains_and_predicts_by_store_keys(small_data, mechanics_profile):
 def test_fine_tuning_from_a_model_with_pseudolabelled_pages(small_data, mechanics_profile):
     import torch
 
-    from kzjobs.checkpoint import load_checkpoint
+    from kzjobs.core.checkpoint import load_checkpoint
 
     store = small_data.store
     base = _train(small_data, mechanics_profile, epochs=1).run()

@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from kzjobs.checkpoint import checkpoint_bytes, load_checkpoint
 from kzjobs.classify.model import RoIClassifier, build_model
+from kzjobs.core.checkpoint import checkpoint_bytes, load_checkpoint
 
 
 def test_resnet50_wide_trunk_gives_13824_features_and_the_seed_head():

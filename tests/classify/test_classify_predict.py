@@ -76,7 +76,7 @@ def test_a_classifier_loaded_for_inference_runs_channels_last_and_reads_the_same
     """load_model puts the weights in channels_last (a faster trunk on oneDNN) and
     predict_logits feeds the page in that layout: the logits are the NCHW model's."""
     from kzjobs.classify.model import load_model
-    from kzjobs.device import layout_of
+    from kzjobs.core.device import layout_of
 
     torch.manual_seed(0)
     cfg = ClassifyConfig(hidden=32, roi_size=3, page_size=300, amp=False)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from kzjobs.checkpoint import load_checkpoint
 from kzjobs.classify.model import build_model, load_model
 from kzjobs.classify.predict import page_inputs, predict_logits
 from kzjobs.classify.quantize import load_int8_model, quantize_classifier, trunk_state
+from kzjobs.core.checkpoint import load_checkpoint
+from kzjobs.core.profile import load_profile
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import BOX_CODES, read_annotations
-from kzjobs.profile import load_profile
 
 
 def test_the_int8_trunk_reads_a_held_out_book_as_the_fp32_model(tiny_data, tiny_run):

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from kzjobs.checkpoint import load_checkpoint
 from kzjobs.classify.dataset import vocabulary
 from kzjobs.classify.model import load_model
 from kzjobs.classify.predict import SCHEMA, read_table
+from kzjobs.core.checkpoint import load_checkpoint
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import SEG_FP
 

@@ -16,8 +16,8 @@ from collections import Counter
 
 import pytest
 
-from kzjobs.settings import get_settings
-from kzjobs.store import Store, open_store
+from kzjobs.core.settings import get_settings
+from kzjobs.core.store import Store, open_store
 
 COLLECTION = "incoming/mixed"
 OUT = "predictions/incoming-mixed"  # the plan's output prefix for COLLECTION
@@ -27,7 +27,7 @@ OUT = "predictions/incoming-mixed"  # the plan's output prefix for COLLECTION
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A store with a seeded blend and a real collection with every bad batch kind mixed in."""
     from bench.workload import write_seeded_bundle
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
     from kzjobs.synth import generate
     from kzjobs.validate.corpus import write_bad_images
 

@@ -3,13 +3,13 @@ Airflow runs the real ``kzjobs`` commands as subprocesses on a migrated metadata
 
 from __future__ import annotations
 
-from kzjobs.settings import get_settings
+from kzjobs.core.settings import get_settings
 from tests.conftest import register_test_bundle
 
 
 def test_kz_promote_runs_the_promote_job(tmp_path, run_dag):
-    from kzjobs.registry import get_version
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.release.registry import get_version
 
     store = open_store(tmp_path / "store")
     env = {"KZ_HOME": str(get_settings().home), "KZ_STORE": store.uri, "KZ_LAUNCHER": "local"}

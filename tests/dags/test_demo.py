@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kzjobs.profile import load_profile
-from kzjobs.settings import get_settings
+from kzjobs.core.profile import load_profile
+from kzjobs.core.settings import get_settings
 
 
 @pytest.fixture
@@ -28,10 +28,10 @@ def short_profile(tmp_path: Path) -> str:
 
 @pytest.mark.slow
 def test_retrain_promote_recognize_through_airflow(short_profile: str):
+    from kzjobs.core.store import open_store
     from kzjobs.data.format import read_submission
     from kzjobs.demo import demo, report
-    from kzjobs.registry import get_version
-    from kzjobs.store import open_store
+    from kzjobs.release.registry import get_version
 
     # Books cycle through the fonts: each fold trains and validates on both.
     fonts = ["kouzan-sousyo", "kouzan-sousyo", "kouzan-gyousyo", "kouzan-gyousyo"]
@@ -51,8 +51,8 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
     assert 0.0 <= out["heldout_detection_f1"] <= 1.0
 
     # The adaptation's seg_fp shift (tiny fits it on the incoming batch) is the bundle's.
-    from kzjobs.bundle import Bundle
-    from kzjobs.keys import RunKeys
+    from kzjobs.core.keys import RunKeys
+    from kzjobs.release.bundle import Bundle
 
     pseudo_report = RunKeys("").pseudo_report
 

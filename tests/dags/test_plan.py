@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kzjobs.keys import safe_run_id
-from kzjobs.plan import (
+from kzjobs.core.keys import safe_run_id
+from kzjobs.core.store import validate_key
+from kzjobs.orchestrate.plan import (
     RecognizePlan,
     RetrainPlan,
     collection_from,
     promote_args,
 )
-from kzjobs.store import validate_key
 
 RUN_ID = "scheduled__2026-03-01T00:00:00+00:00"
 

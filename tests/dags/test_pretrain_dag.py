@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kzjobs.core.settings import get_settings
+from kzjobs.core.store import open_store
 from kzjobs.pretrain.config import PRETRAINED
-from kzjobs.settings import get_settings
-from kzjobs.store import open_store
 from tests.pretrain.test_pretrain import profile_file
 
 

@@ -52,8 +52,8 @@ def test_bad_fold_count():
 
 @pytest.mark.parametrize("books", [0, 1])
 def test_the_folds_job_refuses_fewer_books_than_folds(tmp_path, books):
-    from kzjobs.folds import FoldsJob
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
+    from kzjobs.method.folds import FoldsJob
     from kzjobs.synth import generate
 
     if books:

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kzjobs.core.images import ImageError
+from kzjobs.core.settings import Settings
+from kzjobs.core.store import open_store
 from kzjobs.data.collection import Collection, manifest_key, page_id
-from kzjobs.images import ImageError
-from kzjobs.settings import Settings
-from kzjobs.store import open_store
 from tests.data.sources import IIIFServer, encoded, page, pdf, tiff
 
 
@@ -182,7 +182,7 @@ def test_every_file_is_read_refused_or_counted(tmp_path):
 ])
 def test_file_names_become_safe_stable_ids(name, ident):
     assert page_id(name) == ident
-    from kzjobs.store import validate_key
+    from kzjobs.core.store import validate_key
 
     assert validate_key(ident) == ident  # one store key part
 
@@ -315,7 +315,7 @@ def test_a_slow_canvas_times_out_and_the_rest_goes_on(iiif):
 
 
 def test_fetches_retry_follow_checked_redirects_and_keep_their_pace(iiif):
-    from kzjobs.fetch import Fetcher, FetchError
+    from kzjobs.core.fetch import Fetcher, FetchError
 
     iiif.add_manifest("bk5", 3, {"img5": page()})
     iiif.fail_once.add("img5")

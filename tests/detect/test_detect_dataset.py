@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from kzjobs.core.store import open_store
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import Box, write_annotations
 from kzjobs.detect.config import DetectConfig
-from kzjobs.store import open_store
 
 
 def page_dataset(tmp_path, pages: dict[str, tuple[tuple[int, int], list[Box]]]) -> Dataset:

@@ -80,14 +80,14 @@ def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, b
     import numpy as np
     from PIL import Image
 
-    import kzjobs.device
+    import kzjobs.core.device
     from kzjobs.detect.dataset import scale_page, to_tensor
     from kzjobs.detect.engine import detect_page
     from kzjobs.detect.model import build_detector
 
-    if bf16 and not kzjobs.device.cpu_has_bf16():
+    if bf16 and not kzjobs.core.device.cpu_has_bf16():
         pytest.skip("this CPU does not do bf16 in hardware: it is never used here")
-    monkeypatch.setattr(kzjobs.device, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(kzjobs.core.device, "cpu_has_bf16", lambda: bf16)
     config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256,
                           score_threshold=0.0, scale_range=(0.5, 1.5), test_scale=test_scale)
     torch.manual_seed(0)
@@ -115,13 +115,13 @@ def test_detect_page_is_the_model_forward_mapped_back_to_the_page(monkeypatch, b
 def test_training_losses_through_the_split_forward(monkeypatch, bf16):
     """train_one_epoch's forward (rcnn_forward, a bf16 backbone where the CPU does bf16)
     gives the model's own losses in fp32, and losses close to them with a bf16 backbone."""
-    import kzjobs.device
+    import kzjobs.core.device
     from kzjobs.detect.engine import rcnn_forward
     from kzjobs.detect.model import build_detector
 
-    if bf16 and not kzjobs.device.cpu_has_bf16():
+    if bf16 and not kzjobs.core.device.cpu_has_bf16():
         pytest.skip("this CPU does not do bf16 in hardware: it is never used here")
-    monkeypatch.setattr(kzjobs.device, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(kzjobs.core.device, "cpu_has_bf16", lambda: bf16)
     config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256)
     torch.manual_seed(0)
     model = build_detector(config, load_weights=False).train()
@@ -148,9 +148,9 @@ def test_a_detector_loaded_for_inference_runs_channels_last_and_finds_the_same_b
     from PIL import Image
     from torchvision.ops import box_iou
 
+    from kzjobs.core.device import layout_of
     from kzjobs.detect.engine import detect_page
     from kzjobs.detect.model import build_detector, load_detector
-    from kzjobs.device import layout_of
 
     config = DetectConfig(backbone="resnet18", fpn_channels=32, page_size=256,
                           score_threshold=0.0)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import kzjobs.device
+import kzjobs.core.device
 from kzjobs.data.format import BOX_CODES, SEG_FP, UNKNOWN, Box, read_annotations
 
 F1_FLOOR = 0.5
@@ -39,8 +39,8 @@ def cli(*args: str) -> dict:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A trained tiny detector (fold 0), made once for the module."""
-    from kzjobs.settings import get_settings
-    from kzjobs.store import open_store
+    from kzjobs.core.settings import get_settings
+    from kzjobs.core.store import open_store
     from kzjobs.synth import generate
 
     root = tmp_path_factory.mktemp("detect")
@@ -65,7 +65,7 @@ def chance_f1(truth: dict[str, list[Box]], store) -> float:
     from PIL import Image
 
     from kzjobs.data.format import Point
-    from kzjobs.metric import score
+    from kzjobs.method.metric import score
 
     rng = random.Random(0)
     preds = {}
@@ -76,7 +76,7 @@ def chance_f1(truth: dict[str, list[Box]], store) -> float:
 
 
 def test_tiny_profile_learns_to_find_characters_in_unseen_books(run):
-    from kzjobs.checkpoint import load_from_store
+    from kzjobs.core.checkpoint import load_from_store
     from kzjobs.data.dataset import Dataset
 
     store, summary = run["store"], run["summary"]
@@ -113,7 +113,7 @@ def test_training_is_tracked_in_mlflow(run):
 
 
 def test_a_trained_fold_is_not_trained_again(run):
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     store = run["store"]
     with pytest.MonkeyPatch.context() as mp:
@@ -139,7 +139,7 @@ def test_out_of_fold_boxes_are_labelled_by_iou(run):
     assert result["fold"] == 0 and result["quarantined"] == 0
     # the same model and pages as the training job's validation: the same F1 (to bf16's
     # rounding where the CPU does bf16: predict reads in channels_last, training in NCHW)
-    tolerance = 0.01 if kzjobs.device.cpu_has_bf16() else 1e-6
+    tolerance = 0.01 if kzjobs.core.device.cpu_has_bf16() else 1e-6
     assert result["valid"]["f1"] == pytest.approx(run["summary"]["valid"]["f1"], abs=tolerance)
     oof = read_annotations(store.read_bytes("runs/r/detect/fold0/oof.csv"), allow=BOX_CODES)
     truth = Dataset(store.child("ds")).annotations
@@ -206,7 +206,7 @@ def test_training_resumes_after_a_kill_from_the_last_epoch(run, tmp_path, monkey
     """An interrupted run, resumed, ends with the same weights as an uninterrupted one."""
     import mlflow
 
-    from kzjobs.checkpoint import load_from_store
+    from kzjobs.core.checkpoint import load_from_store
     from kzjobs.detect import engine
     from kzjobs.detect.jobs import DetectTrainJob
 
@@ -250,7 +250,7 @@ def test_training_resumes_after_a_kill_from_the_last_epoch(run, tmp_path, monkey
     b = load_from_store(store, "micro/resumed/model.pt")["model"]
     for name, tensor in a.items():
         torch.testing.assert_close(b[name], tensor, msg=name)
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     client = mlflow.MlflowClient(tracking_uri=get_settings().tracking_uri)
     history = client.get_metric_history(resumed["mlflow_run_id"], "train_loss")

@@ -8,11 +8,11 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from bench.workload import write_seeded_bundle
+from kzjobs.core.store import open_store
 from kzjobs.export import FORMATS
 from kzjobs.export.validate import check_tei, check_xsd
 from kzjobs.recognize.job import MergeJob, RecognizeJob
 from kzjobs.recognize.outputs import PageResult
-from kzjobs.store import open_store
 from kzjobs.synth import generate
 from tests.export.readers import (
     check_annotation_page,

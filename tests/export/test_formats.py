@@ -10,6 +10,7 @@ import pytest
 from lxml import etree
 from PIL import Image
 
+from kzjobs.core.store import open_store
 from kzjobs.data.collection import manifest_key
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import code_to_char
@@ -22,7 +23,6 @@ from kzjobs.export.tei import tei_book
 from kzjobs.export.validate import InvalidDocument, check_tei, check_xsd, tei_problems
 from kzjobs.export.write import write_formats
 from kzjobs.recognize.outputs import Char, PageResult, page_key
-from kzjobs.store import open_store
 from kzjobs.synth import generate
 from tests.export.readers import (
     TEI,

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from kzjobs.blend import attach_truth, blend, top_two, truth_frame
+from kzjobs.core.store import open_store
 from kzjobs.data.format import SEG_FP, read_submission, write_annotations
 from kzjobs.level2.config import Level2Config
 from kzjobs.level2.features import Vocabulary
 from kzjobs.level2.model import Level2Model, predict
 from kzjobs.level2.simulate import KindSpec, codes, simulate
 from kzjobs.level2.train import train
-from kzjobs.store import open_store
+from kzjobs.method.blend import attach_truth, blend, top_two, truth_frame
 
 # Learnable noise: kind b is louder (its logits dominate a plain mean) and wrong more
 # often on the first half of the classes, kind a on the second half; and boxes over
@@ -231,7 +231,7 @@ def write_run(store, sim, run="runs/r"):
 
 def test_train_and_predict_commands_resume_and_write_a_submission(sim, tmp_path):
     from kzjobs.cli import app
-    from kzjobs.metric import score
+    from kzjobs.method.metric import score
 
     store = open_store(tmp_path)
     write_run(store, sim)

@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from kzjobs.classify.model import RoIClassifier, start_from
+from kzjobs.core.store import open_store
 from kzjobs.pretrain.config import PRETRAINED, PretrainConfig
 from kzjobs.pretrain.job import PretrainJob, stale_kinds
 from kzjobs.pretrain.weights import WeightsIntegrityError, read_weights
-from kzjobs.store import open_store
 
 FONTS = ["ipaex-mincho", "kouzan-gyousyo"]
 SMALL = {"kinds": ["resnet18"], "fonts": FONTS, "vocabulary_size": 12,
@@ -130,7 +130,7 @@ def test_store_weights_without_a_sha256_are_refused(weights: Path, tmp_path: Pat
 
 
 def test_the_shipped_weights_load_and_match_the_demo_profile():
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
 
     profile = load_profile("demo")
     for kind, ref in profile.classify.weights.items():
@@ -159,7 +159,7 @@ def test_stale_when_missing_or_the_inputs_change(tmp_path: Path):
 
 
 def test_the_job_registers_a_version_in_mlflow(tmp_path: Path):
-    from kzjobs.registry import client
+    from kzjobs.release.registry import client
 
     out = tmp_path / "out"
     result = PretrainJob(profile_name=profile_file(tmp_path), out=str(out)).run()

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from bench.workload import seeded_vocabulary, write_seeded_bundle
+from kzjobs.core.store import open_store
 from kzjobs.level2.features import Vocabulary, build
 from kzjobs.level2.model import per_kind
 from kzjobs.recognize.job import RecognizeJob
-from kzjobs.store import open_store
 from kzjobs.synth import generate
 
 SIZES = (2_312, 5_001)
@@ -32,8 +32,8 @@ def pages(tmp_path_factory):
 
 @pytest.mark.parametrize("classes", SIZES)
 def test_a_bundle_with_level2_reads_pages_end_to_end(pages, tmp_path, classes):
-    from kzjobs.bundle import Bundle
     from kzjobs.recognize.recognizer import Recognizer
+    from kzjobs.release.bundle import Bundle
 
     store = open_store(tmp_path)
     for key in pages.list("coll"):
@@ -57,8 +57,8 @@ def test_a_classifier_keeps_its_top_k_whatever_its_class_count(classes):
 
     from kzjobs.classify.model import build_model, model_args
     from kzjobs.classify.predict import page_table, predict_logits, table_bytes
+    from kzjobs.core.profile import load_profile
     from kzjobs.data.format import Box
-    from kzjobs.profile import load_profile
 
     cfg = load_profile("tiny").classify
     vocab = seeded_vocabulary(classes)

@@ -6,6 +6,7 @@ import html
 
 from PIL import Image
 
+from kzjobs.core.store import open_store
 from kzjobs.data.format import Box, read_submission
 from kzjobs.recognize.outputs import Char, PageResult, done_pages, merge, write_page
 from kzjobs.recognize.reading_order import reading_order
@@ -17,7 +18,6 @@ from kzjobs.recognize.review import (
     review_index,
     review_page,
 )
-from kzjobs.store import open_store
 
 A, II, U, E = "U+3042", "U+3044", "U+3046", "U+3048"  # あいうえ
 
@@ -115,7 +115,7 @@ def test_a_books_pages_go_in_file_and_page_order_with_numbers_as_numbers():
 
 
 def test_the_review_threshold_is_a_setting(tmp_path, monkeypatch):
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     page = PageResult("aa_1", 400, 300, [Char(A, 10, 10, 20, 20, 0.8),
                                          Char(II, 50, 10, 20, 20, 0.6)])

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.workload import write_seeded_bundle
+from kzjobs.core.settings import get_settings
+from kzjobs.core.store import open_store
 from kzjobs.recognize.job import RecognizeJob
-from kzjobs.settings import get_settings
-from kzjobs.store import open_store
 from kzjobs.synth import generate
 from tests.data.sources import IIIFServer, encoded, tiff
 
@@ -136,7 +136,7 @@ def test_adapting_fits_each_pdfs_shifts_to_the_pdf_as_one_book(library):
     """``--adapt`` groups pages by their real book: the PDF ``Kokin shu.pdf`` (given alone
     to ``--images``) is book ``Kokin_shu`` (its ids' prefix before '_' would say
     ``Kokin``), and the report names the shifts of that book."""
-    from kzjobs.bundle import Bundle
+    from kzjobs.release.bundle import Bundle
 
     root, store, folder, _server = library
     write_seeded_bundle(store, "with-shares")

@@ -13,19 +13,19 @@ import torch
 import yaml
 
 from bench.workload import VOCAB
-from kzjobs.bundle import Bundle, copy_bundle
-from kzjobs.checkpoint import save_to_store
 from kzjobs.classify.model import RoIClassifier, build_model, model_args
 from kzjobs.classify.predict import predict_logits
 from kzjobs.classify.quantize import Int8Classifier, int8_supported
+from kzjobs.core.checkpoint import save_to_store
+from kzjobs.core.profile import load_profile
+from kzjobs.core.store import open_store
 from kzjobs.data.dataset import Dataset
 from kzjobs.detect.model import build_detector
-from kzjobs.model_ref import open_bundle
-from kzjobs.profile import load_profile
 from kzjobs.recognize.job import MergeJob, RecognizeJob
 from kzjobs.recognize.recognizer import Recognizer
-from kzjobs.release import BundleJob
-from kzjobs.store import open_store
+from kzjobs.release.bundle import Bundle, copy_bundle
+from kzjobs.release.jobs import BundleJob
+from kzjobs.release.model_ref import open_bundle
 from kzjobs.synth import generate
 from tests.conftest import write_test_oof
 

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.workload import write_seeded_bundle
+from kzjobs.core.store import open_store
 from kzjobs.recognize.job import MergeJob, RecognizeJob, parse_shard
-from kzjobs.store import open_store
 from kzjobs.synth import generate
 
 
@@ -119,9 +119,9 @@ def test_bad_shard(bad):
 def test_a_blend_recognizes_with_its_own_settings_unless_told(setup):
     """The bundle carries the profile it was trained and evaluated with (here the seeded
     blend's score threshold 0); ``--profile`` overrides it, as a user asked."""
-    from kzjobs.model_ref import open_bundle
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
     from kzjobs.recognize.recognizer import Recognizer
+    from kzjobs.release.model_ref import open_bundle
 
     _root, store = setup
     bundle, bundle_root = open_bundle("model", store)
@@ -139,9 +139,9 @@ def test_inference_folds_reads_pages_with_the_first_folds_of_each_kind(tmp_path)
     kind's first N folds, 0 all of them."""
     import yaml
 
-    from kzjobs.model_ref import open_bundle
-    from kzjobs.profile import load_profile
+    from kzjobs.core.profile import load_profile
     from kzjobs.recognize.recognizer import Recognizer
+    from kzjobs.release.model_ref import open_bundle
 
     store = open_store(tmp_path / "store")
     write_seeded_bundle(store, "model", folds=2)
@@ -165,8 +165,8 @@ def test_the_bundles_shifts_reach_every_classifiers_logits(setup):
     from kzjobs.data.books import book_id
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import SEG_FP
-    from kzjobs.model_ref import open_bundle
     from kzjobs.recognize.recognizer import Recognizer
+    from kzjobs.release.model_ref import open_bundle
 
     _root, store = setup
     bundle, root = open_bundle("model", store)
@@ -199,7 +199,7 @@ def test_the_bundles_shifts_reach_every_classifiers_logits(setup):
 
 def _rebundled(store, prefix: str, **update) -> str:
     """The seeded blend again (same weights) under ``prefix``, its manifest updated."""
-    from kzjobs.bundle import Bundle
+    from kzjobs.release.bundle import Bundle
 
     write_seeded_bundle(store, prefix)
     root = store.child(prefix)
@@ -276,9 +276,9 @@ def test_pages_read_side_by_side_come_out_in_order_and_as_read_one_by_one(setup)
     comes back afterwards."""
     import torch
 
-    from kzjobs.device import torch_threads
-    from kzjobs.model_ref import open_bundle
+    from kzjobs.core.device import torch_threads
     from kzjobs.recognize.recognizer import Recognizer
+    from kzjobs.release.model_ref import open_bundle
 
     _root, store = setup
     bundle, root = open_bundle("model", store)
@@ -298,8 +298,8 @@ def test_pages_read_side_by_side_come_out_in_order_and_as_read_one_by_one(setup)
 def test_a_page_that_fails_in_a_worker_stops_the_stream_with_its_own_error(setup):
     """The error of a page read in a worker thread reaches the job, which stops there
     (finished pages are kept; a re-run reads the rest); the batches before it came out."""
-    from kzjobs.model_ref import open_bundle
     from kzjobs.recognize.recognizer import Recognizer
+    from kzjobs.release.model_ref import open_bundle
 
     class FailsOnOnePage(Recognizer):
         def read_page(self, image_id, image):

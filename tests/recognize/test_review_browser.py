@@ -15,11 +15,11 @@ from PIL import Image
 
 from bench.browser import chromium, missing
 from bench.review import dense_page
+from kzjobs.core.store import open_store
 from kzjobs.data.books import book_id
 from kzjobs.data.format import code_to_char
 from kzjobs.recognize.outputs import Char, PageResult, merge, write_page
 from kzjobs.recognize.review import book_script
-from kzjobs.store import open_store
 
 pytestmark = pytest.mark.browser
 

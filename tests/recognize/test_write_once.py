@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from kzjobs.core.store import KeyExistsError
 from kzjobs.recognize.job import MergeJob
 from kzjobs.recognize.outputs import Char, PageResult, page_key
-from kzjobs.store import KeyExistsError
 
 FINAL = ("submission.csv", "review/index.html", "quarantine.json", "report.json")
 
@@ -120,7 +120,7 @@ def test_a_prefix_read_with_one_model_refuses_another(recognized):
 
 def test_an_alias_is_remembered_as_the_version_it_named(recognized):
     """``models:/kz-recognizer@champion`` names another model once promotion moves it."""
-    from kzjobs.registry import client
+    from kzjobs.release.registry import client
 
     store = recognized
     c = client()

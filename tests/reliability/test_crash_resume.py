@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kzjobs.core.store import LocalStore, S3Store, Store, open_store
 from kzjobs.recognize.outputs import done_pages
-from kzjobs.store import LocalStore, S3Store, Store, open_store
 
 SEED = 20190  # every kill plan (which moment, how long after it) is drawn from this
 TIMEOUT = 240.0  # seconds for one job process, far above its real time
@@ -144,7 +144,7 @@ def write_profile(path: Path, data: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A KZ_HOME for module-scoped setup (the autouse one is per test)."""
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as mp:
@@ -193,7 +193,7 @@ def recognition(tmp_path_factory: pytest.TempPathFactory, isolated_home: Path) -
     from PIL import Image
 
     from bench.workload import write_seeded_bundle
-    from kzjobs.device import torch_threads
+    from kzjobs.core.device import torch_threads
     from kzjobs.recognize.job import RecognizeJob
     from kzjobs.synth import generate
 
@@ -443,7 +443,7 @@ DETECT_PROFILE = {
 def labelled(tmp_path_factory: pytest.TempPathFactory, isolated_home: Path) -> Store:
     """A store with ``ds`` (two books of two pages) and ``ds/folds.json`` (book A holds
     out fold 0); each test writes under a prefix of its own."""
-    from kzjobs.folds import FoldsJob
+    from kzjobs.method.folds import FoldsJob
     from kzjobs.synth import generate
 
     store = open_store(tmp_path_factory.mktemp("train") / "store")
@@ -474,8 +474,8 @@ def assert_same_weights(a: dict[str, Any], b: dict[str, Any]) -> None:
 def test_classifier_training_killed_again_and_again_ends_with_the_same_model(
     labelled: Store, tmp_path: Path, workdir: Path
 ) -> None:
-    from kzjobs.checkpoint import load_from_store
     from kzjobs.classify.jobs import ClassifyTrainJob
+    from kzjobs.core.checkpoint import load_from_store
 
     store = labelled
     profile = write_profile(tmp_path / "classify.yaml", CLASSIFY_PROFILE)
@@ -533,7 +533,7 @@ def test_classifier_training_killed_again_and_again_ends_with_the_same_model(
 def test_detector_training_killed_again_and_again_ends_with_the_same_model(
     labelled: Store, tmp_path: Path, workdir: Path
 ) -> None:
-    from kzjobs.checkpoint import load_from_store
+    from kzjobs.core.checkpoint import load_from_store
     from kzjobs.detect.jobs import DetectTrainJob
 
     store = labelled

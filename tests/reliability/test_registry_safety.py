@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from kzjobs.store import Store, open_store
+from kzjobs.core.store import Store, open_store
 
 # A promotion in its own process, held at a barrier until the parent says "go":
 # the imports are done before "ready", so both processes reach the lock together.
 _PROMOTER = """
 import json, sys
-from kzjobs.promote import PromoteJob
-import kzjobs.registry, mlflow.pyfunc  # warm: the race starts at "go", not at import
+from kzjobs.release.promote import PromoteJob
+import kzjobs.release.registry, mlflow.pyfunc  # warm: the race starts at "go", not at import
 print("ready", flush=True)
 assert sys.stdin.readline().strip() == "go"
 out = PromoteJob(store_uri=sys.argv[1], profile_name="tiny", version=sys.argv[2],
@@ -41,8 +41,9 @@ def store(tmp_path) -> Store:
 def _register(store: Store, make_bundle, make_heldout, tag: str, f1: float,
               heldout: str = "heldout") -> int:
     """A blend registered (as the candidate) with ``f1`` on the held-out set ``heldout``."""
-    from kzjobs import registry, release
     from kzjobs.data.dataset import Dataset
+    from kzjobs.release import jobs as release
+    from kzjobs.release import registry
 
     make_bundle(store, f"runs/{tag}", tag=tag)
     if not store.exists(f"{heldout}/train.csv"):
@@ -54,20 +55,20 @@ def _register(store: Store, make_bundle, make_heldout, tag: str, f1: float,
 
 
 def _promote(store: Store, **kwargs: Any) -> dict[str, Any]:
-    from kzjobs.promote import PromoteJob
+    from kzjobs.release.promote import PromoteJob
 
     return PromoteJob(store_uri=store.uri, profile_name="tiny", lock_timeout=60, **kwargs).run()
 
 
 def _champion() -> int | None:
-    from kzjobs.registry import get_version
+    from kzjobs.release.registry import get_version
 
     v = get_version("champion")
     return int(v.version) if v else None
 
 
 def _tags(version: int) -> dict[str, str]:
-    from kzjobs.registry import get_version
+    from kzjobs.release.registry import get_version
 
     return get_version(version).tags
 

@@ -19,7 +19,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from kzjobs.store import Store, StoreError, open_store
+from kzjobs.core.store import Store, StoreError, open_store
 from tests.reliability.fault_proxy import (
     FAULTS,
     Fault,
@@ -43,7 +43,7 @@ def moto_bytes(bucket: FaultyBucket, key: str) -> bytes:
 
 
 def use_max_attempts(monkeypatch: pytest.MonkeyPatch, attempts: int) -> None:
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     monkeypatch.setenv("KZ_S3_MAX_ATTEMPTS", str(attempts))
     get_settings.cache_clear()
@@ -220,7 +220,7 @@ def recognized(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
 
     Built straight on moto: the proxy only ever sees the runs under test.
     """
-    from kzjobs.settings import get_settings
+    from kzjobs.core.settings import get_settings
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ENDPOINT_URL", s3_endpoint)
@@ -347,7 +347,7 @@ def test_a_write_once_whose_answer_was_lost_is_not_refused_by_its_own_retry(
     """The server stored the conditional PUT, then the connection dropped before its
     answer: botocore's retry meets its own object (412). Same bytes: done, not a refusal;
     other bytes under the same fault are still refused."""
-    from kzjobs.store import KeyExistsError
+    from kzjobs.core.store import KeyExistsError
 
     proxy = faulty_bucket.proxy
     store = open_store(f"{faulty_bucket.uri}/out")

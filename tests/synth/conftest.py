@@ -10,7 +10,7 @@ SAMPLE_FONTS = ("kouzan-sousyo", "aoyagi-kouzan", "ipaex-mincho")
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory):
     """(store, summary) of 3 books x 2 pages, one book per font."""
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
     from kzjobs.synth import generate
 
     store = open_store(tmp_path_factory.mktemp("synth") / "ds")

@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from kzjobs.core.store import open_store
 from kzjobs.data.books import assign_folds, book_id
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import read_annotations, read_translation
-from kzjobs.store import open_store
 from kzjobs.synth import FONTS, fonts_across_folds, generate
 from kzjobs.synth.generator import book_name, letters
 

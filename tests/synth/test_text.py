@@ -73,8 +73,8 @@ def test_words_a_font_cannot_draw_are_never_drawn():
 
 
 def test_the_shared_text_keeps_one_frequency_list(tmp_path):
+    from kzjobs.core.store import open_store
     from kzjobs.data.format import read_annotations
-    from kzjobs.store import open_store
     from kzjobs.synth import generate
 
     store = open_store(tmp_path)

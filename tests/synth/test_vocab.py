@@ -69,7 +69,7 @@ def test_coverage_drops_what_a_font_lacks():
 
 
 def test_a_small_vocabulary_keeps_the_most_frequent_characters(tmp_path):
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
     from kzjobs.synth import generate
 
     full = load_vocabulary()

@@ -4,9 +4,9 @@ error and is quarantined, the rest of the batch goes on, and no class is made of
 from __future__ import annotations
 
 from kzjobs.classify.dataset import vocabulary
+from kzjobs.core.store import open_store
 from kzjobs.data.dataset import Dataset
 from kzjobs.data.format import Box, read_annotations, write_annotations
-from kzjobs.store import open_store
 from kzjobs.synth import generate
 from kzjobs.validate.job import ValidateJob
 

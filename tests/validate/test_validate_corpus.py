@@ -19,7 +19,7 @@ def corpus_run(request, tmp_path_factory):
 
     Module-scoped: the runs are shared by the tests below, which only read their outputs.
     """
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     with pytest.MonkeyPatch.context() as mp:
         if request.param == "s3":
@@ -53,7 +53,7 @@ def corpus_run(request, tmp_path_factory):
 
 
 def test_corpus_has_at_least_15_kinds_of_bad_input(tmp_path):
-    from kzjobs.store import open_store
+    from kzjobs.core.store import open_store
 
     corpus = write_corpus(open_store(tmp_path))
     kinds = {reason for bad in corpus.bad.values() for _, reason in bad}

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kzjobs.cli import app
+from kzjobs.core.store import open_store
 from kzjobs.data.format import Box, write_annotations, write_translation
-from kzjobs.store import open_store
 from kzjobs.validate.corpus import UNUSABLE_CSVS, VOCABULARY, page_jpeg, write_corpus
 from kzjobs.validate.facts import UnusableInput
 from kzjobs.validate.job import ValidateJob

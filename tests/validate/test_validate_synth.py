@@ -7,8 +7,8 @@ import json
 from typer.testing import CliRunner
 
 from kzjobs.cli import app
+from kzjobs.core.store import open_store
 from kzjobs.data.format import boxes_to_points, read_annotations, write_submission
-from kzjobs.store import open_store
 from kzjobs.synth import generate
 
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # MinIO's buckets, and one user per job role with its policy (infra/policies/<role>.json,
-# mounted at /policies): a job gets its role's keys only (kzjobs.launch.JOB_ROLES), so
+# mounted at /policies): a job gets its role's keys only (kzjobs.orchestrate.launch.JOB_ROLES), so
 # validation cannot touch models, training cannot touch predictions, and only register
 # and promote reach the registry. The secret keys come from .env; re-running is harmless
 # (users are updated, policies replaced).

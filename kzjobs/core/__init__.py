@@ -1,0 +1,1 @@
+"""Foundation: jobs, settings, profiles, store, keys, quarantine, device, training loop."""

@@ -1,0 +1,1 @@
+"""The method's steps between the stages: folds, blend, pseudolabels, OOF, metric."""

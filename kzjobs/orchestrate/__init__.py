@@ -1,0 +1,1 @@
+"""Orchestration: DAG run plans, the launcher, its runner, operators, connections."""

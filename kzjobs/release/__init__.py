@@ -1,0 +1,1 @@
+"""Release: the bundle, the MLflow registry and its pyfunc, evaluation, promotion."""
