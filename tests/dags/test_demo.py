@@ -79,6 +79,9 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
     for dag_id, stages in out["stages"].items():
         for task in stages:
             assert any(f"] {dag_id} > {task} done in " in line for line in said), task
+    # The profile starts from no stored weights: pretrain had nothing to do, and says so.
+    assert out["skipped"]["kz_retrain"] == ["pretrain"]
+    assert "pretrain" not in out["stages"]["kz_retrain"]
 
     # What a person reads at the end: every stage with its time, the figures, the places.
     text = report(out, 60.0)
@@ -88,6 +91,7 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
     assert "recognize[1]" in out["stages"]["kz_recognize"]
     for dag_id in ("kz_retrain", "kz_promote", "kz_recognize"):
         assert dag_id in text
+    assert any(line.split() == ["pretrain", "skipped"] for line in text.splitlines())
     assert f"held-out F1 (competition metric): {out['heldout_f1']:.3f}" in text
     assert f"detection only (boxes, any code): {out['heldout_detection_f1']:.3f}" in text
     assert f"(profile {out['profile']}, {out['train_pages']} training pages;" in text
