@@ -149,7 +149,8 @@ def main() -> None:
     from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import BOX_CODES, read_annotations
-    from kzjobs.method.blend import blend, read_predictions
+    from kzjobs.method.blend import blend
+    from kzjobs.method.predictions import read_predictions
 
     get_settings.cache_clear()
     profile = load_profile(args.profile)

@@ -26,7 +26,8 @@ def measure(oof: list, truth: Any, incoming: list | None, incoming_truth: Any, c
             pseudo_cfgs: dict[str, Any], pages: Any = None) -> dict[str, Any]:
     from kzjobs.level2.model import predict
     from kzjobs.level2.train import train
-    from kzjobs.method.blend import attach_truth, blend, box_folds, top_two
+    from kzjobs.method.blend import blend
+    from kzjobs.method.predictions import attach_truth, box_folds, top_two
     from kzjobs.method.pseudo import calibrate, evaluate, margins, select
 
     n_rows = sum(len(f) for f in oof)
@@ -82,9 +83,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from kzjobs.core.profile import load_profile
-    from kzjobs.level2.config import PseudoConfig
     from kzjobs.level2.simulate import KindSpec, simulate
-    from kzjobs.method.blend import truth_frame
+    from kzjobs.method.config import PseudoConfig
+    from kzjobs.method.predictions import truth_frame
 
     cfg = load_profile(args.profile).level2
     pseudo_cfgs = {"margin_5_10": PseudoConfig(), "quantile_0.8": PseudoConfig(rule="quantile"),
@@ -111,7 +112,7 @@ def main() -> None:
     }
     if args.run:
         from kzjobs.core.store import open_store
-        from kzjobs.method.blend import load_oof
+        from kzjobs.method.predictions import load_oof
 
         frames, truth = load_oof(open_store(args.store), args.run)
         out["real_oof"] = {"run": args.run, **measure(frames, truth, None, None, cfg,

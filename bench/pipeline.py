@@ -276,8 +276,10 @@ def adaptation_rungs(ladder: dict[str, Any], store: Any, run: str, prof: Any,
     collection) against the same models' OOF blend. ``... , seg_fp shifted``: the
     ``seg_fp`` shift; ``... , class shares matched``: per-book class shifts. Returns the
     ``seg_fp`` fit and a summary of the class shifts."""
-    from kzjobs.method.blend import attach_truth, blend, load_oof, shift_books, shift_seg_fp
+    from kzjobs.method.blend import blend
+    from kzjobs.method.predictions import attach_truth, load_oof
     from kzjobs.method.pseudo import fit_class_shifts, fit_shift
+    from kzjobs.method.shifts import shift_books, shift_seg_fp
     from kzjobs.recognize.recognizer import top_class
 
     oof, oof_truth = load_oof(store, run, base)

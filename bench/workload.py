@@ -72,10 +72,10 @@ def write_seeded_bundle(store: Store, prefix: str = "model", *, profile: str = "
 
 def seeded_shares(vocab: list[str]) -> dict[str, float]:
     """Zipf-like class shares within each script (kana, other), in ``vocab``'s order, as
-    :func:`kzjobs.method.blend.class_shares` gives them."""
+    :func:`kzjobs.method.shifts.class_shares` gives them."""
     import numpy as np
 
-    from kzjobs.method.blend import script_of
+    from kzjobs.method.shifts import script_of
 
     chars = [c for c in vocab if c != "seg_fp"]
     weight = 1 / np.arange(1, len(chars) + 1) ** 0.7
@@ -93,7 +93,7 @@ def write_seeded_level2(root: Store, kind: str, vocab: list[str], *, seed: int =
     from kzjobs.level2.features import Vocabulary
     from kzjobs.level2.simulate import KindSpec, simulate
     from kzjobs.level2.train import train
-    from kzjobs.method.blend import truth_frame
+    from kzjobs.method.predictions import truth_frame
 
     sim = simulate(books=4, pages_per_book=2, boxes_per_page=30, n_classes=len(vocab) - 1,
                    kinds=(KindSpec(kind),), seed=seed)

@@ -128,3 +128,33 @@ def test_a_loop_is_found_and_named(tmp_path: Path) -> None:
 def test_no_import_loops() -> None:
     if found := loops(import_graph()):
         pytest.fail("import loops:\n" + "\n".join(found[:50]) + f"\n({len(found)} in all)")
+
+
+def _layout_names() -> set[str]:
+    """The folder and module names the README's Layout section draws under ``kzjobs/``."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    names: set[str] = set()
+    inside = False
+    for line in block.splitlines():
+        if not line.startswith(" "):
+            inside = line.startswith("kzjobs/")
+        elif inside and not line.startswith("   "):  # an entry, not a wrapped description
+            names |= set(line.strip().split("  ", 1)[0].split(", "))
+    return names
+
+
+def test_the_readme_layout_matches_the_package_tree() -> None:
+    drawn = _layout_names()
+    packages = {f"{p.parent.name}/" for p in (ROOT / "kzjobs").glob("*/__init__.py")}
+    modules = {p.name for p in (ROOT / "kzjobs").glob("*.py")} - {"__init__.py"}
+    assert packages <= drawn, f"packages missing from README's Layout: {packages - drawn}"
+    assert modules <= drawn, f"modules missing from README's Layout: {modules - drawn}"
+    absent = drawn - packages - modules
+    assert not absent, f"drawn in README's Layout but not in kzjobs/: {absent}"
+
+
+def test_every_package_says_in_its_docstring_what_layer_it_is() -> None:
+    for init in sorted((ROOT / "kzjobs").rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and doc.strip(), f"{init.relative_to(ROOT)} has no docstring"

@@ -10,20 +10,22 @@ import pytest
 
 from kzjobs.data.format import SEG_FP, UNKNOWN, Box
 from kzjobs.level2.simulate import KindSpec, misread, simulate, unfamiliar_hand
-from kzjobs.method.blend import (
+from kzjobs.method.blend import blend
+from kzjobs.method.predictions import (
     attach_truth,
-    blend,
+    load_predictions,
+    read_predictions,
+    top_two,
+    truth_frame,
+)
+from kzjobs.method.shifts import (
     class_shares,
     fit_class_shift,
     fit_seg_fp_shift,
-    load_predictions,
-    read_predictions,
     script_of,
     seg_fp_rate,
     shift_classes,
     shift_seg_fp,
-    top_two,
-    truth_frame,
 )
 
 

@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from kzjobs.data.format import BOX_CODES, SEG_FP, read_annotations, write_annotations
-from kzjobs.level2.config import PseudoConfig
 from kzjobs.level2.simulate import KindSpec, misread, simulate, unfamiliar_hand
-from kzjobs.method.blend import attach_truth, blend, box_folds, truth_frame
+from kzjobs.method.blend import blend
+from kzjobs.method.config import PseudoConfig
+from kzjobs.method.predictions import attach_truth, box_folds, truth_frame
 from kzjobs.method.pseudo import calibrate, evaluate, labels, margins, select
 
 
@@ -221,7 +222,7 @@ def test_class_shifts_undo_a_hands_misreading_before_pseudolabels_are_chosen(tmp
     those calls would teach the models the hand's misreading. Per-book class shifts,
     fitted without labels, give most of those boxes back their own class."""
     from kzjobs.core.store import open_store
-    from kzjobs.method.blend import class_shares
+    from kzjobs.method.shifts import class_shares
 
     kinds = (KindSpec("a", acc_good=0.9, acc_bad=0.9),)
     args = {"kinds": kinds, "n_classes": 30, "merged": 0.0, "noise": 0.0}

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kzjobs.classify.config import ClassifyConfig
 from kzjobs.detect.config import DetectConfig
-from kzjobs.level2.config import Level2Config, PseudoConfig
+from kzjobs.level2.config import Level2Config
+from kzjobs.method.config import PseudoConfig
 from kzjobs.pretrain.config import PretrainConfig
 from kzjobs.validate.config import ValidateConfig
 

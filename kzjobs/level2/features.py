@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from kzjobs.data.format import SEG_FP, code_to_char, is_code_point
-from kzjobs.method.blend import GEOMETRY, KEY, attach_truth, flatten
+from kzjobs.method.predictions import GEOMETRY, KEY, attach_truth, flatten
 
 SEG_FP_ID = -1  # the seed encoded seg_fp as -1 too
 UNKNOWN_ID = -2  # a code the vocabulary has not seen
@@ -174,7 +174,7 @@ def build(per_kind: Mapping[str, pd.DataFrame], kinds: Sequence[str], vocab: Voc
 
     ``kinds`` fixes the feature order (a model's kinds); a kind absent from
     ``per_kind`` raises. With ``truth`` (``image_id, box_id, true``, and the geometry
-    if known: :func:`~kzjobs.method.blend.truth_frame`), boxes gain ``true`` and rows the
+    if known: :func:`~kzjobs.method.predictions.truth_frame`), boxes gain ``true`` and rows the
     target ``y``; boxes without truth are left out. With ``size_features``, the rows also have
     the :data:`SIZE_FEATURES`.
     """

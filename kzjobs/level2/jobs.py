@@ -40,7 +40,7 @@ class Level2TrainJob(Job):
     def run(self) -> dict[str, Any]:
         from kzjobs.level2.features import Vocabulary
         from kzjobs.level2.train import train
-        from kzjobs.method.blend import load_oof
+        from kzjobs.method.predictions import load_oof
 
         keys = Level2Keys(self.prefix)
         report_key = keys.report
@@ -80,7 +80,7 @@ class Level2PredictJob(Job):
     def run(self) -> dict[str, Any]:
         from kzjobs.data.format import write_submission
         from kzjobs.level2.model import Level2Model, points, predict
-        from kzjobs.method.blend import load_predictions
+        from kzjobs.method.predictions import load_predictions
 
         if self.store.exists(self.out):  # written last
             return {"out": self.out, "submission": self.submission, "skipped": True}

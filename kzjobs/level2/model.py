@@ -31,7 +31,8 @@ from kzjobs.level2.features import (
     feature_names,
     winners,
 )
-from kzjobs.method.blend import GEOMETRY, KEY, blend
+from kzjobs.method.blend import blend
+from kzjobs.method.predictions import GEOMETRY, KEY
 
 if TYPE_CHECKING:
     import lightgbm as lgb

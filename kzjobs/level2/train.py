@@ -21,7 +21,8 @@ from kzjobs.data.format import SEG_FP, Box
 from kzjobs.level2.config import Level2Config
 from kzjobs.level2.features import Vocabulary, box_f1, build, fit_threshold, winners
 from kzjobs.level2.model import Level2Model, booster_proba, load_fold, per_kind, points, save_fold
-from kzjobs.method.blend import KEY, blend, box_folds, top_two
+from kzjobs.method.blend import blend
+from kzjobs.method.predictions import KEY, box_folds, top_two
 
 if TYPE_CHECKING:
     import lightgbm as lgb

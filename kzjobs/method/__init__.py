@@ -1,1 +1,2 @@
-"""The method's steps between the stages: folds, blend, pseudolabels, OOF, metric."""
+"""The method's steps between the stages: folds, prediction files, blend, per-book shifts,
+pseudolabels, OOF, metric and figures."""

@@ -3,7 +3,7 @@
 Every classifier (each kind, each fold) has predicted the boxes of the incoming
 collection; their logits are blended (:mod:`kzjobs.method.blend`) and a box is kept when the
 blend is sure (the profile's ``pseudo`` rule, see
-:class:`~kzjobs.level2.config.PseudoConfig`). Kept ``seg_fp`` winners stay, as
+:class:`~kzjobs.method.config.PseudoConfig`). Kept ``seg_fp`` winners stay, as
 ``seg_fp`` targets. The same rule is measured on the run's labelled OOF predictions:
 the fraction it keeps and how often what it keeps is right.
 
@@ -30,7 +30,7 @@ from pydantic import Field
 
 from kzjobs.core.job import Cli, Job
 from kzjobs.core.quarantine import Quarantined, beside, entries, write_quarantine
-from kzjobs.level2.config import PseudoConfig
+from kzjobs.method.config import PseudoConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def margins(blended: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(winner, margin, second)`` per box of a blend; NaN margin for a 1-class list."""
-    from kzjobs.method.blend import top_two
+    from kzjobs.method.predictions import top_two
 
     winner, top, second = top_two(blended)
     return winner, top - second, second
@@ -149,7 +149,7 @@ def fit_shift(blended: pd.DataFrame, known: pd.DataFrame | None, cfg: PseudoConf
     ``seg_fp`` wins by at most ``within`` (``max_seg_fp_shift``) on the OOF pages and on
     the incoming ones before and after the shift.
     """
-    from kzjobs.method.blend import fit_seg_fp_shift, seg_fp_rate, shift_seg_fp
+    from kzjobs.method.shifts import fit_seg_fp_shift, seg_fp_rate, shift_seg_fp
 
     within = cfg.max_seg_fp_shift
     oof_rate = seg_fp_rate(known, within) if known is not None else None
@@ -170,8 +170,8 @@ def fit_class_shifts(blended: pd.DataFrame, known: pd.DataFrame | None, cfg: Pse
                      ) -> dict[str, dict[str, float]]:
     """``{book: {code: shift}}`` for an incoming blend when ``cfg.class_shift`` is on:
     each book's shifts fitted to the class shares of ``known``, the same models' OOF
-    blend (:func:`kzjobs.method.blend.fit_class_shift`). Empty when off."""
-    from kzjobs.method.blend import class_shares, fit_book_shifts
+    blend (:func:`kzjobs.method.shifts.fit_class_shift`). Empty when off."""
+    from kzjobs.method.shifts import class_shares, fit_book_shifts
 
     if not cfg.class_shift:
         return {}
@@ -209,15 +209,9 @@ class PseudoJob(Job):
 
     def run(self) -> dict[str, Any]:
         from kzjobs.data.format import SEG_FP, write_annotations
-        from kzjobs.method.blend import (
-            attach_truth,
-            blend,
-            box_folds,
-            load_oof,
-            load_predictions,
-            shift_books,
-            shift_seg_fp,
-        )
+        from kzjobs.method.blend import blend
+        from kzjobs.method.predictions import attach_truth, box_folds, load_oof, load_predictions
+        from kzjobs.method.shifts import shift_books, shift_seg_fp
 
         if self.store.exists(self.report_key) and self.store.exists(self.out):
             return self.store.read_json(self.report_key) | {"skipped": True}

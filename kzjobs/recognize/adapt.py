@@ -9,7 +9,7 @@ the models that read it, in two passes over its shard:
 1. the networks read every page, and each page's classifier frames are kept
    (``frames/<id>.parquet``);
 2. each book's shifts are fitted on up to ``pseudo.class_shift_pages`` of its pages
-   (:func:`kzjobs.method.blend.fit_book_shifts`, against the shares the bundle's models call on
+   (:func:`kzjobs.method.shifts.fit_book_shifts`, against the shares the bundle's models call on
    their OOF pages) and saved (``adaptation/shard-<i>-of-<n>.json``);
 3. level 2 decides every page with its book's shifts, and the frames are deleted.
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from kzjobs.core.profile import Profile
-    from kzjobs.level2.config import PseudoConfig
+    from kzjobs.method.config import PseudoConfig
     from kzjobs.recognize.outputs import PageResult
     from kzjobs.recognize.recognizer import Recognizer
 
@@ -68,7 +68,7 @@ def write_frames(out: Store, image_id: str, frames: Sequence[pd.DataFrame]) -> N
 def read_frames(out: Store, image_id: str) -> list[pd.DataFrame]:
     """The frames :func:`write_frames` kept, in the same order (none for a page without
     boxes)."""
-    from kzjobs.method.blend import read_predictions
+    from kzjobs.method.predictions import read_predictions
 
     key = frames_key(image_id)
     frame = read_predictions(out.read_bytes(key), name=key)
@@ -105,7 +105,8 @@ def fit_books(ids: Iterable[str], frames_of: Callable[[str], Sequence[pd.DataFra
     import pandas as pd
 
     from kzjobs.data.books import book_id
-    from kzjobs.method.blend import blend, fit_class_shift
+    from kzjobs.method.blend import blend
+    from kzjobs.method.shifts import fit_class_shift
     from kzjobs.recognize.recognizer import frames_per_model
 
     book_of = book_of or book_id
@@ -124,7 +125,7 @@ def fit_books(ids: Iterable[str], frames_of: Callable[[str], Sequence[pd.DataFra
 
 
 def shifted(frames: Sequence[pd.DataFrame], shift: Mapping[str, float]) -> list[pd.DataFrame]:
-    from kzjobs.method.blend import shift_classes
+    from kzjobs.method.shifts import shift_classes
 
     return [shift_classes(frame, shift) for frame in frames]
 

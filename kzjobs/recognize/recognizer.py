@@ -139,7 +139,8 @@ class Recognizer:
         ``seg_fp`` logit lowered by the bundle's shift, and its classes shifted by the
         bundle's shifts for the page's book, if any."""
         from kzjobs.classify.predict import page_table, predict_logits
-        from kzjobs.method.blend import predictions_frame, shift_classes
+        from kzjobs.method.predictions import predictions_frame
+        from kzjobs.method.shifts import shift_classes
 
         cfg = self.profile.classify
         shift = dict(self.class_shifts.get(self.book_of(image_id), {}))
@@ -320,7 +321,8 @@ def frames_per_model(frames_of_pages: Sequence[Sequence[pd.DataFrame]]) -> list[
 def top_class(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The blend's best class per box; its confidence is the sigmoid of the margin
     between the top two blended logits (the quantity pseudolabelling thresholds)."""
-    from kzjobs.method.blend import blend, top_two
+    from kzjobs.method.blend import blend
+    from kzjobs.method.predictions import top_two
 
     blended = blend(frames)
     code, top, second = top_two(blended)

@@ -69,11 +69,11 @@ class Bundle(BaseModel):
     # shift_seg_fp): the adaptation's, fitted on the incoming collections (pseudo.seg_fp_shift).
     seg_fp_shift: float = Field(0.0, ge=0.0)
     # {book: {code: shift}} added to every classifier's logits on that book's pages
-    # (kzjobs.method.blend.fit_class_shift): the adaptation's, per book of the incoming
+    # (kzjobs.method.shifts.fit_class_shift): the adaptation's, per book of the incoming
     # collections (pseudo.class_shift). Other books' pages are read as they are.
     class_shifts: dict[str, dict[str, float]] = Field(default_factory=dict)
     # {code: share}: how often the blend calls each class on its OOF pages, within its
-    # script (kzjobs.method.blend.class_shares): what recognition fits a new book's shifts to.
+    # script (kzjobs.method.shifts.class_shares): what recognition fits a new book's shifts to.
     class_shares: dict[str, float] = Field(default_factory=dict)
     # Classifier checkpoint -> the state of its int8 trunk (kzjobs.classify.quantize),
     # made when the profile reads with ``classify.int8_trunk``.

@@ -54,8 +54,10 @@ class BundleJob(Job):
         from kzjobs.core.keys import RunKeys
         from kzjobs.data.dataset import Dataset
         from kzjobs.data.format import code_to_char
-        from kzjobs.method.blend import blend, class_shares, load_predictions, oof_keys
+        from kzjobs.method.blend import blend
         from kzjobs.method.folds import load_folds
+        from kzjobs.method.predictions import load_predictions, oof_keys
+        from kzjobs.method.shifts import class_shares
 
         root, files = self.store.child(self.run_prefix), RunKeys("")  # keys in the bundle
         if root.exists(BUNDLE_FILE):

@@ -17,7 +17,8 @@ from kzjobs.level2.features import Vocabulary
 from kzjobs.level2.model import Level2Model, predict
 from kzjobs.level2.simulate import KindSpec, codes, simulate
 from kzjobs.level2.train import train
-from kzjobs.method.blend import attach_truth, blend, top_two, truth_frame
+from kzjobs.method.blend import blend
+from kzjobs.method.predictions import attach_truth, top_two, truth_frame
 
 # Learnable noise: kind b is louder (its logits dominate a plain mean) and wrong more
 # often on the first half of the classes, kind a on the second half; and boxes over
