@@ -19,6 +19,8 @@ fonts the training never saw.
    one shard per core, side by side), and Tesseract on the same test pages;
 5. the dev and test books read through ``kzjobs recognize`` with and without class shifts.
 
+The ladders are drawn in ``ladder.png`` beside ``--out`` (``bench.figures``).
+
 The result keys each set's figures under ``dev`` or ``test``. Every class of the
 vocabulary is read by default (``--vocabulary-size 400``: the quick run of the 400 most
 frequent). Every stage is resumable: a re-run reuses what the store already holds. Each
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.figures import draw_ladder
 from bench.machine import machine_info
 from bench.shared import decided_f1, ladder_gains
 
@@ -563,6 +566,8 @@ def evaluate(result: dict[str, Any], store_uri: str, plan: Any, work: Path,
         "test/tesseract": tesseract,  # last: it does not depend on the run's models
     }
     run_steps(result, steps, Path(args.out))
+    drawn = draw_ladder(result, Path(args.out).with_name("ladder.png"))
+    print(f"== the ladder drawn: {drawn}", file=sys.stderr, flush=True)
 
 
 def run_steps(result: dict[str, Any], steps: dict[str, Callable[[], Any]], out: Path) -> None:

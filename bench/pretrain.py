@@ -1,12 +1,12 @@
 """Does a classifier start better from ``kzjobs pretrain``'s weights? Dev F1 and CPU time.
 
 ``.venv/bin/python -m bench.pretrain --variant NAME [--set classify.epochs=6 ...]`` trains
-one classifier (``--kind``, fold 0; or with ``--detector`` the detector) on demo-like
-dev books (6 books of 4 pages, the 200 most frequent code points, seed 11: not the
-demo's books) with
-detector-like boxes from the ground truth (``tests/classify/oof_boxes.py``), and appends
-its out-of-fold (dev) F1 and training seconds to ``--out`` (JSON lines). ``--set`` takes
-profile overrides, e.g. ``classify.weights={"resnet18": "kzjobs:resnet18.pt"}``.
+one classifier (``--kind``; or with ``--detector`` the detector) on demo-sized books in
+training fonts and judges it on books in dev fonts (:func:`prepare`), with detector-like
+boxes from the ground truth (``tests/classify/oof_boxes.py``), and appends its dev F1 and
+training seconds to ``--out`` (JSON lines). ``--set`` takes profile overrides, e.g.
+``classify.weights={}`` (a random start; the demo profile starts resnet18 from
+``kzjobs:resnet18.pt``).
 """
 
 from __future__ import annotations
@@ -22,27 +22,51 @@ import yaml
 from bench.machine import machine_info
 
 SEED = 11
+DATASET = "books"  # in the --work store: the books, their boxes and folds
+VOCABULARY_SIZE = 200  # the demo's books use the 200 most frequent code points
+PAGES_PER_BOOK = 2
+TRAIN_BOOKS = 6  # 12 training pages, as a demo classifier's fold has, in 6 training fonts
+DEV_BOOKS = 4  # 8 judged pages, two books in each dev font
+JUDGED_FOLD = 0  # the fold whose books are judged: the dev-font books
 
 
-def prepare(work: Path) -> None:
+def book_fonts() -> list[str]:
+    """The font of each book :func:`prepare` makes: training fonts in turn, then the dev
+    fonts in turn (``kzjobs.synth.fonts.split``); no test font."""
+    from kzjobs.synth.fonts import split
+
+    train, dev = split("train"), split("dev")
+    return ([train[i % len(train)] for i in range(TRAIN_BOOKS)]
+            + [dev[i % len(dev)] for i in range(DEV_BOOKS)])
+
+
+def prepare(work: Path) -> dict[str, int]:
+    """The books under ``DATASET`` in the ``work`` store, their detector-like boxes
+    (``oof.csv``) and ``folds.json``: the dev-font books are fold ``JUDGED_FOLD``, the
+    training-font books the other fold, so the model of fold ``JUDGED_FOLD`` trains on
+    training fonts only and is judged on dev fonts only (as ``bench.detect`` splits).
+    Returns ``{book: fold}``."""
     from kzjobs.core.store import open_store
     from kzjobs.data.dataset import Dataset
     from kzjobs.data.format import write_annotations
-    from kzjobs.method.folds import FoldsJob
     from kzjobs.synth import generate
+    from kzjobs.synth.fonts import split
     from tests.classify.oof_boxes import oof_like_boxes
 
     store = open_store(work)
-    if not store.exists("dev/train.csv"):
-        generate(store.child("dev"), books=6, pages_per_book=4, seed=SEED,
-                 vocabulary_size=200)
-    if not store.exists("dev/oof.csv"):
-        boxes, _ = oof_like_boxes(Dataset.open("dev", store), synth_seed=SEED, seed=SEED,
-                                  vocabulary_size=200)
-        store.write_bytes("dev/oof.csv", write_annotations(boxes))
-    if not store.exists("dev/folds.json"):
-        FoldsJob(store_uri=str(work), profile_name="demo", dataset="dev",
-                 out="dev/folds.json").run()
+    fonts = book_fonts()
+    if not store.exists(f"{DATASET}/train.csv"):
+        generate(store.child(DATASET), books=len(fonts), pages_per_book=PAGES_PER_BOOK,
+                 seed=SEED, fonts=fonts, vocabulary_size=VOCABULARY_SIZE)
+    if not store.exists(f"{DATASET}/oof.csv"):
+        boxes, _ = oof_like_boxes(Dataset.open(DATASET, store), synth_seed=SEED, seed=SEED,
+                                  vocabulary_size=VOCABULARY_SIZE)
+        store.write_bytes(f"{DATASET}/oof.csv", write_annotations(boxes))
+    dev = set(split("dev"))
+    folds = {book: JUDGED_FOLD if meta["font"] in dev else 1 - JUDGED_FOLD
+             for book, meta in store.read_json(f"{DATASET}/books.json").items()}
+    store.write_json(f"{DATASET}/folds.json", {"n_folds": 2, "books": folds})
+    return folds
 
 
 def profile_with(work: Path, name: str, overrides: list[str]) -> str:
@@ -80,12 +104,12 @@ def main() -> None:
 
     profile = profile_with(work, args.variant, args.overrides)
     start = time.perf_counter()
-    where = {"store_uri": str(work), "profile_name": profile, "dataset": "dev",
-             "folds": "dev/folds.json", "fold": 0, "progress": False}
+    where = {"store_uri": str(work), "profile_name": profile, "dataset": DATASET,
+             "folds": f"{DATASET}/folds.json", "fold": JUDGED_FOLD, "progress": False}
     if args.detector:
         result = DetectTrainJob(out=f"runs/{args.variant}/detector", **where).run()
     else:
-        result = ClassifyTrainJob(boxes="dev/oof.csv", kind=args.kind,
+        result = ClassifyTrainJob(boxes=f"{DATASET}/oof.csv", kind=args.kind,
                                   out=f"runs/{args.variant}/{args.kind}", **where).run()
     row = {"variant": args.variant, "overrides": args.overrides,
            "job": "detector" if args.detector else args.kind,
