@@ -67,7 +67,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     compose_env = _compose()["services"]["airflow-init"]["environment"]
     assert compose_env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB
     # A leading "-" (one token in 64) once read as an option: `--password=` must bind it.
-    password = "-" + secrets.token_urlsafe(16)
+    password = f"-{secrets.token_urlsafe(16)}"
     port = free_port()
     env = airflow_env(home, **{  # a throwaway SQLite metadata DB under home
         "AIRFLOW__CORE__AUTH_MANAGER": compose_env["AIRFLOW__CORE__AUTH_MANAGER"],
