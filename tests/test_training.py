@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from kzjobs.core.checkpoint import load_from_store
 from kzjobs.core.store import Store, open_store
-from kzjobs.core.training import Epoch, Optimization, Trainer
+from kzjobs.core.training import PHASES, Clock, Epoch, Optimization, Trainer
 
 
 class Toy(BaseModel):
@@ -73,3 +73,39 @@ def test_a_run_killed_within_an_epoch_resumes_to_the_same_weights(tmp_path: Path
     assert resumed.history == reference.history
     assert resumed.mlflow_run_id == ckpt["mlflow_run_id"]  # one MLflow run across the kill
     assert not store.exists("toy/checkpoint.pt")
+
+
+def test_the_clock_counts_each_phase_of_a_step_and_nothing_when_off() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimization = Optimization(optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1),
+                                torch.amp.GradScaler("cuda", enabled=False))
+
+    def loader():  # a loader that works for each batch, as a real one decodes pages
+        for _ in range(3):
+            yield torch.randn(256, 64).sort(dim=0).values
+
+    for device in (torch.device("cpu"), None):
+        clock = Clock(device)
+        batches = 0
+        for x in clock.batches(loader()):
+            with clock("forward"):
+                loss = model(x).pow(2).mean()
+            optimization.step(model, loss, clock=clock)
+            batches += 1
+        assert batches == 3  # every item, once
+        if device is None:
+            assert set(clock.seconds.values()) == {0.0}
+        else:
+            assert all(clock.seconds[phase] > 0 for phase in PHASES), clock.seconds
+            assert clock.running() == {f"seconds_{p}": clock.seconds[p] for p in PHASES}
+
+
+def test_a_resume_within_an_epoch_keeps_the_clock_apart_from_the_engine_sums() -> None:
+    within = {"running": {"batches": 2, "seconds_data": 1.5, "seconds_forward": 4.0},
+              "state": {}, "seconds": 6.0}
+    epoch = Epoch(None, 1, within)  # type: ignore[arg-type]  # the clock needs no trainer
+    clock = epoch.clock(torch.device("cpu"))
+    assert epoch.running == {"batches": 2}  # what the engine sums, without the clock's
+    assert clock.seconds == {"data": 1.5, "forward": 4.0, "backward": 0.0, "optimizer": 0.0}

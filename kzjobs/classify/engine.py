@@ -40,11 +40,12 @@ def train_one_epoch(model: torch.nn.Module, optimization: Optimization, loader: 
     loader that starts after the items consumed.
     """
     model.train()
+    clock = epoch.clock(settings.device)
     sums = {"loss_sum": 0.0, "correct": 0, "seen": 0, "batches": 0, "consumed": 0,
             **epoch.running}
     bar = tqdm(loader, desc=f"epoch {epoch.index}", disable=not settings.progress,
                leave=False, initial=int(sums["consumed"]))
-    for batch in bar:
+    for batch in clock.batches(bar):
         sums["consumed"] += 1
         # BatchNorm1d in the head needs two boxes or more
         if batch is not None and len(batch[2]) >= 2:
@@ -53,13 +54,13 @@ def train_one_epoch(model: torch.nn.Module, optimization: Optimization, loader: 
             boxes = [b.to(settings.device, non_blocking=True) for b in boxes]
             targets = targets.to(settings.device, non_blocking=True)
             # a class score, not a coordinate: bf16 on a CPU that does it in hardware
-            with autocast(settings.device, settings.amp, cpu_bf16=True):
+            with clock("forward"), autocast(settings.device, settings.amp, cpu_bf16=True):
                 logits = model(images, boxes)
                 loss = F.cross_entropy(logits.float(), targets)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
                     f"loss is {loss.item()} at epoch {epoch.index}; lower the lr")
-            optimization.step(model, loss, settings.grad_clip)
+            optimization.step(model, loss, settings.grad_clip, clock)
             n = len(targets)
             sums["loss_sum"] += loss.item() * n
             sums["correct"] += int((logits.argmax(1) == targets).sum())
@@ -68,7 +69,7 @@ def train_one_epoch(model: torch.nn.Module, optimization: Optimization, loader: 
             bar.set_postfix(loss=f"{sums['loss_sum'] / sums['seen']:.3f}",
                             acc=f"{sums['correct'] / sums['seen']:.3f}")
         optimization.scheduler.step()
-        epoch.tick(sums)
+        epoch.tick(sums | clock.running())
     seen = sums["seen"]
     return {
         "loss": sums["loss_sum"] / seen if seen else float("nan"),
@@ -76,7 +77,7 @@ def train_one_epoch(model: torch.nn.Module, optimization: Optimization, loader: 
         "boxes": seen,
         "batches": sums["batches"],
         "lr": optimization.lr,
-    }
+    } | clock.running()
 
 
 def judged_boxes(predictions: pa.Table, boxes: Mapping[str, Sequence[Box]]

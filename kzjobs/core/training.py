@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
+
+PHASES = ("data", "forward", "backward", "optimizer")
+PHASE_KEYS = tuple(f"seconds_{phase}" for phase in PHASES)  # as Clock.running names them
 
 CHECKPOINT_FORMAT = "kzjobs.core.training/1"
 
@@ -67,18 +70,22 @@ class Optimization:
     scaler: torch.amp.GradScaler  # kzjobs.core.device.grad_scaler: active only on CUDA with amp
 
     def step(self, model: torch.nn.Module, loss: torch.Tensor,
-             grad_clip: float | None = None) -> None:
-        """Backward and one optimizer step (the scheduler is the engine's to step). A
-        disabled scaler passes the loss and the step through unchanged."""
+             grad_clip: float | None = None, clock: Clock | None = None) -> None:
+        """Backward and one optimizer step (the scheduler is the engine's to step), each
+        timed on ``clock`` when given. A disabled scaler passes the loss and the step
+        through unchanged."""
         import torch
 
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        clock = clock or Clock(None)
+        with clock("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        with clock("optimizer"):
+            if grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
 
     @property
     def lr(self) -> float:
@@ -92,6 +99,50 @@ class Optimization:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+
+
+class Clock:
+    """Where an epoch's training time goes: seconds in each of :data:`PHASES` (waiting for
+    the loader's next batch, the forward pass with its loss, backward, the optimizer
+    step), logged as ``train_seconds_<phase>``. On CUDA each phase ends with a
+    synchronize, so a kernel is counted in the phase that launched it. ``device=None``
+    measures nothing."""
+
+    def __init__(self, device: torch.device | None, seconds: Mapping[str, float] | None = None
+                 ) -> None:
+        self.on = device is not None
+        self._sync = self.on and device.type == "cuda"
+        self.seconds = dict.fromkeys(PHASES, 0.0) | dict(seconds or {})
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        if not self.on:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        if self._sync:
+            import torch
+
+            torch.cuda.synchronize()
+        self.seconds[phase] += time.perf_counter() - start
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
+        """``loader``'s items, the wait for each counted as ``data``."""
+        items = iter(loader)
+        while True:
+            with self("data"):
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
+
+    def running(self) -> dict[str, float]:
+        """The seconds as running sums a checkpoint within the epoch keeps."""
+        return {f"seconds_{k}": v for k, v in self.seconds.items()}
+
+
+_END = object()
 
 
 class Epoch:
@@ -111,6 +162,13 @@ class Epoch:
     def seconds(self) -> float:
         """Seconds trained in this epoch, those before a resume within it included."""
         return self._before + time.monotonic() - self._start
+
+    def clock(self, device: torch.device) -> Clock:
+        """The epoch's :class:`Clock`, with the seconds a checkpoint within it kept (taken
+        out of ``running``, which holds the engine's own sums)."""
+        kept = {k.removeprefix("seconds_"): self.running.pop(k)
+                for k in [k for k in self.running if k.startswith("seconds_")]}
+        return Clock(device, kept)
 
     def restore_rng(self) -> None:
         """After a stage has made again the items a checkpoint within this epoch had
@@ -236,7 +294,11 @@ class Trainer:
                      stats.get("train_loss", float("nan")), seconds)
             if evaluate is not None:
                 stats |= evaluate(index)
-            mlflow.log_metrics(stats | {"epoch_seconds": seconds}, step=index)
+            # Seconds go to MLflow, not to the history: a resumed run's history is the same
+            # to the bit as an uninterrupted one's, and timings never are.
+            timed = [k for k in stats if k.endswith(PHASE_KEYS)]
+            timing = {k: stats.pop(k) for k in timed}
+            mlflow.log_metrics(stats | timing | {"epoch_seconds": seconds}, step=index)
             self.history.append({"epoch": index, **stats})
             self.epoch = index + 1
             self.save()

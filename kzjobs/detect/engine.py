@@ -81,33 +81,35 @@ def train_one_epoch(model: torch.nn.Module, optimization: Optimization, loader: 
     starts after those batches.
     """
     model.train()
+    clock = epoch.clock(settings.device)
     sums = dict(epoch.running)
     steps, batches = int(sums.pop("steps", 0)), int(sums.pop("batches", 0))
     bar = tqdm(loader, desc=f"detect epoch {epoch.index}", file=sys.stderr,
                disable=not settings.progress, dynamic_ncols=True, initial=batches,
                total=batches + len(loader) if isinstance(loader, Sized) else None)
-    for images, targets in bar:
+    for images, targets in clock.batches(bar):
         batches += 1
         if not images:  # every page of the batch was unreadable
             continue
         images = [img.to(settings.device, non_blocking=True) for img in images]
         targets = [{k: v.to(settings.device) for k, v in t.items()} for t in targets]
-        _, _, losses = rcnn_forward(model, images, settings.device, amp=settings.amp,
-                                    targets=targets)
-        loss = sum(losses.values())
+        with clock("forward"):
+            _, _, losses = rcnn_forward(model, images, settings.device, amp=settings.amp,
+                                        targets=targets)
+            loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch.index}: {losses}")
-        optimization.step(model, loss, settings.grad_clip)
+        optimization.step(model, loss, settings.grad_clip, clock)
         optimization.scheduler.step()
         steps += 1
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + value.item()
         sums["loss"] = sums.get("loss", 0.0) + loss.item()
         bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}", lr=f"{optimization.lr:.4f}")
-        epoch.tick(sums | {"steps": steps, "batches": batches})
+        epoch.tick(sums | {"steps": steps, "batches": batches} | clock.running())
     metrics = {name: total / max(steps, 1) for name, total in sums.items()}
     metrics["lr"] = optimization.lr
-    return metrics
+    return metrics | clock.running()
 
 
 @torch.inference_mode()
