@@ -112,12 +112,12 @@ def summary(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def epoch_seconds_of(run_id: str) -> dict[int, float]:
-    """Each epoch's ``epoch_seconds`` from the MLflow run (the last value of a step logged
-    twice, as a resumed epoch is)."""
+def metric_by_step(run_id: str, name: str) -> dict[int, float]:
+    """A metric of an MLflow run, by step (the last value of a step logged twice, as a
+    resumed epoch is)."""
     from kzjobs.release import registry
 
-    found = registry.client().get_metric_history(run_id, "epoch_seconds")
+    found = registry.client().get_metric_history(run_id, name)
     return {m.step: m.value for m in sorted(found, key=lambda m: m.timestamp)}
 
 
@@ -137,7 +137,7 @@ def run_variant(work: Path, name: str, seed: int, overrides: list[str]) -> dict[
                               out=f"runs/{label}/{KIND}", progress=False).run()
     wall = time.perf_counter() - start
     used = resource.getrusage(resource.RUSAGE_SELF)
-    seconds = epoch_seconds_of(result["mlflow_run_id"])
+    seconds = metric_by_step(result["mlflow_run_id"], "epoch_seconds")
     return {
         "seed": seed,
         "overrides": overrides,

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.curves import metric_by_step
 from bench.machine import machine_info
 from bench.pretrain import DATASET, JUDGED_FOLD, prepare, profile_with
 
@@ -25,13 +26,10 @@ def phase_seconds(run_id: str) -> dict[str, float]:
     """Each phase's seconds and the epochs' own, summed over the run's epochs (the last
     value of a step logged twice, as a resumed epoch is)."""
     from kzjobs.core.training import PHASES
-    from kzjobs.release import registry
 
-    client = registry.client()
     out = {}
     for name in [f"train_seconds_{p}" for p in PHASES] + ["epoch_seconds"]:
-        found = client.get_metric_history(run_id, name)
-        by_step = {m.step: m.value for m in sorted(found, key=lambda m: m.timestamp)}
+        by_step = metric_by_step(run_id, name)
         out[name.removeprefix("train_seconds_")] = round(sum(by_step.values()), 2)
     out["other"] = round(out["epoch_seconds"] - sum(out[p] for p in PHASES), 2)
     return out
