@@ -46,6 +46,7 @@ RESULTS = Path(__file__).parent / "results"
 
 # The retraining stages in the DAG's order: (plan stage, kzjobs command).
 STAGES = [
+    ("pretrain", "pretrain"),  # no call when the profile's starting weights are fresh
     ("validate", "validate annotations"),
     ("folds", "folds"),
     ("detect_train", "detect train"),
