@@ -45,12 +45,22 @@ def test_each_stage_runs_its_calls_and_its_time_adds_up_over_resumed_runs(work):
     assert store.read_json(TIMINGS) == second
 
 
+def test_the_bench_trains_with_every_stage_of_the_plan_before_its_evaluation(work):
+    """The bench runs each training stage the DAG runs, starting weights first."""
+    _store, _env, plan, _stages = work
+    names = [stage for stage, _command in STAGES]
+    assert set(names) == set(plan.args()) - {"plan", "evaluate", "register"}
+    assert names[0] == "pretrain" and names[-1] == "bundle"
+    assert names.index("merge_oof") < names.index("classify_train")  # it reads merged boxes
+
+
 def test_a_failing_call_stops_the_run_and_keeps_the_times_of_the_stages_before(work):
     store, env, _plan, stages = work
     stages["folds"] = ["datasets/missing", "--out", "run/folds.json", "--profile", "tiny"]
     with pytest.raises(JobFailed, match=r"datasets/missing: 0 book\(s\) for 2 folds"):
         run_stages(stages, env, 1, store, TIMINGS)
-    assert set(store.read_json(TIMINGS)) == {"validate"}
+    before = [stage for stage, _command in STAGES]
+    assert set(store.read_json(TIMINGS)) == set(before[:before.index("folds")])
 
 
 def test_kept_seg_fp_labels_are_judged_by_their_overlap_with_true_characters():
