@@ -26,6 +26,10 @@ class PseudoConfig(BaseModel):
     keep: float = Field(0.8, gt=0.0, le=1.0)
     target_accuracy: float = Field(0.99, gt=0.0, le=1.0)
     keep_seg_fp: bool = True  # confident seg_fp winners become seg_fp targets
+    # Fine-tune the classifiers on the pseudolabels (a kind of their own, "<kind>-ft",
+    # which level 2 and the bundle then use). Off: the incoming collections only fit the
+    # shifts below, and level 2 stacks the first classifiers.
+    finetune: bool = True
     # Lowered seg_fp logit on the pages of new collections (kzjobs.method.blend.shift_seg_fp):
     # a number, or "fit": the shift under which the incoming blend makes contested
     # seg_fp calls (won by at most max_seg_fp_shift) no more often than the same models

@@ -44,6 +44,7 @@ class RetrainPlan(BaseModel):
     kinds: list[str]
     # Kinds whose pretrained starting weights (in the store) are missing or stale.
     pretrain: list[str] = Field(default_factory=list)
+    finetune: bool = True  # the profile's pseudo.finetune
 
     @classmethod
     def build(cls, params: dict[str, Any], run_id: str) -> RetrainPlan:
@@ -59,6 +60,7 @@ class RetrainPlan(BaseModel):
             n_folds=profile.data.n_folds,
             kinds=list(profile.classify.kinds),
             pretrain=stale_kinds(params["profile"]),
+            finetune=profile.pseudo.finetune,
         )
 
     @property
@@ -66,11 +68,16 @@ class RetrainPlan(BaseModel):
         return RunKeys(self.run)
 
     @property
+    def fine_tunes(self) -> bool:
+        """Whether the classifiers are fine-tuned on pseudolabels of the incoming pages."""
+        return bool(self.incoming) and self.finetune
+
+    @property
     def blend_kinds(self) -> list[str]:
         """The classifiers level 2 stacks and the bundle keeps: the fine-tuned ones when
-        there is something to adapt to (they supersede their base models; keeping both
-        would double the cost of reading every page)."""
-        return [finetuned(k) for k in self.kinds] if self.incoming else list(self.kinds)
+        there are (they supersede their base models; keeping both would double the cost
+        of reading every page)."""
+        return [finetuned(k) for k in self.kinds] if self.fine_tunes else list(self.kinds)
 
     # -- job arguments (``--profile`` everywhere; the store comes from KZ_STORE)
     def _job(self, command: str, **fields: Any) -> list[str]:
@@ -132,7 +139,7 @@ class RetrainPlan(BaseModel):
                           out=keys.classify(finetuned(kind), k), progress=False)
                 for kind in self.kinds
                 for k in folds
-            ] if self.incoming else [],
+            ] if self.fine_tunes else [],
             "level2": self._job("level2 train", run_prefix=self.run, dataset=self.dataset,
                                 kinds=self.blend_kinds),
             "bundle": self._job("bundle", run_prefix=self.run, dataset=self.dataset),

@@ -75,6 +75,25 @@ def test_retrain_without_incoming_has_nothing_to_adapt():
         "resnet18"]
 
 
+def test_without_fine_tuning_the_incoming_pages_still_fit_the_shifts(tmp_path):
+    """pseudo.finetune off: pseudolabels are chosen (and the seg_fp shift fitted), but no
+    classifier is fine-tuned and level 2 stacks the first ones."""
+    import yaml
+
+    from kzjobs.core.profile import load_profile
+
+    data = load_profile("tiny").model_dump(mode="json", by_alias=True)
+    data["pseudo"]["finetune"] = False
+    profile = tmp_path / "no-finetune.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    a = RetrainPlan.build({"profile": str(profile), "dataset": "d", "heldout": "h",
+                           "incoming": ["incoming/a"]}, RUN_ID).args()
+    assert a["finetune"] == []
+    assert len(a["classify_incoming"]) == 2 and a["pseudolabel"]
+    assert [a["level2"][i + 1] for i, v in enumerate(a["level2"]) if v == "--kind"] == [
+        "resnet18"]
+
+
 def test_recognize_plan_shards_and_validation():
     plan = RecognizePlan.build({"profile": "tiny", "shards": 3}, RUN_ID, "incoming/batch-7")
     a = plan.args()
