@@ -4,8 +4,10 @@ forward with loss, backward, optimizer; :class:`kzjobs.core.training.Clock`) sum
 the epochs from the MLflow run.
 
 ``.venv/bin/python -m bench.phases [--set classify.threads=1 ...]`` writes
-``bench/results/phases.json`` and prints a table. The rest of an epoch's time (``other``)
-is the engine's own bookkeeping: moving tensors, the progress bar, checkpoints.
+``bench/results/phases.json`` and prints a table. ``--runs-in var/bench`` trains nothing:
+it reads the phases of every training run a ``bench.pipeline`` run logged under that home.
+The rest of an epoch's time (``other``) is the engine's own bookkeeping: moving tensors,
+the progress bar, checkpoints.
 """
 
 from __future__ import annotations
@@ -35,12 +37,39 @@ def phase_seconds(run_id: str) -> dict[str, float]:
     return out
 
 
+def logged_phases(home: Path) -> dict[str, dict[str, float]]:
+    """The phases of each training run (by run name) in the MLflow store under ``home``,
+    with each phase's share of the epochs' time."""
+    import mlflow
+
+    from kzjobs.core.training import PHASES
+    from kzjobs.release import registry
+
+    os.environ["KZ_HOME"] = str(home)
+    registry.client()  # the tracking URI of that home's settings
+    rows = {}
+    for run in mlflow.search_runs(search_all_experiments=True, output_format="list"):
+        seconds = phase_seconds(run.info.run_id)
+        if seconds["epoch_seconds"]:  # a run of the training engine
+            rows[run.info.run_name] = seconds | {"share": {
+                p: round(seconds[p] / seconds["epoch_seconds"], 3) for p in PHASES}}
+    return dict(sorted(rows.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", default="var/bench/pretrain")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--out", default="bench/results/phases.json")
+    parser.add_argument("--runs-in", type=Path, metavar="HOME",
+                        help="Read the training runs logged under this KZ_HOME; train none.")
     args = parser.parse_args()
+    if args.runs_in:
+        rows = logged_phases(args.runs_in.resolve())
+        print(json.dumps(rows, indent=1))
+        Path(args.out).write_text(json.dumps({"runs_in": str(args.runs_in), "jobs": rows},
+                                             indent=1) + "\n")
+        return
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     prepare(work)
