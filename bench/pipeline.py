@@ -430,15 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     # pages judge the held-out fonts against more strokes).
     parser.add_argument("--train-books", type=int,
                         help="Default: one book per fold in each training font.")
-    # 32, not 16, 8 or 4, at the same classifier steps (half the epochs at each doubling):
-    # every (character, font) is seen more often; the unseen fonts read 0.889 -> 0.911 ->
-    # 0.919 after level 2 from 4 to 16 (bench/RESULTS.md has 32's).
-    parser.add_argument("--pages", type=int, default=32, help="Pages per training book.")
+    # 16 a book and 20 a held-out book: every class trains, data to bundle, in one sitting
+    # on 2 cores (bench/RESULTS.md, 'Full-vocabulary bench of 2026-12-07 17:38 UTC'); more
+    # pages read better at 400 classes (same file, 'Notes of 2026-12-07').
+    parser.add_argument("--pages", type=int, default=16, help="Pages per training book.")
     parser.add_argument("--heldout-books", type=int, default=HELDOUT_BOOKS,
                         help="Books of each of the dev and test sets.")
-    # 40 a book: the ladder's steps are thousandths, and 5 pages a book left them in the
-    # noise; the held-out pages are also the incoming collections pseudolabels adapt to.
-    parser.add_argument("--heldout-pages", type=int, default=40,
+    # The held-out pages are also the incoming collections pseudolabels adapt to; 5 pages a
+    # book left the ladder's steps in the noise.
+    parser.add_argument("--heldout-pages", type=int, default=20,
                         help="Pages of each dev and test book.")
     for name in ("train", "dev", "test"):
         parser.add_argument(f"--{name}-fonts", nargs="+",
