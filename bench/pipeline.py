@@ -175,6 +175,24 @@ def run_stages(plan_args: dict[str, Any], env: dict[str, str], jobs: int, store:
     return seconds
 
 
+def read_by_model(rec: Any, ds: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Every page of ``ds`` detected and classified once by ``rec``'s models, without
+    shifts or decisions: one frame per model (``"<kind> fold<k>"``; a frame holds a box
+    once, as blending joins frames on the box) and each page's detected boxes."""
+    import pandas as pd
+
+    frames: list[pd.DataFrame] = []
+    boxes_by_page = {}
+    for image_id in ds.image_ids():
+        image = ds.read_image(image_id)
+        boxes_by_page[image_id] = rec.detect(image)
+        if boxes_by_page[image_id]:
+            frames += rec.classify(image_id, image, boxes_by_page[image_id])
+    every = pd.concat(frames, ignore_index=True)
+    return ({f"{kind} fold{fold}": part for (kind, fold), part in every.groupby(["kind", "fold"])},
+            boxes_by_page)
+
+
 def ablation(store: Any, run: str, heldout: str, profile: str,
              train: str = "datasets/train", best: str | None = None) -> dict[str, Any]:
     """F1 of each rung of the ladder, from one pass of every model over the ``heldout``
@@ -210,14 +228,7 @@ def ablation(store: Any, run: str, heldout: str, profile: str,
     rec = Recognizer.from_bundle(everything, root, profile=prof)
     ds = Dataset.open(heldout, store)
     truth = ds.annotations
-    frames: list[pd.DataFrame] = []
-    boxes_by_page = {}
-    for image_id in ds.image_ids():
-        image = ds.read_image(image_id)
-        boxes = rec.detect(image)
-        boxes_by_page[image_id] = boxes
-        if boxes:
-            frames += rec.classify(image_id, image, boxes)
+    models, boxes_by_page = read_by_model(rec, ds)
 
     decisions: dict[str, pd.DataFrame] = {}  # the last rung's: where it goes wrong
 
@@ -225,10 +236,6 @@ def ablation(store: Any, run: str, heldout: str, profile: str,
         if rung:
             decisions[rung] = decided
         return decided_f1(truth, decided, pages=True)
-
-    # One frame per model (a frame holds a box once: blending joins frames on the box).
-    every = pd.concat(frames, ignore_index=True)
-    models = {f"{kind} fold{fold}": part for (kind, fold), part in every.groupby(["kind", "fold"])}
 
     def of_kinds(chosen: list[str]) -> list[pd.DataFrame]:
         return [part for name, part in models.items() if name.split()[0] in chosen]

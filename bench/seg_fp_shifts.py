@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
-from bench.pipeline import RESULTS, SETS, bench_plan, use_work
+from bench.pipeline import RESULTS, SETS, bench_plan, read_by_model, use_work
 
 
 def shifted_ladder(frames: list[Any], level2: Any, truth: dict[str, Any],
@@ -65,17 +65,9 @@ def main() -> None:
     if rec.level2 is None:
         raise SystemExit(f"{run}: its bundle has no level 2 to decide with")
     dev = Dataset.open(SETS["dev"][0], store)
-    frames, boxes = [], {}
-    for image_id in dev.image_ids():
-        image = dev.read_image(image_id)
-        boxes[image_id] = rec.detect(image)
-        if boxes[image_id]:
-            frames += rec.classify(image_id, image, boxes[image_id])
-    import pandas as pd
-
-    every = pd.concat(frames, ignore_index=True)
-    per_model = [part for _key, part in every.groupby(["kind", "fold"])]
-    ladder = shifted_ladder(per_model, rec.level2, dev.annotations, boxes, args.shifts)
+    models, boxes = read_by_model(rec, dev)
+    ladder = shifted_ladder(list(models.values()), rec.level2, dev.annotations, boxes,
+                            args.shifts)
     result = {"command": "python -m bench.seg_fp_shifts " + " ".join(sys.argv[1:]),
               "run": run, "set": "dev", "ladder": ladder, "machine": machine_info()}
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
