@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -241,15 +241,33 @@ def _check(result: dict[str, Any], dag_id: str, logs: Path) -> dict[str, Any]:
 
 
 def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
-         heldout_books: int = 2, incoming_books: int = 2, shards: int = 2,
+         heldout_books: int = 2, incoming_books: int = 2, heldout_pages_per_book: int = 4,
+         shards: int = 2,
          fonts: list[str] | None = None, vocabulary_size: int | None = 200,
-         log: Any = None) -> dict[str, Any]:
-    """Retrain, promote and recognize through Airflow; a summary of what happened."""
+         heldout_fonts: Literal["test", "dev"] = "test", log: Any = None) -> dict[str, Any]:
+    """Retrain, promote and recognize through Airflow; a summary of what happened.
+
+    The held-out and incoming books are in the ``heldout_fonts`` set: ``test`` for the
+    figure a user reads, ``dev`` to choose the demo's settings on."""
     from kzjobs.core.settings import get_settings
     from kzjobs.core.store import open_store
     from kzjobs.synth import generate
     from kzjobs.synth.fonts import split
 
+    if heldout_fonts not in ("test", "dev"):
+        raise ValueError(f"held-out fonts are test or dev, not {heldout_fonts!r}")
+    # Training books in the training fonts (``fonts``: some of them); the held-out and
+    # incoming books are in fonts never seen in training.
+    unseen = list(split(heldout_fonts))
+    # The held-out and incoming books keep their size when the training set changes.
+    sets = {  # key: (books, pages a book, seed, labelled, fonts)
+        "datasets/train": (books, pages_per_book, 1, True, fonts or list(split("train"))),
+        "datasets/heldout": (heldout_books, heldout_pages_per_book, 2, True, unseen),
+        "incoming/batch-1": (incoming_books, heldout_pages_per_book, 3, False, unseen),
+    }
+    if seen := set(sets["datasets/train"][-1]) & set(unseen):
+        raise ValueError(f"the demo's training fonts must not be {heldout_fonts} fonts: "
+                         f"{sorted(seen)}")
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     settings = get_settings()
     home = settings.home.resolve()
@@ -260,21 +278,11 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
     say(f"Airflow metadata DB under {home / 'airflow'}")
     migrate(env)
 
-    # Training books in the training fonts (``fonts``: some of them); the held-out and
-    # incoming books are test-like: in the test fonts, never seen in training.
-    unseen = list(split("test"))
-    sets = {  # key: (books, seed, labelled, fonts)
-        "datasets/train": (books, 1, True, fonts or list(split("train"))),
-        "datasets/heldout": (heldout_books, 2, True, unseen),
-        "incoming/batch-1": (incoming_books, 3, False, unseen),
-    }
-    if seen := set(sets["datasets/train"][3]) & set(unseen):
-        raise ValueError(f"the demo's training fonts must not be test fonts: {sorted(seen)}")
-    for key, (n, seed, labelled, font_ids) in sets.items():
+    for key, (n, pages, seed, labelled, font_ids) in sets.items():
         marker = "train.csv" if labelled else "books.json"
         if not store.exists(f"{key}/{marker}"):
             say(f"synthetic books -> {store_uri}/{key}")
-            generate(store.child(key), books=n, pages_per_book=pages_per_book, seed=seed,
+            generate(store.child(key), books=n, pages_per_book=pages, seed=seed,
                      labelled=labelled, fonts=font_ids, vocabulary_size=vocabulary_size)
 
     logs = home / "airflow" / "demo-logs"
@@ -303,6 +311,7 @@ def demo(*, profile: str = "demo", books: int = 6, pages_per_book: int = 4,
     return {
         "profile": profile,
         "train_pages": books * pages_per_book,
+        "heldout_fonts": heldout_fonts,
         "heldout_f1": evaluation.get("f1"),
         "heldout_f1_by_book": {b: v["f1"] for b, v in evaluation.get("by_book", {}).items()},
         "heldout_detection_f1": evaluation.get("detection_f1"),
@@ -328,7 +337,8 @@ def report(summary: dict[str, Any], seconds: float) -> str:
         lines += [f"  {task:<28} {secs:7.1f} s" for task, secs in stages.items()]
         lines += [f"  {task:<28} skipped" for task in summary.get("skipped", {}).get(dag_id, [])]
     f1 = summary["heldout_f1"]
-    lines += ["", f"held-out F1 (competition metric): {f1:.3f}" if f1 is not None
+    fonts = summary.get("heldout_fonts", "test")
+    lines += ["", f"held-out F1 (competition metric, {fonts} fonts): {f1:.3f}" if f1 is not None
               else "held-out F1: not computed"]
     lines += [f"  {book:<10} {value:.3f}" for book, value in
               sorted(summary["heldout_f1_by_book"].items())]
@@ -359,11 +369,14 @@ def report(summary: dict[str, Any], seconds: float) -> str:
 def command(
     profile: Annotated[str, typer.Option("--profile", "-p", help="Profile of the run.")] = "demo",
     books: Annotated[int, typer.Option(help="Training books.")] = 6,
-    pages_per_book: Annotated[int, typer.Option(help="Pages per book.")] = 4,
+    pages_per_book: Annotated[int, typer.Option(help="Pages per training book.")] = 4,
     shards: Annotated[int, typer.Option(help="Recognition shards.")] = 2,
     # Minutes of CPU teach 200 classes something; the full 3,119 need far more pages.
     vocabulary_size: Annotated[int | None, typer.Option(
         help="Most frequent code points the books use (0: all 3,119).")] = 200,
+    heldout_fonts: Annotated[str, typer.Option(
+        help="Fonts of the held-out and incoming books: test, or dev to choose settings on "
+        "(a fresh KZ_HOME: the books are made once).")] = "test",
 ) -> None:
     """Retrain -> promote -> recognize through Airflow on this machine (var/)."""
     import time
@@ -372,7 +385,8 @@ def command(
 
     start = time.monotonic()
     summary = demo(profile=profile, books=books, pages_per_book=pages_per_book, shards=shards,
-                   vocabulary_size=vocabulary_size or None)
+                   vocabulary_size=vocabulary_size or None,
+                   heldout_fonts=heldout_fonts)  # type: ignore[arg-type]
     path = get_settings().home / "demo-summary.json"
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     typer.echo(report(summary, time.monotonic() - start))

@@ -37,7 +37,7 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
     fonts = ["kouzan-sousyo", "kouzan-sousyo", "kouzan-gyousyo", "kouzan-gyousyo"]
     said: list[str] = []
     out = demo(profile=short_profile, books=4, pages_per_book=2, heldout_books=2, incoming_books=1,
-               shards=2, fonts=fonts, log=said.append)
+               heldout_pages_per_book=2, shards=2, fonts=fonts, log=said.append)
 
     # kz_retrain registered its blend as the candidate, with its held-out figures as tags.
     version = out["registered"]["version"]
@@ -92,11 +92,19 @@ def test_retrain_promote_recognize_through_airflow(short_profile: str):
     for dag_id in ("kz_retrain", "kz_promote", "kz_recognize"):
         assert dag_id in text
     assert any(line.split() == ["pretrain", "skipped"] for line in text.splitlines())
-    assert f"held-out F1 (competition metric): {out['heldout_f1']:.3f}" in text
+    assert f"held-out F1 (competition metric, test fonts): {out['heldout_f1']:.3f}" in text
     assert f"detection only (boxes, any code): {out['heldout_detection_f1']:.3f}" in text
     assert f"(profile {out['profile']}, {out['train_pages']} training pages;" in text
     assert out["review"] in text and out["submission"] in text
     assert f"--backend-store-uri {get_settings().tracking_uri}" in text
+
+
+@pytest.mark.parametrize("heldout_fonts", ["train", "dev"])
+def test_the_held_out_books_are_never_in_a_training_font(heldout_fonts: str):
+    from kzjobs.demo import demo
+
+    with pytest.raises(ValueError, match=r"test or dev|must not be dev fonts"):
+        demo(books=1, pages_per_book=1, fonts=["kouzan-gyousyo"], heldout_fonts=heldout_fonts)
 
 
 # Lines as dag.test() writes them (Airflow 3.3), the job's own line repeated by the local
