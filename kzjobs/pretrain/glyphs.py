@@ -79,6 +79,8 @@ class GlyphCrops(torch.utils.data.Dataset):
         pick = int(rng.integers(len(self.class_of)))
         font, label = int(self.font_of[pick]), int(self.class_of[pick])
         image, box = self.render(rng, font, label)
+        # Albumentations draws from its own generator, which seed_everything leaves alone.
+        self.transform.set_random_seed(int(rng.integers(2**31)))
         out = self.transform(image=image)
         return out["image"], torch.tensor([box], dtype=torch.float32), label
 

@@ -129,6 +129,20 @@ def test_store_weights_without_a_sha256_are_refused(weights: Path, tmp_path: Pat
     assert read_weights("w/resnet18.pt", store)["kind"] == "resnet18"
 
 
+def test_a_crop_is_the_same_whenever_it_is_drawn():
+    """Item i of a seed is one crop, augmentations included: a rerun of the job (`make
+    pretrained`) sees the same crops, and the held-out crops are the same for every run."""
+    from kzjobs.pretrain.glyphs import GlyphCrops
+
+    task = PretrainConfig(**SMALL)
+    first, again = GlyphCrops(task, 4, seed=5), GlyphCrops(task, 4, seed=5)
+    for i in (3, 0, 3):
+        image, box, label = first[i]
+        assert torch.equal(image, again[i][0]) and torch.equal(box, again[i][1])
+        assert label == again[i][2]
+    assert not torch.equal(first[0][0], GlyphCrops(task, 4, seed=6)[0][0])
+
+
 def test_the_shipped_weights_load_and_match_the_demo_profile():
     from kzjobs.core.profile import load_profile
 
