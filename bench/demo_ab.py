@@ -25,7 +25,11 @@ def read_run(home: Path) -> tuple[Any, dict[str, Any]]:
     from kzjobs.data.format import read_submission
 
     store = open_store(home / "store")
-    (run,) = [k for k in store.list("runs/retrain") if k.endswith("evaluation/submission.csv")]
+    runs = [k for k in store.list("runs/retrain") if k.endswith("evaluation/submission.csv")]
+    if len(runs) != 1:
+        raise ValueError(f"{home}: {len(runs)} evaluated kz_retrain runs, not one: "
+                         "give each demo run a fresh KZ_HOME")
+    (run,) = runs
     return Dataset.open(HELDOUT, store), read_submission(store.read_bytes(run))
 
 
